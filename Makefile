@@ -1,0 +1,46 @@
+# Every target installs what it needs: a fresh machine needs only `make demo` or `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: help uv sync test test-fast lint fmt bench demo dev clean
+
+help:
+	@echo "make demo   run the main job end to end on the embedded devstack"
+	@echo "make test   run the whole test suite (what CI runs)"
+	@echo "make dev    devstack + Dagster UI on http://127.0.0.1:3000"
+	@echo "make lint   ruff check, ruff format --check, mypy, shellcheck, hadolint, workflow schemas"
+	@echo "make bench  benchmarks against their peers; results in bench/results/"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+sync: uv
+	@$(UV) sync --all-extras --quiet
+
+test: sync
+	$(UV) run pytest $(PYTEST_ARGS)
+
+test-fast: sync
+	$(UV) run pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+fmt: sync
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+bench: sync
+	$(UV) run python -m bench
+
+demo: sync
+	$(UV) run python -m rp_pipeline.demo
+
+dev: sync
+	$(UV) run python -m rp_devstack.dev
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""Every test can use the devstack fixtures (real S3 server process, emulators, stand-ins)."""
+
+pytest_plugins = ["rp_devstack.pytest_plugin"]
