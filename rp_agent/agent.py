@@ -1,0 +1,278 @@
+"""The sync loop: watcher -> durable queue -> bounded pool of upload workers.
+
+One dispatcher (the calling thread) claims due rows from the queue whenever a worker slot is
+free. Workers hash, skip content the bucket already holds, upload, and record the outcome.
+Stopping (SIGTERM/SIGINT) stops the watcher and the claiming, then waits up to the grace
+period for uploads in flight; unfinished rows stay in the queue for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rp_agent.config import AgentConfig
+from rp_agent.keys import object_key
+from rp_agent.paths import key_safe
+from rp_agent.queue import Job, UploadQueue
+from rp_agent.r2 import make_r2_client
+from rp_agent.uploader import ObjectMeta, Uploader, error_code, file_sha256, is_permanent
+from rp_agent.watcher import Watcher
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # --once finished but some files failed
+EXIT_GRACE_EXPIRED = 3  # stopped with uploads still in flight (they stay queued)
+
+
+class AgentStartError(RuntimeError):
+    """The agent cannot start (bucket missing, credentials refused, endpoint down)."""
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
+    return random.uniform(base / 2, min(cap, base * 2**attempt))
+
+
+class SyncAgent:
+    def __init__(self, config: AgentConfig, client: S3Client | None = None) -> None:
+        self.config = config
+        self.client = client or make_r2_client(config.r2, max_pool_connections=config.workers * 5)
+        self.queue = UploadQueue(config.db_path)
+        self.uploader = Uploader(
+            self.client,
+            config.r2.bucket,
+            multipart_threshold=config.multipart_threshold,
+            part_size=config.part_size,
+            part_concurrency=config.part_concurrency,
+        )
+        self.watcher = Watcher(
+            str(config.watch_dir),
+            config.extensions,
+            self._enqueue,
+            self.queue.known,
+            settle_seconds=config.settle_seconds,
+            rescan_interval=config.rescan_interval,
+        )
+        self._wake = threading.Event()
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        self._idle = threading.Condition(self._in_flight_lock)
+        self._reported_codes: set[str] = set()
+
+    # -- start checks ------------------------------------------------------------------------
+
+    def check_bucket(self) -> None:
+        """HeadBucket once, so a wrong bucket or key fails at start with one clear line."""
+        bucket = self.config.r2.bucket
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise AgentStartError(
+                    f"bucket {bucket!r} does not exist at {self.config.r2.endpoint}"
+                ) from None
+            if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                raise AgentStartError(
+                    f"access to bucket {bucket!r} denied: check R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY"
+                ) from None
+            raise AgentStartError(f"cannot reach bucket {bucket!r}: {code}") from None
+        except BotoCoreError as exc:
+            raise AgentStartError(
+                f"cannot reach R2 endpoint {self.config.r2.endpoint}: {exc}"
+            ) from None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, once: bool = False) -> int:
+        self.check_bucket()
+        recovered = self.queue.recover(retry_failed=True)
+        if recovered:
+            log.info("retrying %d file(s) left unfinished by the previous run", recovered)
+        log.info(
+            "syncing %s to %s/%s (%d workers)",
+            self.config.watch_dir,
+            self.config.r2.bucket,
+            self.config.prefix,
+            self.config.workers,
+        )
+        if once:
+            return self._run_once(stop)
+        self.watcher.start()
+        try:
+            while not stop.is_set():
+                self._dispatch()
+                self._wake.wait(timeout=self._wait_time())
+                self._wake.clear()
+        finally:
+            self.watcher.stop()
+        return self._drain()
+
+    def _run_once(self, stop: threading.Event) -> int:
+        self.watcher.rescan()
+        while not stop.is_set():
+            self.watcher.poll()
+            self._dispatch()
+            if self.watcher.settling() == 0 and self.queue.outstanding() == 0 and not self._busy():
+                break
+            self._wake.wait(timeout=self._wait_time())
+            self._wake.clear()
+        if stop.is_set():
+            return self._drain()
+        counts = self.queue.counts()
+        log.info("done: %d uploaded or present, %d failed", counts["done"], counts["failed"])
+        return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+    def _wait_time(self) -> float:
+        due = self.queue.next_due()
+        if due is None:
+            return 0.2
+        return max(0.01, min(0.2, due - time.time()))
+
+    def _busy(self) -> bool:
+        with self._in_flight_lock:
+            return bool(self._in_flight)
+
+    def _dispatch(self) -> None:
+        with self._in_flight_lock:
+            free = self.config.workers - len(self._in_flight)
+            exclude = set(self._in_flight)
+        for job in self.queue.claim(free, exclude):
+            with self._in_flight_lock:
+                self._in_flight.add(job.path)
+            threading.Thread(target=self._work, args=(job,), name="upload", daemon=True).start()
+
+    def _drain(self) -> int:
+        """Wait up to the grace period for uploads in flight; pending rows stay queued."""
+        deadline = time.monotonic() + self.config.grace
+        with self._idle:
+            while self._in_flight and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            left = len(self._in_flight)
+        counts = self.queue.counts()
+        if left:
+            log.warning(
+                "grace period over with %d upload(s) in flight; they stay queued for the next start",
+                left,
+            )
+            return EXIT_GRACE_EXPIRED
+        log.info(
+            "stopped: %d pending, %d done, %d failed (queue kept in %s)",
+            counts["pending"],
+            counts["done"],
+            counts["failed"],
+            self.config.db_path,
+        )
+        return EXIT_OK
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def _enqueue(self, rel: str, size: int, mtime: float, close_time: float) -> None:
+        display = key_safe(rel)
+        key = object_key(display, mtime, self.config.pod_id, self.config.prefix)
+        if self.queue.observe(rel, display, key, size, mtime, close_time):
+            log.debug("queued %s (%d bytes)", display, size)
+            self._wake.set()
+
+    # -- one upload --------------------------------------------------------------------------
+
+    def _work(self, job: Job) -> None:
+        try:
+            self._upload(job)
+        except Exception as exc:  # never let a worker die silently
+            log.exception("unexpected error uploading %s", job.display)
+            self.queue.mark_failed(job, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._idle:
+                self._in_flight.discard(job.path)
+                self._idle.notify_all()
+            self._wake.set()
+
+    def _upload(self, job: Job) -> None:
+        path = os.path.join(self.config.watch_dir, job.path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.queue.mark_failed(job, "file disappeared before it could be uploaded")
+            log.warning("%s disappeared before upload", job.display)
+            return
+        if (st.st_size, st.st_mtime) != (job.size, job.mtime):
+            # Rewritten since it was queued: queue the new version instead.
+            self._enqueue(job.path, st.st_size, st.st_mtime, time.time())
+            self.queue.release(job)
+            return
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            reason = f"cannot read file: {exc.strerror or exc}"
+            self.queue.mark_failed(job, reason)
+            log.error("%s: %s", job.display, reason)
+            return
+        try:
+            uploaded, parts, started = self._put_unless_present(job, path, sha)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._record_error(job, exc)
+            return
+        if not self.queue.mark_done(job, sha, started, uploaded):
+            return  # a newer version was queued meanwhile; it will be uploaded next
+        if uploaded:
+            log.info(
+                "uploaded %s -> %s (%d bytes, %d part(s))", job.display, job.key, job.size, parts
+            )
+        else:
+            log.info("%s already in the bucket with the same sha256; skipped", job.display)
+        self._requeue_if_changed(job, path)
+
+    def _put_unless_present(self, job: Job, path: str, sha: str) -> tuple[bool, int, float | None]:
+        if self.queue.object_sha256(job.key) == sha:
+            return False, 0, None
+        if self.uploader.remote_sha256(job.key) == sha:
+            return False, 0, None
+        started = time.time()
+        meta = ObjectMeta(sha256=sha, close_time=job.close_time, upload_start=started)
+        parts = self.uploader.upload(path, job.key, job.size, meta)
+        return True, parts, started
+
+    def _requeue_if_changed(self, job: Job, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if (st.st_size, st.st_mtime) != (job.size, job.mtime):
+            self._enqueue(job.path, st.st_size, st.st_mtime, time.time())
+
+    def _record_error(self, job: Job, exc: BaseException) -> None:
+        code = error_code(exc)
+        reason = f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+        if is_permanent(exc):
+            self.queue.mark_failed(job, reason)
+            level = logging.ERROR if code not in self._reported_codes else logging.DEBUG
+            self._reported_codes.add(code or "")
+            log.log(
+                level,
+                "upload to bucket %r refused (%s); marked failed: %s",
+                self.config.r2.bucket,
+                code,
+                job.display,
+            )
+            return
+        if job.attempts + 1 >= self.config.max_attempts:
+            self.queue.mark_failed(job, reason)
+            log.error(
+                "giving up on %s after %d attempts: %s", job.display, job.attempts + 1, reason
+            )
+            return
+        delay = backoff_delay(job.attempts)
+        self.queue.mark_retry(job, reason, delay)
+        log.warning("upload of %s failed (%s); retry in %.1fs", job.display, reason, delay)

@@ -1,0 +1,194 @@
+"""`rp-agent sync` and `rp-agent status`: every failure is one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rp_agent.agent import AgentStartError, SyncAgent
+from rp_agent.config import (
+    EXTENSIONS_ENV,
+    STATE_DIR_ENV,
+    AgentConfig,
+    AgentConfigError,
+    default_state_dir,
+)
+from rp_agent.paths import DEFAULT_EXTENSIONS
+from rp_agent.queue import UploadQueue
+from rp_agent.r2 import R2ConfigError
+
+log = logging.getLogger("rp_agent")
+
+EXIT_USAGE = 2
+
+STATE_HELP = (
+    f"directory for the upload queue (default: ${STATE_DIR_ENV}, else "
+    "~/.local/state/rp-agent/<hash of the watch dir>; never inside the watch dir)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rp-agent",
+        description="Sync pod outputs to Cloudflare R2. Env: R2_ENDPOINT R2_BUCKET "
+        "R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY, optional R2_PREFIX (default outputs), "
+        f"RUNPOD_POD_ID, {EXTENSIONS_ENV}.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sync = sub.add_parser("sync", help="watch a directory and upload every finished file")
+    sync.add_argument("--watch-dir", required=True, help="directory to sync (recursively)")
+    sync.add_argument("--once", action="store_true", help="upload what is there, then exit")
+    sync.add_argument("--state-dir", help=STATE_HELP)
+    sync.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
+    sync.add_argument(
+        "--rescan-interval", type=float, default=30.0, help="seconds between rescans (default 30)"
+    )
+    sync.add_argument(
+        "--grace",
+        type=float,
+        default=20.0,
+        help="seconds to finish uploads in flight after SIGTERM/SIGINT (default 20)",
+    )
+    sync.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds a file without a close event must stay unchanged before upload (default 1)",
+    )
+    sync.add_argument(
+        "--extensions",
+        help=f"extensions to sync, comma/space separated or '*' (default ${EXTENSIONS_ENV}, "
+        f"else {' '.join(sorted(DEFAULT_EXTENSIONS))})",
+    )
+
+    status = sub.add_parser("status", help="show pending / done / failed counts and last errors")
+    status.add_argument("--state-dir", help=STATE_HELP)
+    status.add_argument("--watch-dir", help="find the default state dir of this watch dir")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # botocore at debug level would print signed headers; keep it quiet.
+    for noisy in ("botocore", "boto3", "urllib3", "watchdog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"rp-agent: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    try:
+        config = AgentConfig.build(
+            args.watch_dir,
+            state_dir=args.state_dir,
+            workers=args.workers,
+            rescan_interval=args.rescan_interval,
+            grace=args.grace,
+            extensions=args.extensions,
+            settle_seconds=args.settle,
+        )
+    except (R2ConfigError, AgentConfigError) as exc:
+        return fail(str(exc))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info(
+            "%s received: finishing uploads in flight (grace %.0fs)",
+            signal.Signals(signum).name,
+            config.grace,
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent = SyncAgent(config)
+        return agent.run(stop, once=args.once)
+    except AgentStartError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot use state dir {config.state_dir}: {exc.strerror or exc}")
+
+
+def resolve_state_dir(args: argparse.Namespace) -> Path | None:
+    if args.state_dir:
+        return Path(args.state_dir).expanduser()
+    if args.watch_dir:
+        return default_state_dir(Path(args.watch_dir).expanduser())
+    base = default_state_dir(None)
+    if (base / "queue.sqlite3").exists():
+        return base  # $RP_AGENT_STATE_DIR points straight at a state dir
+    dbs = sorted(base.glob("*/queue.sqlite3")) if base.is_dir() else []
+    return dbs[0].parent if len(dbs) == 1 else None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args)
+    if state_dir is None:
+        return fail("no unique state dir found: pass --state-dir or --watch-dir")
+    db = state_dir / "queue.sqlite3"
+    if not db.exists():
+        return fail(f"no queue in {state_dir}: has `rp-agent sync` run with this state dir?")
+    queue = UploadQueue(db)
+    try:
+        counts = queue.counts()
+        errors = queue.last_errors(10)
+    finally:
+        queue.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "state_dir": str(state_dir),
+                    "counts": counts,
+                    "last_errors": [
+                        {
+                            "path": row.display,
+                            "key": row.key,
+                            "state": row.state,
+                            "attempts": row.attempts,
+                            "error": row.last_error,
+                            "at": row.updated_at,
+                        }
+                        for row in errors
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"state dir: {state_dir}")
+    print("  ".join(f"{state}: {n}" for state, n in counts.items()))
+    for row in errors:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.updated_at))
+        print(f"{row.state:8} {when}Z {row.display}: {row.last_error}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    if args.command == "sync":
+        return cmd_sync(args)
+    return cmd_status(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Put one file into R2: a single PUT for small files, streamed equal-size parts for large ones.
+
+Memory stays bounded: a part is read just before it is sent, and a process-wide semaphore
+caps how many part buffers exist at once, whatever the number of workers.
+No ACL or tagging headers (R2 rejects them). User metadata is ASCII only: names never go in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mimetypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MIB = 1024 * 1024
+MIN_PART = 5 * MIB
+MAX_PART = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+HASH_CHUNK = MIB
+
+# Error codes no retry can fix: the bucket or the credentials are wrong.
+PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "InvalidBucketName",
+        "AccountProblem",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "") or None
+    return None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return error_code(exc) in PERMANENT_CODES
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """Smallest whole-MiB part >= preferred (and >= 5 MiB) that keeps the count <= 10,000."""
+    needed = -(-size // MAX_PARTS)
+    part = max(preferred, MIN_PART, needed)
+    part = -(-part // MIB) * MIB
+    if part > MAX_PART:
+        raise ValueError(f"file of {size} bytes needs parts above 5 GiB; S3 cannot store it")
+    return part
+
+
+def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each part: all equal except the last."""
+    return [(offset, min(part_size, size - offset)) for offset in range(0, size, part_size)]
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    sha256: str
+    close_time: float
+    upload_start: float
+
+    def as_metadata(self) -> dict[str, str]:
+        return {
+            "sha256": self.sha256,
+            "close-time": f"{self.close_time:.3f}",
+            "upload-start": f"{self.upload_start:.3f}",
+        }
+
+
+class Uploader:
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        multipart_threshold: int = 16 * MIB,
+        part_size: int = 8 * MIB,
+        part_concurrency: int = 4,
+        max_part_buffers: int = 6,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.multipart_threshold = max(multipart_threshold, MIN_PART)
+        self.part_size = part_size
+        self.part_concurrency = part_concurrency
+        self._buffers = threading.BoundedSemaphore(max_part_buffers)
+
+    def remote_sha256(self, key: str) -> str | None:
+        """sha256 metadata of the object already at `key`, or None when there is none."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return head.get("Metadata", {}).get("sha256")
+
+    def upload(self, path: str, key: str, size: int, meta: ObjectMeta) -> int:
+        """Upload and return the number of parts (1 for a single PUT)."""
+        extra: dict[str, Any] = {"Metadata": meta.as_metadata()}
+        content_type, _ = mimetypes.guess_type(key)
+        if content_type:
+            extra["ContentType"] = content_type
+        if size <= self.multipart_threshold:
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            return 1
+        return self._multipart(path, key, size, extra)
+
+    def _multipart(self, path: str, key: str, size: int, extra: dict[str, Any]) -> int:
+        parts = plan_parts(size, part_size_for(size, self.part_size))
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)[
+            "UploadId"
+        ]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+
+            def send(number: int, offset: int, length: int) -> dict[str, Any]:
+                with self._buffers:
+                    data = os.pread(fd, length, offset)
+                    if len(data) != length:
+                        raise OSError(f"file shrank while uploading part {number}")
+                    resp = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                    )
+                return {"PartNumber": number, "ETag": resp["ETag"]}
+
+            with ThreadPoolExecutor(self.part_concurrency, thread_name_prefix="part") as pool:
+                futures = [
+                    pool.submit(send, n, offset, length)
+                    for n, (offset, length) in enumerate(parts, start=1)
+                ]
+                done = [f.result() for f in futures]
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},  # type: ignore[typeddict-item]
+            )
+        except BaseException:
+            # The original error is the one worth reporting.
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        finally:
+            os.close(fd)
+        return len(parts)
