@@ -1,0 +1,451 @@
+"""The stand-in's aiohttp server: ComfyUI's HTTP + WebSocket API with the recorded shapes.
+
+Routes follow ComfyUI's `server.py` (0.3.64) and answer identically under `/api/`. One worker
+thread runs queued prompts one at a time (as ComfyUI's prompt_worker does) and hands events back
+to the event loop, which sends them only to the prompt's client (statuses go to everyone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from rp_devstack.comfyui_standin.catalogue import (
+    DEFAULT_MODELS,
+    MODEL_FOLDERS,
+    build_catalogue,
+)
+from rp_devstack.comfyui_standin.executor import FAULTS, Executor, QueueItem
+from rp_devstack.comfyui_standin.validation import PromptValidator
+
+log = logging.getLogger(__name__)
+
+COMFYUI_VERSION = "0.3.64"
+MAX_UPLOAD_SIZE = 104857600
+FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+class StandinServer:
+    """State + routes. Build with `make_app()`; call `start_worker()` inside the running loop."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        input_dir: Path,
+        temp_dir: Path,
+        step_seconds: float = 0.01,
+        fault: str | None = None,
+        models: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.output_dir = output_dir.resolve()
+        self.input_dir = input_dir.resolve()
+        self.temp_dir = temp_dir.resolve()
+        for folder in (self.output_dir, self.input_dir, self.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.models = {
+            k: list(v) for k, v in (DEFAULT_MODELS if models is None else models).items()
+        }
+        self.number = 0
+        self.pending: list[QueueItem] = []
+        self.running: QueueItem | None = None
+        self.history: dict[str, dict[str, Any]] = {}
+        # One outgoing queue per socket keeps each client's messages strictly in order.
+        self.sockets: dict[str, asyncio.Queue[str | None]] = {}
+        self.last_node_by_client: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.work = threading.Condition(self.lock)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.executor = Executor(
+            self.output_dir,
+            self.input_dir,
+            self.temp_dir,
+            self.catalogue,
+            self.send_sync,
+            step_seconds,
+        )
+        self.fault = fault
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+
+    # --- knobs -------------------------------------------------------------------------
+    @property
+    def fault(self) -> str | None:
+        return self.executor.fault
+
+    @fault.setter
+    def fault(self, value: str | None) -> None:
+        if value not in (None, "", *FAULTS):
+            raise ValueError(f"unknown fault {value!r}; choose one of {', '.join(FAULTS)}")
+        self.executor.fault = value or None
+
+    def catalogue(self) -> dict[str, Any]:
+        return build_catalogue(self.models, self._input_files())
+
+    def _input_files(self) -> list[str]:
+        files = []
+        for root, _, names in os.walk(self.input_dir):
+            for name in names:
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(os.path.relpath(os.path.join(root, name), self.input_dir))
+        return files
+
+    def _validator(self) -> PromptValidator:
+        def check_image(value: Any) -> bool | str:
+            path = (self.input_dir / str(value)).resolve()
+            if self.input_dir in path.parents and path.is_file():
+                return True
+            return f"Invalid image file: {value}"
+
+        return PromptValidator(self.catalogue(), {"LoadImage": {"image": check_image}})
+
+    # --- messaging ---------------------------------------------------------------------
+    def send_sync(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        """Thread-safe: queue a message for one client (or everyone when sid is None)."""
+        if event == "executing" and sid is not None:
+            node = data.get("node")
+            if node is None:
+                self.last_node_by_client.pop(sid, None)
+            else:
+                self.last_node_by_client[sid] = node
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._send_now, event, data, sid)
+
+    def _send_now(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        text = json.dumps({"type": event, "data": data})
+        targets = list(self.sockets.values()) if sid is None else [self.sockets.get(sid)]
+        for outbox in targets:
+            if outbox is not None:
+                outbox.put_nowait(text)
+
+    def queue_info(self) -> dict[str, Any]:
+        remaining = len(self.pending) + (1 if self.running else 0)
+        return {"exec_info": {"queue_remaining": remaining}}
+
+    def _queue_updated(self) -> None:
+        self.send_sync("status", {"status": self.queue_info()}, None)
+
+    # --- worker ------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._worker = threading.Thread(target=self._work_loop, name="standin-worker", daemon=True)
+        self._worker.start()
+
+    def stop_worker(self) -> None:
+        with self.work:
+            self._stopping = True
+            self.executor.interrupt_flag.set()
+            self.work.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    def _work_loop(self) -> None:
+        while True:
+            with self.work:
+                while not self.pending and not self._stopping:
+                    self.work.wait()
+                if self._stopping:
+                    return
+                item = self.pending.pop(0)
+                self.running = item
+                self._queue_updated()
+            try:
+                entry = self.executor.execute(item)
+            except Exception:  # never let the worker die: record the prompt as failed
+                log.exception("stand-in executor crashed on %s", item.prompt_id)
+                entry = {
+                    "outputs": {},
+                    "status": {"status_str": "error", "completed": False, "messages": []},
+                    "meta": {},
+                }
+            with self.work:
+                self.history[item.prompt_id] = {"prompt": item.as_list(), **entry}
+                self.running = None
+                self._queue_updated()
+            client_id = item.extra_data.get("client_id")
+            if client_id is not None:
+                self.send_sync("executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
+
+    # --- routes ------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_UPLOAD_SIZE)
+        routes = [
+            web.get("/ws", self.ws),
+            web.get("/prompt", self.get_prompt),
+            web.post("/prompt", self.post_prompt),
+            web.get("/queue", self.get_queue),
+            web.post("/queue", self.post_queue),
+            web.get("/history", self.get_history),
+            web.post("/history", self.post_history),
+            web.get("/history/{prompt_id}", self.get_history_item),
+            web.get("/view", self.view),
+            web.post("/upload/image", self.upload_image),
+            web.get("/system_stats", self.system_stats),
+            web.get("/object_info", self.object_info),
+            web.get("/object_info/{node_class}", self.object_info_one),
+            web.post("/interrupt", self.interrupt),
+            web.get("/features", self.features),
+            web.get("/models", self.models_list),
+            web.get("/models/{folder}", self.models_folder),
+            web.get("/embeddings", self.embeddings),
+        ]
+        for route in routes:
+            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, "/api" + route.path, route.handler)
+        return app
+
+    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = request.rel_url.query.get("clientId") or uuid.uuid4().hex
+        outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        old = self.sockets.get(sid)
+        if old is not None:
+            old.put_nowait(None)
+        self.sockets[sid] = outbox
+        outbox.put_nowait(
+            json.dumps({"type": "status", "data": {"status": self.queue_info(), "sid": sid}})
+        )
+        # On reconnect, ComfyUI tells the running prompt's client which node is executing.
+        last_node = self.last_node_by_client.get(sid)
+        if last_node is not None:
+            outbox.put_nowait(json.dumps({"type": "executing", "data": {"node": last_node}}))
+        sender = asyncio.ensure_future(_pump(ws, outbox))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_client_message(outbox, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            if self.sockets.get(sid) is outbox:
+                self.sockets.pop(sid, None)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+        return ws
+
+    def _on_client_message(self, outbox: asyncio.Queue[str | None], text: str) -> None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return
+        if isinstance(data, dict) and data.get("type") == "feature_flags":
+            outbox.put_nowait(json.dumps({"type": "feature_flags", "data": FEATURES}))
+
+    async def get_prompt(self, request: web.Request) -> web.Response:
+        return web.json_response(self.queue_info())
+
+    async def post_prompt(self, request: web.Request) -> web.Response:
+        # Malformed JSON raises here and aiohttp answers 500 text/plain, as ComfyUI does.
+        json_data = await request.json()
+        if not isinstance(json_data, dict):
+            raise web.HTTPInternalServerError()
+        if "prompt" not in json_data:
+            error: dict[str, Any] | None = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
+            return web.json_response({"error": error, "node_errors": {}}, status=400)
+        prompt = json_data["prompt"]
+        prompt_id = str(json_data.get("prompt_id") or uuid.uuid4())
+        if not isinstance(prompt, dict):
+            raise web.HTTPInternalServerError()
+        valid, error, good_outputs, node_errors = self._validator().validate(prompt)
+        if not valid:
+            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+        extra_data = dict(json_data.get("extra_data") or {})
+        if "client_id" in json_data:
+            extra_data["client_id"] = json_data["client_id"]
+        with self.work:
+            number = json_data.get("number", self.number)
+            if json_data.get("front"):
+                number = -number
+            self.number += 1
+            self.pending.append(QueueItem(number, prompt_id, prompt, extra_data, good_outputs))
+            self.pending.sort(key=lambda it: it.number)
+            self._queue_updated()
+            self.work.notify_all()
+        return web.json_response(
+            {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
+        )
+
+    async def get_queue(self, request: web.Request) -> web.Response:
+        with self.lock:
+            running = [self.running.as_list()] if self.running else []
+            pending = [item.as_list() for item in self.pending]
+        return web.json_response({"queue_running": running, "queue_pending": pending})
+
+    async def post_queue(self, request: web.Request) -> web.Response:
+        json_data = await request.json()
+        with self.lock:
+            if json_data.get("clear"):
+                self.pending.clear()
+            for prompt_id in json_data.get("delete", []):
+                self.pending = [it for it in self.pending if it.prompt_id != prompt_id]
+        self._queue_updated()
+        return web.Response(status=200)
+
+    async def get_history(self, request: web.Request) -> web.Response:
+        items = list(self.history.items())
+        max_items = request.rel_url.query.get("max_items")
+        if max_items is not None:
+            items = items[-int(max_items) :]
+        return web.json_response(dict(items))
+
+    async def post_history(self, request: web.Request) -> web.Response:
+        json_data = await request.json()
+        if json_data.get("clear"):
+            self.history.clear()
+        for prompt_id in json_data.get("delete", []):
+            self.history.pop(prompt_id, None)
+        return web.Response(status=200)
+
+    async def get_history_item(self, request: web.Request) -> web.Response:
+        prompt_id = request.match_info["prompt_id"]
+        entry = self.history.get(prompt_id)
+        return web.json_response({prompt_id: entry} if entry is not None else {})
+
+    def _typed_dir(self, kind: str) -> Path | None:
+        return {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}.get(kind)
+
+    async def view(self, request: web.Request) -> web.StreamResponse:
+        query = request.rel_url.query
+        filename = query.get("filename")
+        if not filename:
+            return web.Response(status=404)
+        filename = os.path.normpath(filename)
+        if not filename or filename.startswith(("/", "..")) or ".." in Path(filename).parts:
+            return web.Response(status=400)
+        base = self._typed_dir(query.get("type", "output"))
+        if base is None:
+            return web.Response(status=400)
+        subfolder = query.get("subfolder", "")
+        folder = (base / subfolder).resolve() if subfolder else base
+        if os.path.commonpath((str(folder), str(base))) != str(base):
+            return web.Response(status=403)
+        path = folder / os.path.basename(filename)
+        if not path.is_file():
+            return web.Response(status=404)
+        return web.FileResponse(path, headers={"Content-Disposition": f'filename="{path.name}"'})
+
+    async def upload_image(self, request: web.Request) -> web.Response:
+        post = await request.post()
+        image = post.get("image")
+        if image is None or not isinstance(image, web.FileField) or not image.filename:
+            return web.Response(status=400)
+        base = self._typed_dir(str(post.get("type") or "input"))
+        if base is None:
+            return web.Response(status=400)
+        subfolder = str(post.get("subfolder") or "")
+        folder = (base / subfolder).resolve()
+        if os.path.commonpath((str(folder), str(base))) != str(base):
+            return web.Response(status=400)
+        folder.mkdir(parents=True, exist_ok=True)
+        content = image.file.read()
+        overwrite = str(post.get("overwrite", "")).lower() in ("true", "1")
+        name = os.path.basename(image.filename)
+        path = folder / name
+        if path.exists() and not overwrite:
+            same = hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest()
+            index = 1
+            stem, suffix = os.path.splitext(name)
+            while path.exists() and not same:
+                name = f"{stem} ({index}){suffix}"
+                path = folder / name
+                index += 1
+        path.write_bytes(content)
+        return web.json_response(
+            {"name": name, "subfolder": subfolder, "type": post.get("type") or "input"}
+        )
+
+    async def system_stats(self, request: web.Request) -> web.Response:
+        ram_total = 25 * 1024**3
+        return web.json_response(
+            {
+                "system": {
+                    "os": "posix",
+                    "ram_total": ram_total,
+                    "ram_free": ram_total // 2,
+                    "comfyui_version": COMFYUI_VERSION,
+                    "required_frontend_version": "1.27.10",
+                    "installed_templates_version": "0.1.95",
+                    "required_templates_version": "0.1.95",
+                    "python_version": "3.11 (rp_devstack ComfyUI stand-in)",
+                    "pytorch_version": "none (stand-in)",
+                    "embedded_python": False,
+                    "argv": ["main.py", "--output-directory", str(self.output_dir)],
+                },
+                "devices": [
+                    {
+                        "name": "cpu",
+                        "type": "cpu",
+                        "index": None,
+                        "vram_total": ram_total,
+                        "vram_free": ram_total // 2,
+                        "torch_vram_total": ram_total,
+                        "torch_vram_free": ram_total // 2,
+                    }
+                ],
+            }
+        )
+
+    async def object_info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.catalogue())
+
+    async def object_info_one(self, request: web.Request) -> web.Response:
+        name = request.match_info["node_class"]
+        info = self.catalogue().get(name)
+        return web.json_response({name: info} if info is not None else {})
+
+    async def interrupt(self, request: web.Request) -> web.Response:
+        try:
+            json_data = await request.json()
+        except (json.JSONDecodeError, ValueError):
+            json_data = {}
+        prompt_id = json_data.get("prompt_id") if isinstance(json_data, dict) else None
+        with self.lock:
+            running_id = self.running.prompt_id if self.running else None
+        if not prompt_id or prompt_id == running_id:
+            self.executor.interrupt_flag.set()
+        return web.Response(status=200)
+
+    async def features(self, request: web.Request) -> web.Response:
+        return web.json_response(FEATURES)
+
+    async def models_list(self, request: web.Request) -> web.Response:
+        return web.json_response(MODEL_FOLDERS)
+
+    async def models_folder(self, request: web.Request) -> web.Response:
+        folder = request.match_info["folder"]
+        if folder not in MODEL_FOLDERS:
+            return web.Response(status=404)
+        return web.json_response(sorted(self.models.get(folder, [])))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        return web.json_response([])
+
+
+async def _pump(ws: web.WebSocketResponse, outbox: asyncio.Queue[str | None]) -> None:
+    """Send queued messages in order; None (a newer socket took the client id) closes."""
+    while True:
+        text = await outbox.get()
+        if text is None or ws.closed:
+            await ws.close()
+            return
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            return
