@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Pod entrypoint (PID 1): rp-agent, model downloads, ComfyUI, and a clean stop.
+#
+# Order, and why:
+#   1. rp-agent (when ENABLE_R2_SYNC=true), supervised: restarted with backoff if it dies.
+#      It starts first so anything already in the output dir is uploaded while models load.
+#   2. download_models.sh, in the foreground. Models come BEFORE ComfyUI on purpose: the
+#      pipeline treats "ComfyUI answers HTTP" as "pod ready" and submits at once, so ComfyUI
+#      must not answer before its weights exist. On a warm network volume every file is
+#      already verified and this step takes seconds. A failed download is logged loudly and
+#      ComfyUI starts anyway: a prompt then fails with ComfyUI's own error naming the missing
+#      file, which is faster and clearer than a pod that never becomes ready.
+#   3. ComfyUI, reading models from $MODELS_DIR and writing outputs to the watched dir.
+# On SIGTERM/SIGINT (pod stop) ComfyUI is stopped first (no new outputs), then the agent is
+# sent SIGTERM and awaited so it can flush its queue, then the helpers; exit 0.
+# If ComfyUI exits on its own, the agent is flushed the same way and its exit code is returned.
+#
+# Secret values are never printed: only whether each one is set.
+set -uo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+COMFYUI_DATA_DIR="${COMFYUI_DATA_DIR:-/workspace/ComfyUI}"
+MODELS_DIR="${MODELS_DIR:-$COMFYUI_DATA_DIR/models}"
+COMFYUI_OUTPUT_DIR="${COMFYUI_OUTPUT_DIR:-$COMFYUI_DATA_DIR/output}"
+COMFYUI_PORT="${COMFYUI_PORT:-8188}"
+COMFYUI_ARGS="${COMFYUI_ARGS:-}"
+RP_AGENT_STATE_DIR="${RP_AGENT_STATE_DIR:-/workspace/.rp-agent/${RUNPOD_POD_ID:-local}}"
+ENABLE_R2_SYNC="${ENABLE_R2_SYNC:-false}"
+export MODELS_DIR
+
+SECRET_NAMES=(R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY CIVITAI_API_KEY HF_TOKEN JUPYTER_PASSWORD PUBLIC_KEY)
+SHOWN_NAMES=(ENABLE_R2_SYNC R2_BUCKET R2_PREFIX WAN_720P ENABLE_TURBODIFFUSION GPU_TIER RUNPOD_POD_ID)
+
+AGENT_PID=""
+DOWNLOAD_PID=""
+COMFY_PID=""
+HELPER_PIDS=()
+STOPPING=""
+
+log() { printf '[start] %s\n' "$*"; }
+
+# The image's ComfyUI checkout: hearmeman-style images keep it at /ComfyUI (fast container
+# disk), others at /workspace/ComfyUI.
+find_comfyui_dir() {
+    local dir
+    for dir in "${COMFYUI_DIR:-}" /ComfyUI /workspace/ComfyUI; do
+        if [ -n "$dir" ] && [ -f "$dir/main.py" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    return 1
+}
+
+describe_env() {
+    local name
+    for name in "${SHOWN_NAMES[@]}"; do
+        log "$name=${!name:-}"
+    done
+    # The endpoint embeds the Cloudflare account id: report presence, like the keys.
+    for name in R2_ENDPOINT "${SECRET_NAMES[@]}"; do
+        if [ -n "${!name:-}" ]; then log "$name: set"; else log "$name: not set"; fi
+    done
+}
+
+# RunPod convention: the user's key arrives in PUBLIC_KEY; sshd serves TCP 22.
+start_sshd() {
+    if [ -z "${PUBLIC_KEY:-}" ] || ! command -v sshd >/dev/null 2>&1; then
+        return 0
+    fi
+    local ssh_dir="${HOME:-/root}/.ssh"
+    mkdir -p "$ssh_dir" /run/sshd
+    chmod 700 "$ssh_dir"
+    printf '%s\n' "$PUBLIC_KEY" >>"$ssh_dir/authorized_keys"
+    chmod 600 "$ssh_dir/authorized_keys"
+    ssh-keygen -A >/dev/null 2>&1 || true
+    "$(command -v sshd)" -D -e &
+    HELPER_PIDS+=("$!")
+    log "sshd started"
+}
+
+# JupyterLab on 8888 only with a password; it reads the token from the environment, so
+# the value never appears on a command line.
+start_jupyter() {
+    if [ -z "${JUPYTER_PASSWORD:-}" ] || ! command -v jupyter >/dev/null 2>&1; then
+        return 0
+    fi
+    JUPYTER_TOKEN="$JUPYTER_PASSWORD" jupyter lab --ip=0.0.0.0 --port=8888 --no-browser \
+        --allow-root --ServerApp.root_dir=/workspace >/tmp/jupyter.log 2>&1 &
+    HELPER_PIDS+=("$!")
+    log "jupyter lab started on 8888"
+}
+
+r2_settings_complete() {
+    local name missing=()
+    for name in R2_ENDPOINT R2_BUCKET R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY; do
+        [ -n "${!name:-}" ] || missing+=("$name")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "ENABLE_R2_SYNC=true but ${missing[*]} not set: rp-agent NOT started"
+        return 1
+    fi
+}
+
+# Runs in a background subshell: keeps `rp-agent sync` alive, backing off 1 s, 2 s, 4 s ...
+# up to 30 s between crashes (reset after a minute of healthy running). SIGTERM is passed to
+# the agent, which finishes its uploads before exiting; the loop then ends.
+AGENT_CHILD=""
+# Invoked from the TERM trap that supervise_agent installs.
+# shellcheck disable=SC2329
+stop_supervised_agent() {
+    if [ -n "$AGENT_CHILD" ]; then
+        kill -TERM "$AGENT_CHILD" 2>/dev/null
+        wait "$AGENT_CHILD" 2>/dev/null
+    fi
+    exit 0
+}
+
+supervise_agent() {
+    local delay=1 started rc
+    trap stop_supervised_agent TERM
+    mkdir -p "$RP_AGENT_STATE_DIR" "$COMFYUI_OUTPUT_DIR"
+    while true; do
+        started=$SECONDS
+        rp-agent sync --watch-dir "$COMFYUI_OUTPUT_DIR" --state-dir "$RP_AGENT_STATE_DIR" &
+        AGENT_CHILD=$!
+        log "rp-agent started (pid $AGENT_CHILD), watching $COMFYUI_OUTPUT_DIR"
+        wait "$AGENT_CHILD"
+        rc=$?
+        AGENT_CHILD=""
+        if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
+        log "rp-agent exited with status $rc; restarting in ${delay}s"
+        sleep "$delay" &
+        AGENT_CHILD=$!
+        wait "$AGENT_CHILD"
+        AGENT_CHILD=""
+        delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    done
+}
+
+start_agent() {
+    if [ "$ENABLE_R2_SYNC" != "true" ]; then
+        log "ENABLE_R2_SYNC is not true: outputs stay on the volume only"
+        return 0
+    fi
+    r2_settings_complete || return 0
+    supervise_agent &
+    AGENT_PID=$!
+}
+
+write_extra_model_paths() {
+    local config="$1"
+    cat >"$config" <<EOF
+# Written by start.sh: models live on the network volume, not in the image.
+network_volume:
+    base_path: $MODELS_DIR
+    checkpoints: checkpoints
+    clip: clip
+    clip_vision: clip_vision
+    controlnet: controlnet
+    diffusion_models: diffusion_models
+    embeddings: embeddings
+    loras: loras
+    text_encoders: text_encoders
+    unet: unet
+    upscale_models: upscale_models
+    vae: vae
+EOF
+}
+
+download_models() {
+    "$SCRIPT_DIR/download_models.sh" &
+    DOWNLOAD_PID=$!
+    wait "$DOWNLOAD_PID"
+    local rc=$?
+    DOWNLOAD_PID=""
+    [ -n "$STOPPING" ] && return 0
+    if [ "$rc" -ne 0 ]; then
+        log "MODEL DOWNLOAD FAILED (status $rc): see the [models] lines above; starting ComfyUI anyway"
+    fi
+}
+
+start_comfyui() {
+    local comfy_dir config args
+    if ! comfy_dir="$(find_comfyui_dir)"; then
+        log "ComfyUI not found (set COMFYUI_DIR to the folder holding main.py)"
+        return 1
+    fi
+    mkdir -p "$COMFYUI_OUTPUT_DIR" "$COMFYUI_DATA_DIR/input" "$MODELS_DIR"
+    config="$COMFYUI_DATA_DIR/extra_model_paths.yaml"
+    write_extra_model_paths "$config"
+    # COMFYUI_ARGS is a user-supplied flag list (e.g. "--lowvram"): split on purpose.
+    read -r -a args <<<"$COMFYUI_ARGS"
+    (cd "$comfy_dir" && exec python3 main.py --listen 0.0.0.0 --port "$COMFYUI_PORT" \
+        --output-directory "$COMFYUI_OUTPUT_DIR" --input-directory "$COMFYUI_DATA_DIR/input" \
+        --extra-model-paths-config "$config" "${args[@]}") &
+    COMFY_PID=$!
+    log "ComfyUI starting from $comfy_dir on port $COMFYUI_PORT (pid $COMFY_PID)"
+}
+
+stop_pid() {
+    local pid="$1"
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    wait "$pid" 2>/dev/null
+}
+
+# Stops everything in dependency order and exits with $1.
+shutdown() {
+    local status="$1" pid
+    STOPPING=1
+    trap '' TERM INT
+    if [ -n "$DOWNLOAD_PID" ]; then
+        # curl is the script's child: stop it too so the partial file is left to resume.
+        pkill -TERM -P "$DOWNLOAD_PID" 2>/dev/null
+        stop_pid "$DOWNLOAD_PID"
+    fi
+    if [ -n "$COMFY_PID" ]; then
+        log "stopping ComfyUI"
+        stop_pid "$COMFY_PID"
+    fi
+    if [ -n "$AGENT_PID" ]; then
+        log "stopping rp-agent (it flushes pending uploads first)"
+        stop_pid "$AGENT_PID"
+    fi
+    for pid in "${HELPER_PIDS[@]}"; do stop_pid "$pid"; done
+    log "stopped"
+    exit "$status"
+}
+
+main() {
+    # Background jobs of a non-interactive shell ignore SIGINT, so children always get TERM.
+    trap 'log "SIGTERM received"; shutdown 0' TERM
+    trap 'log "SIGINT received"; shutdown 0' INT
+    describe_env
+    start_sshd
+    start_jupyter
+    start_agent
+    download_models
+    start_comfyui || shutdown 1
+    local rc
+    wait "$COMFY_PID"
+    rc=$?
+    # Reached only when ComfyUI exited by itself (a signal runs shutdown from the trap).
+    log "ComfyUI exited with status $rc"
+    COMFY_PID=""
+    shutdown "$((rc == 0 ? 1 : rc))"
+}
+
+main "$@"
