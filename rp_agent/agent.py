@@ -110,6 +110,7 @@ class SyncAgent:
         if once:
             return self._run_once(stop)
         self.watcher.start()
+        log.info("watching %s for new files", self.config.watch_dir)
         try:
             while not stop.is_set():
                 self._dispatch()
