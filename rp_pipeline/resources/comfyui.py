@@ -9,6 +9,7 @@ also covers events sent before we connected). History is the source of truth for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -479,7 +480,5 @@ def _snippet(response: requests.Response) -> str:
 
 
 def _close_quietly(ws: websocket.WebSocket) -> None:
-    try:
+    with contextlib.suppress(OSError, websocket.WebSocketException):
         ws.close()
-    except (OSError, websocket.WebSocketException):
-        pass
