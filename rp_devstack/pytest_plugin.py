@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from rp_agent.r2 import R2Settings, make_r2_client
+from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.s3 import LocalS3
+from rp_devstack.stack import NETWORK_VOLUME_DATACENTER, NETWORK_VOLUME_ID, Devstack
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +48,40 @@ def r2_env(r2_settings: R2Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+# ---------------------------------------------------------------- RunPod emulator and devstack
+
+
+@pytest.fixture(scope="session")
+def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """The whole offline stack (S3 + bucket, RunPod emulator with network volume and secrets,
+    standalone ComfyUI stand-in); `.env` has the eight DESIGN variables, `.emulator` the admin
+    handle. Shared by the session: tests should terminate the pods they launch."""
+    stack = Devstack(tmp_path_factory.mktemp("devstack"), boot_delay_s=0.5, agent_grace_s=10.0)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def devstack_env(devstack: Devstack, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The devstack's variables set in os.environ for the test (as `source DIR/env` would)."""
+    for name, value in devstack.env.items():
+        monkeypatch.setenv(name, value)
+    return dict(devstack.env)
+
+
+@pytest.fixture
+def runpod_emulator(tmp_path: Path) -> Iterator[RunPodEmulator]:
+    """A fresh emulator for one test (own pods, stock and faults), with the devstack's network
+    volume; pods run the ComfyUI stand-in. Stopped (pods killed) after the test."""
+    emulator = RunPodEmulator(tmp_path / "runpod", boot_delay_s=0.3, agent_grace_s=10.0)
+    emulator.start()
+    emulator.add_network_volume(NETWORK_VOLUME_ID, "devstack-volume", NETWORK_VOLUME_DATACENTER)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,203 @@
+"""A RunPod pod as local processes: the ComfyUI stand-in, and rp-agent when the pod asks for it.
+
+Each pod owns a directory shaped like the real image's volume (`workspace/ComfyUI/output`), runs
+every process in its own session (so one `killpg` ends the process and anything it spawned) and
+gets only the environment a real container would: the pod's env with secret references resolved,
+plus the `RUNPOD_*` variables RunPod injects. The host's own R2/RunPod variables never leak in, so
+a pod that forgot to pass its settings fails here exactly as it would on RunPod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from rp_devstack.ports import free_port
+
+log = logging.getLogger(__name__)
+
+COMFYUI_PRIVATE_PORT = 8188
+
+# What a container inherits from the host: enough to run Python, nothing with credentials.
+_HOST_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+# (port, output_dir, input_dir, pod_env) -> argv of the ComfyUI process.
+ComfyCommand = Callable[[int, Path, Path, dict[str, str]], Sequence[str]]
+
+
+def standin_command(port: int, output_dir: Path, input_dir: Path, env: dict[str, str]) -> list[str]:
+    """The ComfyUI stand-in (contract 2), the default 'image' of every local pod."""
+    argv = [
+        sys.executable,
+        "-m",
+        "rp_devstack.comfyui_standin",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--output-dir",
+        str(output_dir),
+        "--input-dir",
+        str(input_dir),
+    ]
+    if env.get("COMFY_STANDIN_STEP_SECONDS"):
+        argv += ["--step-seconds", env["COMFY_STANDIN_STEP_SECONDS"]]
+    return argv
+
+
+def agent_executable() -> str:
+    """`rp-agent` installed beside this interpreter (the venv), else from PATH."""
+    beside = Path(sys.executable).with_name("rp-agent")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rp-agent")
+    if not found:
+        raise FileNotFoundError("rp-agent is not installed in this environment (uv sync)")
+    return found
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class LocalPod:
+    """The processes of one pod. `start()` launches them; `stop()` ends them, agent first."""
+
+    pod_id: str
+    root: Path
+    env: dict[str, str]
+    comfy_command: ComfyCommand = standin_command
+    agent_grace_s: float = 15.0
+    comfy_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "workspace" / "ComfyUI" / "output"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.root / "workspace" / "ComfyUI" / "input"
+
+    @property
+    def sync_enabled(self) -> bool:
+        return truthy(self.env.get("ENABLE_R2_SYNC"))
+
+    def start(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.input_dir.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        process_env = self._process_env()
+        self._spawn(
+            "comfyui",
+            list(self.comfy_command(self.comfy_port, self.output_dir, self.input_dir, self.env)),
+            process_env,
+        )
+        if self.sync_enabled:
+            argv = [
+                agent_executable(),
+                "sync",
+                "--watch-dir",
+                str(self.output_dir),
+                "--state-dir",
+                str(self.root / "agent-state"),
+            ]
+            self._spawn("agent", argv, process_env)
+        log.info("local pod %s started (ComfyUI on port %d)", self.pod_id, self.comfy_port)
+
+    def comfy_listening(self) -> bool:
+        proc = self.processes.get("comfyui")
+        if proc is None or proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.comfy_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def comfy_exited(self) -> bool:
+        proc = self.processes.get("comfyui")
+        return proc is not None and proc.poll() is not None
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes.values()]
+
+    def stop(self) -> None:
+        """SIGTERM the agent and let it flush its queue, then end ComfyUI; SIGKILL stragglers."""
+        agent = self.processes.get("agent")
+        if agent is not None:
+            _end_group(agent, self.agent_grace_s)
+        for name, proc in self.processes.items():
+            if name != "agent":
+                _end_group(proc, 5.0)
+        self.processes.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()
+
+    def kill(self) -> None:
+        """A crash: every process dies at once, nothing flushes."""
+        for proc in self.processes.values():
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        self.processes.clear()
+
+    def _process_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in _HOST_ENV_KEPT}
+        env.update(self.env)
+        env.update(
+            {
+                "RUNPOD_POD_ID": self.pod_id,
+                "RUNPOD_POD_HOSTNAME": f"{self.pod_id}-local",
+                "RUNPOD_GPU_COUNT": "1",
+                "RUNPOD_PUBLIC_IP": "127.0.0.1",
+                f"RUNPOD_TCP_PORT_{COMFYUI_PRIVATE_PORT}": str(self.comfy_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        handle = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)
+        self._logs.append(handle)
+        self.processes[name] = subprocess.Popen(
+            argv,
+            cwd=self.root / "workspace",
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: killpg reaches grandchildren too
+        )
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _end_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, grace_s)
+    # Kill the group even when the leader exited: a child it left behind would otherwise linger.
+    _signal_group(proc, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
