@@ -69,6 +69,7 @@ class SyncAgent:
         self._in_flight_lock = threading.Lock()
         self._idle = threading.Condition(self._in_flight_lock)
         self._reported_codes: set[str] = set()
+        self.uploads_this_run = 0
 
     # -- start checks ------------------------------------------------------------------------
 
@@ -132,7 +133,12 @@ class SyncAgent:
         if stop.is_set():
             return self._drain()
         counts = self.queue.counts()
-        log.info("done: %d uploaded or present, %d failed", counts["done"], counts["failed"])
+        log.info(
+            "finished: %d file(s) synced (%d uploaded by this run), %d failed",
+            counts["done"],
+            self.uploads_this_run,
+            counts["failed"],
+        )
         return EXIT_FAILED if counts["failed"] else EXIT_OK
 
     def _wait_time(self) -> float:
@@ -228,6 +234,8 @@ class SyncAgent:
         if not self.queue.mark_done(job, sha, started, uploaded):
             return  # a newer version was queued meanwhile; it will be uploaded next
         if uploaded:
+            with self._in_flight_lock:
+                self.uploads_this_run += 1
             log.info(
                 "uploaded %s -> %s (%d bytes, %d part(s))", job.display, job.key, job.size, parts
             )
