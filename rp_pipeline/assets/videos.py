@@ -1,0 +1,34 @@
+"""`generated_video`: a graph-backed asset, one partition per request, one pod per run.
+
+A backfill of N partitions is a single run (BackfillPolicy.single_run), so N videos share one pod
+boot: all prompts go into that pod's ComfyUI queue and the pod is terminated after the last one.
+"""
+
+from dagster import AssetIn, BackfillPolicy, Nothing, graph_asset
+
+from rp_pipeline.assets.partitions import video_request_partitions
+from rp_pipeline.ops.generate import (
+    harvest_outputs,
+    launch_pod,
+    submit_workflow,
+    terminate_pod,
+    validate_requests,
+    wait_for_ready,
+)
+
+
+@graph_asset(
+    partitions_def=video_request_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    ins={"video_requests": AssetIn(dagster_type=Nothing)},
+    group_name="video",
+    kinds={"runpod", "comfyui", "s3"},
+)
+def generated_video(video_requests):
+    """A WAN 2.2 video rendered by ComfyUI on a RunPod pod and stored in R2 by the pod's agent.
+
+    Each partition's materialization carries the R2 key, presigned URL, probed facts, timings,
+    pod, cost share and the request; its poster frame renders in the UI.
+    """
+    state = validate_requests(video_requests)
+    return terminate_pod(harvest_outputs(submit_workflow(wait_for_ready(launch_pod(state)))))

@@ -1,0 +1,127 @@
+"""The code location: assets, jobs, sensors, schedule, and resources chosen once per environment.
+
+`RP_ENV=devstack` (default: never spends money) points RunPod and R2 at whatever the env names
+say, which is what `rp-devstack up` writes (`source DIR/env`, or set RP_DEVSTACK_ENV_FILE=DIR/env
+and this module reads it). `RP_ENV=production` uses real RunPod + Cloudflare R2 with the same
+names. Secrets only ever travel as `EnvVar`s: run config and the instance store their names.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from dagster import Definitions, EnvVar, in_process_executor
+
+from rp_pipeline.assets.previews import r2_external_outputs, video_catalog, video_preview
+from rp_pipeline.assets.requests import video_requests
+from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.jobs import generate_videos, preview_videos
+from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.resources.runpod import RunPodResource
+from rp_pipeline.schedules.batch import batch_generation
+from rp_pipeline.sensors.r2_objects import r2_new_objects
+from rp_pipeline.sensors.teardown import (
+    pod_reaper,
+    terminate_pods_of_canceled_run,
+    terminate_pods_of_failed_run,
+)
+
+ENVIRONMENTS = ("devstack", "production")
+
+
+def load_env_file(path: str | None) -> None:
+    """Apply `export NAME=value` lines (the devstack env file) without overriding the shell."""
+    if not path or not Path(path).is_file():
+        return
+    for line in Path(path).read_text().splitlines():
+        parts = shlex.split(line, comments=True)
+        if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
+            name, value = parts[1].split("=", 1)
+            os.environ.setdefault(name, value)
+
+
+def _optional_env(name: str) -> Any:
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def _csv_env(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    return [item.strip() for item in raw.split(",") if item.strip()] if raw else None
+
+
+def runpod_resource(env: str) -> RunPodResource:
+    options: dict[str, Any] = {
+        "api_key": EnvVar("RUNPOD_API_KEY"),
+        "network_volume_id": _optional_env("RUNPOD_NETWORK_VOLUME_ID"),
+    }
+    if gpu_types := _csv_env("RP_GPU_TYPES"):
+        options["gpu_types"] = gpu_types
+    if os.environ.get("RP_IMAGE"):
+        options["image"] = os.environ["RP_IMAGE"]
+    if os.environ.get("RP_MAX_POD_COST_PER_HR"):
+        options["max_cost_per_hr"] = float(os.environ["RP_MAX_POD_COST_PER_HR"])
+    if env == "devstack":
+        options["poll_interval_s"] = 0.5  # local pods boot in about a second
+    else:
+        options["cloud_type"] = "SECURE"
+        options.setdefault("max_cost_per_hr", 2.5)
+    return RunPodResource(**options)
+
+
+def generation_settings(env: str) -> GenerationSettings:
+    options: dict[str, Any] = {
+        "enable_r2_sync": os.environ.get("ENABLE_R2_SYNC", "true").lower() not in {"0", "false"},
+    }
+    if os.environ.get("RP_MAX_TOTAL_COST_PER_HR"):
+        options["max_total_cost_per_hr"] = float(os.environ["RP_MAX_TOTAL_COST_PER_HR"])
+    if os.environ.get("RP_POD_MAX_LIFETIME_S"):
+        options["max_pod_lifetime_s"] = float(os.environ["RP_POD_MAX_LIFETIME_S"])
+    extra = {name: os.environ[name] for name in ("WAN_720P", "GPU_TIER") if os.environ.get(name)}
+    if env == "devstack":
+        # The stand-in renders in well under a second per step; deadlines are short so a
+        # broken setup fails in seconds, not minutes.
+        extra["COMFY_STANDIN_STEP_SECONDS"] = os.environ.get("COMFY_STANDIN_STEP_SECONDS", "0.02")
+        options |= {
+            "ready_deadline_s": 120.0,
+            "prompt_deadline_s": 300.0,
+            "r2_object_deadline_s": 30.0,
+        }
+    options["extra_pod_env"] = extra
+    return GenerationSettings(**options)
+
+
+def resources_for(env: str) -> dict[str, Any]:
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"RP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    return {
+        "runpod": runpod_resource(env),
+        "r2": R2Resource.from_env(),
+        "settings": generation_settings(env),
+    }
+
+
+def build_definitions(env: str | None = None) -> Definitions:
+    load_env_file(os.environ.get("RP_DEVSTACK_ENV_FILE"))
+    env = env or os.environ.get("RP_ENV", "devstack")
+    return Definitions(
+        assets=[video_requests, generated_video, video_preview, video_catalog, r2_external_outputs],
+        jobs=[generate_videos, preview_videos],
+        schedules=[batch_generation],
+        sensors=[
+            r2_new_objects,
+            pod_reaper,
+            terminate_pods_of_failed_run,
+            terminate_pods_of_canceled_run,
+        ],
+        resources=resources_for(env),
+        # One process per run: ops hand the pod over in memory-cheap pickles, cancellation
+        # reaches the running op as DagsterExecutionInterruptedError, and 2-core boxes stay calm.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

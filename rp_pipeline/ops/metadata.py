@@ -1,0 +1,77 @@
+"""The metadata a `generated_video` partition shows in the UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import MetadataValue
+
+from rp_pipeline.ops.state import PlannedVideo, PodInfo, VideoRecord
+from rp_pipeline.resources.r2 import R2Resource
+
+
+def _maybe_float(value: float | None) -> Any:
+    return MetadataValue.float(round(value, 3)) if value is not None else MetadataValue.null()
+
+
+def observation_metadata(record: VideoRecord) -> dict[str, Any]:
+    """What is known the moment a video lands (before the pod's bill)."""
+    return {
+        "r2_key": MetadataValue.path(record.r2_key),
+        "r2_source": record.r2_source,
+        "size_bytes": MetadataValue.int(record.size_bytes),
+        "sha256": record.sha256,
+        "generation_time_s": _maybe_float(record.generation_time_s),
+        "upload_latency_s": _maybe_float(record.upload_latency_s),
+    }
+
+
+def video_metadata(
+    *,
+    record: VideoRecord,
+    video: PlannedVideo,
+    pod: PodInfo,
+    r2: R2Resource,
+    presign_expiry_s: int,
+    billed_s: float,
+    cost_usd: float,
+    batch_size: int,
+    terminate_lag_s: float | None,
+) -> dict[str, Any]:
+    facts = record.facts
+    request = video.request
+    metadata: dict[str, Any] = {
+        "poster": MetadataValue.md(record.poster_markdown or ""),
+        "r2_key": MetadataValue.path(record.r2_key),
+        "r2_bucket": r2.bucket,
+        "r2_source": record.r2_source,
+        "presigned_url": MetadataValue.url(r2.presign(record.r2_key, presign_expiry_s)),
+        "size_bytes": MetadataValue.int(record.size_bytes),
+        "sha256": record.sha256,
+        "width": MetadataValue.int(int(facts["width"])),
+        "height": MetadataValue.int(int(facts["height"])),
+        "frames": MetadataValue.int(int(facts["frames"])),
+        "fps": MetadataValue.float(float(facts["fps"])),
+        "duration_s": MetadataValue.float(float(facts["duration_s"])),
+        "codec": str(facts.get("codec", "")),
+        "generation_time_s": _maybe_float(record.generation_time_s),
+        "queue_wait_s": _maybe_float(record.queue_wait_s),
+        "upload_latency_s": _maybe_float(record.upload_latency_s),
+        "pod_id": pod.pod_id,
+        "gpu_type": pod.gpu_type,
+        "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
+        "pod_billed_s": MetadataValue.float(round(billed_s, 3)),
+        "batch_size": MetadataValue.int(batch_size),
+        "cost_usd": MetadataValue.float(round(cost_usd, 6)),
+        "terminate_after_last_object_s": _maybe_float(terminate_lag_s),
+        "prompt": str(request.get("prompt", "")),
+        "negative_prompt": str(request.get("negative_prompt", "")),
+        "seed": MetadataValue.int(int(video.seed)),
+        "workflow": video.workflow_name,
+        "workflow_hash": video.workflow_hash,
+        "comfyui_prompt_id": record.prompt_id,
+    }
+    public = r2.public_url(record.r2_key)
+    if public:
+        metadata["public_url"] = MetadataValue.url(public)
+    return metadata

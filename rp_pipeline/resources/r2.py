@@ -1,0 +1,205 @@
+"""Cloudflare R2 as a Dagster resource: presign, HEAD-wait with a deadline, upload, list.
+
+Built on `rp_agent.r2.make_r2_client` (the one client factory with R2-safe settings). Secrets
+arrive through `EnvVar`, so run config and the instance only ever store the variable names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field, PrivateAttr
+
+from rp_agent.r2 import R2Settings, make_r2_client
+
+log = logging.getLogger(__name__)
+
+# SigV4 presigned URLs live at most 7 days.
+MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    key: str
+    size: int
+    metadata: dict[str, str]
+    last_modified: float
+    # When this process first saw the object (HEAD answered 200): the visibility time.
+    seen_at: float
+
+
+@dataclass(frozen=True)
+class ListPage:
+    keys: list[str]
+    prefixes: list[str]
+    truncated: bool
+    next_token: str | None
+
+
+class R2Resource(ConfigurableResource):
+    """R2 bucket access for ops, sensors and assets."""
+
+    endpoint: str
+    bucket: str
+    access_key_id: str = Field(repr=False)
+    secret_access_key: str = Field(repr=False)
+    prefix: str = "outputs"
+    public_base_url: str | None = None
+    presign_expiry_s: int = MAX_PRESIGN_EXPIRY_S
+
+    _client: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_env(cls) -> R2Resource:
+        """Resource whose secrets resolve from the environment at run time (never stored)."""
+        return cls(
+            endpoint=EnvVar("R2_ENDPOINT"),
+            bucket=EnvVar("R2_BUCKET"),
+            access_key_id=EnvVar("R2_ACCESS_KEY_ID"),
+            secret_access_key=EnvVar("R2_SECRET_ACCESS_KEY"),
+            prefix=EnvVar("R2_PREFIX") if _env_set("R2_PREFIX") else "outputs",
+            public_base_url=EnvVar("R2_PUBLIC_BASE_URL")
+            if _env_set("R2_PUBLIC_BASE_URL")
+            else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"R2Resource(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
+
+    def settings(self) -> R2Settings:
+        return R2Settings(self.endpoint, self.bucket, self.access_key_id, self.secret_access_key)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_r2_client(self.settings(), max_pool_connections=16)
+        return self._client
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectHead | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return ObjectHead(
+            key=key,
+            size=int(resp["ContentLength"]),
+            metadata={k.lower(): v for k, v in (resp.get("Metadata") or {}).items()},
+            last_modified=resp["LastModified"].timestamp(),
+            seen_at=time.time(),
+        )
+
+    def wait_for_any(
+        self, keys: Iterable[str], deadline_s: float, poll_s: float = 0.25
+    ) -> ObjectHead | None:
+        """HEAD each candidate key until one exists or the deadline passes (None then)."""
+        candidates = list(dict.fromkeys(keys))
+        give_up = time.monotonic() + deadline_s
+        while True:
+            for key in candidates:
+                found = self.head(key)
+                if found is not None:
+                    return found
+            if time.monotonic() >= give_up:
+                return None
+            time.sleep(poll_s)
+
+    def get_bytes(self, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def download(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, key, str(dest))
+        return dest
+
+    def list_page(
+        self,
+        prefix: str,
+        start_after: str | None = None,
+        delimiter: str | None = None,
+        continuation_token: str | None = None,
+        max_keys: int = 1000,
+    ) -> ListPage:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        if continuation_token:
+            kwargs["ContinuationToken"] = continuation_token
+        resp = self.client.list_objects_v2(**kwargs)
+        return ListPage(
+            keys=[obj["Key"] for obj in resp.get("Contents", [])],
+            prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+            truncated=bool(resp.get("IsTruncated")),
+            next_token=resp.get("NextContinuationToken"),
+        )
+
+    def iter_keys(
+        self, prefix: str, start_after: str | None = None, delimiter: str | None = None
+    ) -> Iterator[ListPage]:
+        """Pages of a listing, following continuation tokens."""
+        token: str | None = None
+        while True:
+            page = self.list_page(prefix, start_after, delimiter, token)
+            yield page
+            if not page.truncated or not page.next_token:
+                return
+            token = page.next_token
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def upload_file(
+        self, path: Path, key: str, metadata: dict[str, str] | None = None, content_type: str = ""
+    ) -> ObjectHead:
+        extra: dict[str, Any] = {"Metadata": metadata or {}}
+        if content_type:
+            extra["ContentType"] = content_type
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
+        head = self.head(key)
+        if head is None:  # read-after-write is strong on R2; a miss is a real failure
+            raise RuntimeError(f"uploaded {key} but HEAD does not find it")
+        return head
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata=metadata or {},
+        )
+
+    # -- URLs ---------------------------------------------------------------------------------
+
+    def presign(self, key: str, expires_s: int | None = None) -> str:
+        url: str = self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=min(expires_s or self.presign_expiry_s, MAX_PRESIGN_EXPIRY_S),
+        )
+        return url
+
+    def public_url(self, key: str) -> str | None:
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url.rstrip('/')}/{key}"
+
+
+def _env_set(name: str) -> bool:
+    import os
+
+    return bool(os.environ.get(name))

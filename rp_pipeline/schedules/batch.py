@@ -1,0 +1,72 @@
+"""`batch_generation`: register requests from prompts/*.yaml and generate the pending ones in
+one batch run (one pod). Cron from RP_BATCH_CRON; stopped until someone turns it on."""
+
+import hashlib
+import os
+
+from dagster import (
+    AssetKey,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+
+from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
+from rp_pipeline.assets.requests import prompts_dir
+from rp_pipeline.jobs import generate_videos
+from rp_pipeline.request_store import save_request
+from rp_pipeline.requests import load_requests
+from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.workflows import WorkflowParamError, validate_params
+
+DEFAULT_CRON = "0 */6 * * *"
+
+
+def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
+    instance = context.instance
+    materialized = instance.get_materialized_partitions(AssetKey("generated_video"))
+    return [
+        key
+        for key in instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
+        if key not in materialized
+    ]
+
+
+@schedule(
+    job=generate_videos,
+    cron_schedule=os.environ.get("RP_BATCH_CRON") or DEFAULT_CRON,
+    default_status=DefaultScheduleStatus.STOPPED,
+)
+def batch_generation(context: ScheduleEvaluationContext, r2: R2Resource):
+    """Add partitions for new valid requests, then one run over every pending partition."""
+    requests = load_requests(prompts_dir())
+    existing = set(context.instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS))
+    added = []
+    for key, request in requests.items():
+        if key in existing:
+            continue
+        try:
+            validate_params(request.workflow, request.workflow_params())
+        except WorkflowParamError as exc:
+            context.log.warning(f"skipping invalid request {key}: {exc}")
+            continue
+        save_request(r2, key, request)
+        added.append(key)
+    if added:
+        context.instance.add_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS, added)
+    pending = pending_partitions(context)
+    if not pending:
+        return SkipReason("no pending video requests")
+    # Partitions are ordered by when they were added, so the pending ones form one range at
+    # the end (anything already made inside the range is simply made again).
+    batch_id = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:12]
+    return RunRequest(
+        run_key=f"batch-{batch_id}",
+        tags={
+            "dagster/asset_partition_range_start": pending[0],
+            "dagster/asset_partition_range_end": pending[-1],
+            "rp/batch_size": str(len(pending)),
+        },
+    )

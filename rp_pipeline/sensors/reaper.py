@@ -1,0 +1,93 @@
+"""Pods nobody will terminate: their run ended (or is unknown) or they outlived any sane run.
+
+Every pod we launch carries `DAGSTER_RUN_ID` in its env and `dagster-<run id[:8]>` in its name;
+pods without them are someone else's and are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dagster import DagsterRunStatus
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS = {
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+}
+GONE = {"TERMINATED", "EXITED"}
+
+
+@dataclass(frozen=True)
+class Orphan:
+    pod_id: str
+    run_id: str | None
+    reason: str
+
+
+def pod_run_id(pod: Any) -> str | None:
+    run_id = getattr(pod, "run_id", None) or (getattr(pod, "env", None) or {}).get("DAGSTER_RUN_ID")
+    return str(run_id) if run_id else None
+
+
+def is_ours(pod: Any) -> bool:
+    return pod_run_id(pod) is not None or str(getattr(pod, "name", "")).startswith("dagster-")
+
+
+def created_epoch(pod: Any) -> float | None:
+    created = getattr(pod, "created_at", None)
+    if created is None:
+        return None
+    if isinstance(created, datetime):
+        return created.timestamp()
+    try:
+        return float(created)
+    except (TypeError, ValueError):
+        try:
+            return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+
+
+def find_orphans(
+    pods: Iterable[Any],
+    run_status: Callable[[str], DagsterRunStatus | None],
+    max_lifetime_s: float,
+    now: float | None = None,
+) -> list[Orphan]:
+    now = time.time() if now is None else now
+    orphans = []
+    for pod in pods:
+        if not is_ours(pod) or str(getattr(pod, "desired_status", "")).upper() in GONE:
+            continue
+        run_id = pod_run_id(pod)
+        status = run_status(run_id) if run_id else None
+        created = created_epoch(pod)
+        if status not in IN_PROGRESS:
+            reason = f"run {run_id} is {status.value if status else 'unknown'}"
+            orphans.append(Orphan(pod.id, run_id, reason))
+        elif created is not None and now - created > max_lifetime_s:
+            orphans.append(Orphan(pod.id, run_id, f"older than {max_lifetime_s:.0f} s"))
+    return orphans
+
+
+def terminate_pods_of_run(client: Any, run_id: str) -> list[str]:
+    """Terminate every live pod tagged with `run_id`; the ids terminated."""
+    done = []
+    for pod in client.list_pods():
+        if (
+            pod_run_id(pod) == run_id
+            and str(getattr(pod, "desired_status", "")).upper() not in GONE
+        ):
+            client.terminate(pod.id)
+            done.append(pod.id)
+    return done

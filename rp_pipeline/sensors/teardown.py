@@ -1,0 +1,62 @@
+"""Sensors that make pod teardown independent of any single op running to completion."""
+
+import os
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
+)
+
+from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.resources.runpod import RunPodResource
+from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
+
+
+def _run_status(context: SensorEvaluationContext):
+    def status(run_id: str):
+        run = context.instance.get_run_by_id(run_id)
+        return run.status if run else None
+
+    return status
+
+
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def pod_reaper(
+    context: SensorEvaluationContext, runpod: RunPodResource, settings: GenerationSettings
+):
+    """Every minute: terminate pods whose Dagster run is over or unknown, and pods older than
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides)."""
+    client = runpod.get_client()
+    lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
+    orphans = find_orphans(client.list_pods(), _run_status(context), lifetime)
+    for orphan in orphans:
+        context.log.warning(f"reaping pod {orphan.pod_id}: {orphan.reason}")
+        client.terminate(orphan.pod_id)
+    return SkipReason(
+        f"reaped {len(orphans)} pod(s): {', '.join(o.pod_id for o in orphans)}"
+        if orphans
+        else "no orphaned pods"
+    )
+
+
+@run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
+def terminate_pods_of_failed_run(context: RunFailureSensorContext, runpod: RunPodResource):
+    """A failed run's pod is terminated even if the failing op could not do it itself."""
+    ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    if ids:
+        context.log.warning(f"terminated pod(s) {ids} of failed run {context.dagster_run.run_id}")
+
+
+@run_status_sensor(run_status=DagsterRunStatus.CANCELED, default_status=DefaultSensorStatus.RUNNING)
+def terminate_pods_of_canceled_run(context: RunStatusSensorContext, runpod: RunPodResource):
+    """Same for runs cancelled from the UI (the op's own finally normally got there first)."""
+    ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    if ids:
+        context.log.warning(f"terminated pod(s) {ids} of canceled run {context.dagster_run.run_id}")
