@@ -1,0 +1,206 @@
+"""`make demo`: one batch of three videos through Dagster on the embedded devstack.
+
+Starts the devstack (local S3, RunPod emulator with local pods running the ComfyUI stand-in and
+rp-agent) in a temp dir, a real Dagster instance in a temporary DAGSTER_HOME, materializes
+`video_requests`, then three `generated_video` partitions in ONE run (one pod), then
+`video_preview` + `video_catalog`; prints the assets and their metadata, checks that no pod is
+left running, and always stops the devstack. Exit 0 on success, 1 with a reason otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, width=max(Console().width, 120))
+DEMO_VIDEOS = 3
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def step(message: str) -> None:
+    console.print(f"[bold cyan]>[/] {message}")
+
+
+def _value(entry: Any) -> Any:
+    return getattr(entry, "value", getattr(entry, "text", entry))
+
+
+def materializations(instance: Any, asset: str) -> list[Any]:
+    from dagster import AssetKey
+
+    return list(instance.fetch_materializations(AssetKey(asset), limit=100).records)
+
+
+def print_videos(instance: Any, keys: list[str]) -> None:
+    records = {r.partition_key: r for r in materializations(instance, "generated_video")}
+    table = Table(title="generated_video (one partition per request)", show_lines=False)
+    for column in (
+        "partition",
+        "source",
+        "size",
+        "WxH",
+        "frames@fps",
+        "dur s",
+        "gen s",
+        "queue s",
+        "upload s",
+        "cost $",
+    ):
+        table.add_column(column, overflow="fold")
+    for key in keys:
+        md = {k: _value(v) for k, v in records[key].asset_materialization.metadata.items()}
+        table.add_row(
+            key,
+            str(md["r2_source"]),
+            f"{md['size_bytes']:,}",
+            f"{md['width']}x{md['height']}",
+            f"{md['frames']}@{md['fps']:g}",
+            f"{md['duration_s']:.2f}",
+            _fmt(md["generation_time_s"]),
+            _fmt(md["queue_wait_s"]),
+            _fmt(md["upload_latency_s"]),
+            f"{md['cost_usd']:.5f}",
+        )
+    console.print(table)
+    for key in keys:
+        md = records[key].asset_materialization.metadata
+        console.print(f"  {key} -> r2://{_value(md['r2_bucket'])}/{_value(md['r2_key'])}")
+    first = {k: _value(v) for k, v in records[keys[0]].asset_materialization.metadata.items()}
+    console.print(
+        f"  metadata keys per partition: {', '.join(sorted(first))}\n"
+        f"  pod {first['pod_id']} ({first['gpu_type']}, ${first['cost_per_hr']}/h) served "
+        f"{first['batch_size']} videos; e.g. seed={first['seed']} workflow={first['workflow']} "
+        f"hash={str(first['workflow_hash'])[:12]} sha256={str(first['sha256'])[:16]}... "
+        f"billed={first['pod_billed_s']:.1f}s presigned_url={str(first['presigned_url'])[:60]}..."
+    )
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def print_assets(instance: Any) -> None:
+    table = Table(title="assets in the instance")
+    for column in ("asset", "materializations", "latest metadata"):
+        table.add_column(column, overflow="fold")
+    for asset in ("video_requests", "generated_video", "video_preview", "video_catalog"):
+        records = materializations(instance, asset)
+        latest = records[0].asset_materialization.metadata if records else {}
+        shown = {
+            k: _value(v)
+            for k, v in latest.items()
+            if k in {"requests", "new_partitions", "videos", "external_videos", "index_key"}
+        }
+        table.add_row(asset, str(len(records)), ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.print(table)
+
+
+def run_demo(workdir: Path) -> None:
+    from rp_devstack.stack import Devstack
+
+    step("starting the devstack (local S3, RunPod emulator, local pods)")
+    stack = Devstack(workdir / "devstack", boot_delay_s=0.5)
+    try:
+        stack.start()
+        os.environ.update(stack.env)
+        os.environ["RP_ENV"] = "devstack"
+        home = workdir / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+        step(f"devstack up; Dagster instance in {home}")
+        materialize_batch(stack)
+    finally:
+        step("stopping the devstack")
+        stack.stop()
+
+
+def materialize_batch(stack: Any) -> None:
+    from dagster import DagsterInstance, materialize
+
+    from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
+    from rp_pipeline.definitions import build_definitions, resources_for
+    from rp_pipeline.requests import load_request_file
+
+    defs = build_definitions("devstack")
+    assets = list(defs.assets or [])
+    by_name = {a.key.to_user_string(): a for a in assets if hasattr(a, "key")}
+    resources = resources_for("devstack")
+    with DagsterInstance.get() as instance:
+        step("materializing video_requests from prompts/examples.yaml")
+        result = materialize([by_name["video_requests"]], instance=instance, resources=resources)
+        if not result.success:
+            raise DemoError("video_requests failed")
+        registered = instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
+        examples = Path(__file__).resolve().parent.parent / "prompts" / "examples.yaml"
+        keys = [r.key for r in load_request_file(examples)][:DEMO_VIDEOS]
+        missing = [k for k in keys if k not in registered]
+        if missing:
+            raise DemoError(f"partitions not registered: {missing}")
+        step(f"{len(registered)} partitions registered; generating {len(keys)} in ONE run:")
+        for key in keys:
+            console.print(f"    - {key}")
+        started = time.time()
+        result = materialize(
+            [by_name["video_requests"], by_name["generated_video"]],
+            selection=[by_name["generated_video"]],
+            instance=instance,
+            resources=resources,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise DemoError(f"generated_video run {result.run_id} failed (see logs above)")
+        step(f"batch run {result.run_id[:8]} succeeded in {time.time() - started:.1f} s")
+        pods = [p for p in stack.emulator.pods() if p.get("name", "").startswith("dagster-")]
+        batch_pods = [p for p in pods if result.run_id[:8] in p.get("name", "")]
+        step(
+            f"pods launched for the batch: {len(batch_pods)} (one pod boot for {len(keys)} videos)"
+        )
+        if len(batch_pods) != 1:
+            raise DemoError(f"expected one pod for the batch, the emulator saw {len(batch_pods)}")
+        step("materializing video_preview + video_catalog")
+        result = materialize(
+            [by_name["generated_video"], by_name["video_preview"], by_name["video_catalog"]],
+            selection=[by_name["video_preview"], by_name["video_catalog"]],
+            instance=instance,
+            resources=resources,
+        )
+        if not result.success:
+            raise DemoError("video_preview/video_catalog failed")
+        print_videos(instance, keys)
+        print_assets(instance)
+        running = [p for p in stack.emulator.pods() if p.get("desired_status") != "TERMINATED"]
+        if running:
+            raise DemoError(f"pods still running: {[p.get('id') for p in running]}")
+        step("pods left running on the emulator: 0")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="rp-demo-") as tmp:
+        try:
+            run_demo(Path(tmp))
+        except Exception as exc:
+            console.print(f"[bold red]demo failed:[/] {exc}")
+            return 1
+    console.print("[bold green]demo ok[/]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
