@@ -76,6 +76,9 @@ class StandinServer:
         )
         self.fault = fault
         self._stopping = False
+        # Knobs for tests: refuse websocket upgrades (like a proxy that does), count connects.
+        self.websocket_enabled = True
+        self.ws_connections: dict[str, int] = {}
         self._worker: threading.Thread | None = None
 
     # --- knobs -------------------------------------------------------------------------
@@ -204,14 +207,25 @@ class StandinServer:
             app.router.add_route(route.method, "/api" + route.path, route.handler)
         return app
 
-    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+    def drop_websockets(self) -> None:
+        """Close every open socket from the server side (thread-safe)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._drop_all)
+
+    def _drop_all(self) -> None:
+        for outbox in list(self.sockets.values()):
+            outbox.put_nowait(None)
+
+    async def ws(self, request: web.Request) -> web.StreamResponse:
+        if not self.websocket_enabled:
+            return web.Response(status=503, text="websocket disabled (stand-in knob)")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sid = request.rel_url.query.get("clientId") or uuid.uuid4().hex
+        self.ws_connections[sid] = self.ws_connections.get(sid, 0) + 1
         outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        old = self.sockets.get(sid)
-        if old is not None:
-            old.put_nowait(None)
+        # Like ComfyUI, a reconnect with the same clientId takes over the messages; the older
+        # socket stays open but receives nothing more.
         self.sockets[sid] = outbox
         outbox.put_nowait(
             json.dumps({"type": "status", "data": {"status": self.queue_info(), "sid": sid}})
@@ -439,7 +453,7 @@ class StandinServer:
 
 
 async def _pump(ws: web.WebSocketResponse, outbox: asyncio.Queue[str | None]) -> None:
-    """Send queued messages in order; None (a newer socket took the client id) closes."""
+    """Send queued messages in order; None means close (drop_websockets, shutdown)."""
     while True:
         text = await outbox.get()
         if text is None or ws.closed:

@@ -71,6 +71,18 @@ class ComfyStandin:
     def input_dir(self) -> Path:
         return self.server.input_dir
 
+    @property
+    def websocket_enabled(self) -> bool:
+        return self.server.websocket_enabled
+
+    @websocket_enabled.setter
+    def websocket_enabled(self, value: bool) -> None:
+        self.server.websocket_enabled = value
+
+    def drop_websockets(self) -> None:
+        """Cut every open /ws connection (as a proxy or network blip would)."""
+        self.server.drop_websockets()
+
     def start(self) -> str:
         """Start serving; returns the base URL (e.g. http://127.0.0.1:8188)."""
         ready = threading.Event()

@@ -139,7 +139,11 @@ def render_workflow(
             api[node_id]["inputs"][input_name] = max(1, int(resolved["steps"]) // 2)
     if spec.image_attach and resolved.get("input_image"):
         loader_id, target_id, target_input = spec.image_attach
-        api[loader_id] = {"class_type": "LoadImage", "inputs": {"image": resolved["input_image"]}}
+        api[loader_id] = {
+            "inputs": {"image": resolved["input_image"]},
+            "class_type": "LoadImage",
+            "_meta": {"title": "Load Image"},
+        }
         api[target_id]["inputs"][target_input] = [loader_id, 0]
     return RenderedWorkflow(
         name=spec.name,

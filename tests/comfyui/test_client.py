@@ -1,0 +1,313 @@
+"""ComfyUIClient against the stand-in over real HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+from PIL import Image
+
+from rp_devstack.comfyui_standin import ComfyStandin
+from rp_pipeline.resources.comfyui import (
+    ComfyUIClient,
+    ComfyUIError,
+    ComfyUITimeout,
+    OutputFile,
+    PromptExecutionError,
+    PromptValidationError,
+)
+from rp_pipeline.workflows import render_workflow
+from tests.comfyui.helpers import SMALL, mp4_facts, output_files
+
+
+def t2v(**extra: object) -> dict:
+    return render_workflow("wan22_t2v_14b", {"prompt": "a fox in snow", **SMALL, **extra}).api_json
+
+
+def wait_until_running(client: ComfyUIClient, prompt_id: str, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(item[1] == prompt_id for item in client.queue()["queue_running"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{prompt_id} never started")
+
+
+def test_full_t2v_run_with_progress(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    assert client.is_ready()
+    rendered = render_workflow(
+        "wan22_t2v_14b", {"prompt": "a fox", **SMALL, "steps": 6}, request_id="req-1"
+    )
+    submission = client.submit(rendered.api_json)
+    progress: list[tuple[str, str, int, int]] = []
+    result = client.wait(submission.prompt_id, 60, on_progress=lambda *a: progress.append(a))
+
+    assert result.status == "success"
+    assert result.outputs == [
+        OutputFile("80", "req-1_00001_.mp4", "video/wan22_t2v_14b", "output", animated=True)
+    ]
+    # Two KSamplerAdvanced nodes: 3 steps each (6 split 3/3), one callback per step.
+    assert [(n, v, m) for _, n, v, m in progress] == [
+        ("81", 1, 3), ("81", 2, 3), ("81", 3, 3), ("78", 1, 3), ("78", 2, 3), ("78", 3, 3)
+    ]  # fmt: skip
+    assert {p[0] for p in progress} == {submission.prompt_id}
+    assert result.started_at and result.finished_at and result.generation_time_s is not None
+    assert result.generation_time_s == pytest.approx(result.finished_at - result.started_at)
+    assert result.cached_nodes == []
+
+    facts = mp4_facts(standin.output_dir / result.outputs[0].relative_path)
+    assert facts == {"codec": "h264", "width": 160, "height": 96, "fps": 12, "frames": 17}
+    downloaded = client.download(result.outputs[0], standin.output_dir.parent / "dl")
+    assert (
+        downloaded.read_bytes()
+        == (standin.output_dir / result.outputs[0].relative_path).read_bytes()
+    )
+
+
+def test_socket_drop_reconnects_and_finishes(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    standin.server.executor.step_seconds = 0.03
+    submission = client.submit(t2v(steps=20))
+    dropped = threading.Event()
+
+    def on_progress(prompt_id: str, node: str, value: int, max_: int) -> None:
+        if value == 2 and not dropped.is_set():
+            dropped.set()
+            standin.drop_websockets()
+
+    result = client.wait(submission.prompt_id, 60, on_progress=on_progress)
+    assert dropped.is_set()
+    assert result.status == "success"
+    assert standin.server.ws_connections[client.client_id] >= 2
+    assert mp4_facts(standin.output_dir / result.outputs[0].relative_path)["frames"] == 17
+
+
+def test_socket_drop_without_reconnect_falls_back_to_history(
+    client: ComfyUIClient, standin: ComfyStandin
+) -> None:
+    standin.server.executor.step_seconds = 0.03
+    submission = client.submit(t2v(steps=20))
+    progress: list[int] = []
+
+    def on_progress(prompt_id: str, node: str, value: int, max_: int) -> None:
+        progress.append(value)
+        if len(progress) == 2:
+            standin.websocket_enabled = False  # the reconnect will be refused
+            standin.drop_websockets()
+
+    result = client.wait(submission.prompt_id, 60, on_progress=on_progress)
+    assert result.status == "success"
+    assert len(progress) < 20  # the rest of the run was followed through /history only
+    assert standin.server.ws_connections[client.client_id] == 1
+    assert result.outputs[0].filename.endswith("_00001_.mp4")
+
+
+def test_websocket_unavailable_polls_history(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    standin.websocket_enabled = False
+    submission = client.submit(t2v())
+    result = client.wait(submission.prompt_id, 60)
+    assert result.status == "success"
+    assert client.client_id not in standin.server.ws_connections
+
+
+def test_validation_error_names_each_node(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    workflow = t2v()
+    workflow["75"]["inputs"]["unet_name"] = "missing_model.safetensors"
+    del workflow["74"]["inputs"]["width"]
+    with pytest.raises(PromptValidationError) as info:
+        client.submit(workflow)
+    errors = {(e.node_id, e.class_type, e.type) for e in info.value.node_errors}
+    assert errors == {
+        ("75", "UNETLoader", "value_not_in_list"),
+        ("74", "EmptyHunyuanLatentVideo", "required_input_missing"),
+    }
+    assert "node 75 (UNETLoader)" in str(info.value)
+    assert "missing_model.safetensors" in str(info.value)
+
+
+def test_missing_models_pod_rejects_shipped_workflow(tmp_path: Path) -> None:
+    with (
+        ComfyStandin(tmp_path / "out", models={}) as bare,
+        pytest.raises(PromptValidationError) as info,
+    ):
+        ComfyUIClient(bare.base_url).submit(t2v())
+    classes = {e.class_type for e in info.value.node_errors}
+    assert classes == {"UNETLoader", "CLIPLoader", "VAELoader"}
+    assert all(e.type == "value_not_in_list" for e in info.value.node_errors)
+
+
+def test_unknown_node_and_no_outputs(client: ComfyUIClient) -> None:
+    with pytest.raises(PromptValidationError, match="NoSuchNode does not exist"):
+        client.submit({"1": {"class_type": "NoSuchNode", "inputs": {}}})
+    with pytest.raises(PromptValidationError, match="prompt_no_outputs"):
+        client.submit({"1": {"class_type": "EmptyImage", "inputs": {}}})
+
+
+def test_malformed_request_is_a_clear_error(standin: ComfyStandin) -> None:
+    response = requests.post(standin.base_url + "/prompt", data=b"{not json", timeout=10)
+    assert response.status_code == 500
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("fault", "exception_type"),
+    [("execution_error", "RuntimeError"), ("oom", "torch.OutOfMemoryError")],
+)
+def test_execution_errors(
+    client: ComfyUIClient, standin: ComfyStandin, fault: str, exception_type: str
+) -> None:
+    standin.fault = fault
+    submission = client.submit(t2v())
+    with pytest.raises(PromptExecutionError) as info:
+        client.wait(submission.prompt_id, 60)
+    err = info.value
+    assert (err.node_id, err.class_type, err.exception_type) == (
+        "81",
+        "KSamplerAdvanced",
+        exception_type,
+    )
+    assert err.is_out_of_memory is (fault == "oom")
+    assert "node 81 (KSamplerAdvanced)" in str(err)
+    history = client.history(submission.prompt_id)
+    assert history is not None
+    assert history["status"]["status_str"] == "error"
+    assert history["status"]["completed"] is False
+
+
+def test_interrupt_a_hung_prompt(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    standin.fault = "hang"
+    submission = client.submit(t2v())
+    wait_until_running(client, submission.prompt_id)
+    with pytest.raises(ComfyUITimeout):
+        client.wait(submission.prompt_id, 0.5)
+    client.interrupt()
+    result = client.wait(submission.prompt_id, 30)
+    assert result.status == "interrupted"
+    assert result.outputs == []
+    assert not list((standin.output_dir).rglob("*.mp4"))
+
+    standin.fault = None  # the server is usable again
+    again = client.wait(client.submit(t2v(seed=5)).prompt_id, 60)
+    assert again.status == "success"
+
+
+def test_cached_prompt_reports_old_files_and_writes_nothing(
+    client: ComfyUIClient, standin: ComfyStandin
+) -> None:
+    workflow = t2v(seed=1234, filename_prefix="video/cache_test")
+    first = client.wait(client.submit(workflow).prompt_id, 60)
+    files_after_first = output_files(standin.output_dir)
+
+    second_sub = client.submit(workflow)
+    second = client.wait(second_sub.prompt_id, 60)
+    assert second.status == "success"
+    assert second.outputs == first.outputs
+    assert set(second.cached_nodes) == set(workflow)
+    assert output_files(standin.output_dir) == files_after_first
+
+    # A fresh prefix re-runs only the save node and produces a new file.
+    third = client.wait(
+        client.submit(t2v(seed=1234, filename_prefix="video/cache_b")).prompt_id, 60
+    )
+    assert third.outputs[0].filename == "cache_b_00001_.mp4"
+    assert set(third.cached_nodes) == set(workflow) - {"80"}
+
+
+def test_concurrent_clients_see_only_their_own_events(standin: ComfyStandin) -> None:
+    clients = [ComfyUIClient(standin.base_url, client_id=f"client-{i}") for i in range(2)]
+    sockets = [
+        websocket.create_connection(
+            standin.base_url.replace("http", "ws") + f"/ws?clientId={c.client_id}", timeout=10
+        )
+        for c in clients
+    ]
+    try:
+        for ws in sockets:
+            ws.recv()  # the initial status
+        subs = [c.submit(t2v(seed=i)) for i, c in enumerate(clients)]
+        # Follow through /history so the listening sockets keep their client ids.
+        end = time.monotonic() + 60
+        while any(c.history(s.prompt_id) is None for c, s in zip(clients, subs, strict=True)):
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        for ws, sub in zip(sockets, subs, strict=True):
+            seen: set[str] = set()
+            ws.settimeout(0.3)
+            try:
+                while True:
+                    data = json.loads(ws.recv()).get("data", {})
+                    if "prompt_id" in data:
+                        seen.add(data["prompt_id"])
+            except websocket.WebSocketTimeoutException:
+                pass
+            assert seen == {sub.prompt_id}
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
+def test_batch_submit_then_wait_one_by_one(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    subs = [client.submit(t2v(seed=i, filename_prefix=f"video/batch_{i}")) for i in range(3)]
+    results = [client.wait(s.prompt_id, 60) for s in subs]
+    assert [r.outputs[0].filename for r in results] == [f"batch_{i}_00001_.mp4" for i in range(3)]
+    assert [s.number for s in subs] == sorted(s.number for s in subs)
+
+
+def test_upload_image_and_run_i2v(
+    client: ComfyUIClient, standin: ComfyStandin, tmp_path: Path
+) -> None:
+    source = tmp_path / "start frame.png"
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(source)
+    name = client.upload_image(source)
+    assert name == "start frame.png"
+    assert (standin.input_dir / name).read_bytes() == source.read_bytes()
+    rendered = render_workflow(
+        "wan22_i2v_14b_lightx2v", {"prompt": "the fox turns", "input_image": name, **SMALL}
+    )
+    result = client.wait(client.submit(rendered.api_json).prompt_id, 60)
+    facts = mp4_facts(standin.output_dir / result.outputs[0].relative_path)
+    assert (facts["width"], facts["height"], facts["frames"]) == (160, 96, 17)
+
+
+def test_i2v_with_image_missing_on_the_server(client: ComfyUIClient) -> None:
+    rendered = render_workflow("wan22_i2v_14b_lightx2v", {"prompt": "x", "input_image": "nope.png"})
+    with pytest.raises(PromptValidationError, match=r"Invalid image file: nope\.png"):
+        client.submit(rendered.api_json)
+
+
+@pytest.mark.parametrize(
+    ("filename", "subfolder"),
+    [("../secret.txt", ""), ("a/b.mp4", ""), ("x.mp4", "../.."), ("x.mp4", "/etc"), ("..", "")],
+)
+def test_download_refuses_traversal(
+    client: ComfyUIClient, tmp_path: Path, filename: str, subfolder: str
+) -> None:
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    with pytest.raises(ComfyUIError, match="unsafe"):
+        client.download(OutputFile("1", filename, subfolder, "output"), dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_view_rejects_traversal_on_the_server(standin: ComfyStandin) -> None:
+    (standin.output_dir.parent / "secret.txt").write_text("no")
+    for params in (
+        {"filename": "../secret.txt"},
+        {"filename": "secret.txt", "subfolder": ".."},
+    ):
+        response = requests.get(standin.base_url + "/view", params=params, timeout=10)
+        assert response.status_code in (400, 403, 404)
+        assert response.content != b"no"
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    from rp_devstack.ports import free_port
+
+    dead = ComfyUIClient(f"http://127.0.0.1:{free_port()}", request_timeout_s=2)
+    assert dead.is_ready() is False
+    with pytest.raises(ComfyUIError, match="cannot reach ComfyUI"):
+        dead.submit({})
