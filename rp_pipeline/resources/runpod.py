@@ -87,7 +87,7 @@ class PodSpec:
     volume_gb: int = 100
     volume_mount_path: str = "/workspace"
     ports: str = DEFAULT_PORTS
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     min_vcpu: int = 2
     min_memory_gb: int = 15
     interruptible: bool = False
@@ -522,7 +522,7 @@ class RunPodResource(ConfigurableResource):
     the devstack's env file is enough to point a code location at the emulator.
     """
 
-    api_key: str = Field(description="RunPod API key; pass EnvVar('RUNPOD_API_KEY')")
+    api_key: str = Field(repr=False, description="RunPod API key; pass EnvVar('RUNPOD_API_KEY')")
     api_base_url: str | None = None
     image: str = DEFAULT_IMAGE
     gpu_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GPU_TYPES))

@@ -1,0 +1,16 @@
+"""Constants and builders for the RunPod layer tests (no package: `runpod` would shadow the SDK)."""
+
+from __future__ import annotations
+
+from rp_pipeline.resources.runpod import PodSpec
+
+GPU_4090 = "NVIDIA GeForce RTX 4090"
+GPU_A6000 = "NVIDIA RTX A6000"
+GPU_L40S = "NVIDIA L40S"
+
+
+def spec(**overrides: object) -> PodSpec:
+    base = PodSpec(image="local/comfyui:test", gpu_types=[GPU_4090])
+    for key, value in overrides.items():
+        setattr(base, key, value)
+    return base
