@@ -173,7 +173,7 @@ def test_reads_retry_5xx_then_give_up_with_clear_error(client, runpod_emulator) 
     runpod_emulator.fail_next(3, "5xx", operation="gpuTypes")
     assert len(client.gpu_types()) == 5
     runpod_emulator.fail_next(10, "5xx", operation="myself")
-    with pytest.raises(RunPodTransientError, match="non-JSON body.*gave up after 4 attempts"):
+    with pytest.raises(RunPodTransientError, match=r"non-JSON body.*gave up after 4 attempts"):
         client.list_pods()
 
 
@@ -208,7 +208,12 @@ def test_interruptible_pod_uses_the_bid(client, runpod_emulator) -> None:
 
 def test_save_template(client, runpod_emulator) -> None:
     saved = client.save_template(
-        {"name": "wan22", "imageName": "img", "ports": "8188/http", "env": [{"key": "A", "value": "1"}]}
+        {
+            "name": "wan22",
+            "imageName": "img",
+            "ports": "8188/http",
+            "env": [{"key": "A", "value": "1"}],
+        }
     )
     assert saved["id"] and [t["name"] for t in runpod_emulator.templates()] == ["wan22"]
     updated = client.save_template({"id": saved["id"], "name": "wan22", "imageName": "img2"})
@@ -226,7 +231,7 @@ def test_resource_builds_client_and_spec(runpod_emulator) -> None:
     assert runpod_emulator.api_key not in repr(resource)
     built = resource.pod_spec(name="video-1", env={"A": "1"})
     assert built.gpu_types == [GPU_A6000] and built.name == "video-1" and built.env == {"A": "1"}
-    assert [g.id for g in resource.get_client().gpu_types()][0] == GPU_4090
+    assert resource.get_client().gpu_types()[0].id == GPU_4090
 
 
 def _is_zombie(pid: int) -> bool:
