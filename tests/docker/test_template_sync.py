@@ -49,8 +49,8 @@ def test_shipped_template_matches_the_prd(tmp_path: Path) -> None:
     assert env["WAN_720P"] == "true"
     assert env["ENABLE_TURBODIFFUSION"] == "true"
     assert env["GPU_TIER"] == "auto"
-    assert env["R2_ACCESS_KEY_ID"] == "{{ RUNPOD_SECRET_r2_access_key_id }}"
-    assert env["R2_SECRET_ACCESS_KEY"] == "{{ RUNPOD_SECRET_r2_secret_access_key }}"
+    assert env["R2_ACCESS_KEY_ID"] == "{{ RUNPOD_SECRET_R2_ACCESS_KEY_ID }}"
+    assert env["R2_SECRET_ACCESS_KEY"] == "{{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}"
     assert env["R2_ENDPOINT"].startswith("{{ RUNPOD_SECRET_")
 
 
@@ -130,7 +130,7 @@ def test_template_sync_creates_then_updates_on_the_emulator(
     assert stored["containerDiskInGb"] == 20 and stored["volumeInGb"] == 100
     assert stored["ports"] == "8188/http,8888/http,22/tcp"
     stored_env = {e["key"]: e["value"] for e in stored["env"]}
-    assert stored_env["R2_SECRET_ACCESS_KEY"] == "{{ RUNPOD_SECRET_r2_secret_access_key }}"
+    assert stored_env["R2_SECRET_ACCESS_KEY"] == "{{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}"
 
     path = template_file(tmp_path, image="ghcr.io/acme/runpod-dagster:v1.2.0")
     code, out, err = run_cli(["template", "sync", "--file", str(path), "--json"], capsys)
