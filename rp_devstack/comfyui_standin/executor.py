@@ -201,20 +201,28 @@ class Executor:
         return sig
 
     def _execution_order(self, prompt: dict[str, Any], outputs: list[str]) -> list[str]:
+        """Dependencies first; among ready nodes, output nodes first, then the lowest id
+        (ComfyUI's ux-friendly pick gives the recorded 1, 2, 3, ... order)."""
+        needed: set[str] = set()
+        stack = list(outputs)
+        while stack:
+            node_id = stack.pop()
+            if node_id in needed:
+                continue
+            needed.add(node_id)
+            stack.extend(_links(prompt[node_id], prompt))
+        waiting = {n: set(_links(prompt[n], prompt)) for n in needed}
         order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(node_id: str) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            for val in prompt[node_id].get("inputs", {}).values():
-                if isinstance(val, list) and len(val) == 2 and val[0] in prompt:
-                    visit(val[0])
-            order.append(node_id)
-
-        for out in sorted(outputs, key=_node_sort_key):
-            visit(out)
+        while waiting:
+            ready = [n for n, deps in waiting.items() if not deps]
+            if not ready:
+                raise RuntimeError("the prompt graph has a cycle")
+            outs = [n for n in ready if n in outputs]
+            pick = min(outs or ready, key=_node_sort_key)
+            order.append(pick)
+            del waiting[pick]
+            for deps in waiting.values():
+                deps.discard(pick)
         return order
 
     # --- events ------------------------------------------------------------------------
@@ -360,14 +368,19 @@ class Executor:
         return (), {"images": [result], "animated": [True]}
 
     def _save_images(
-        self, inputs: dict[str, Any], base: Path, prefix: str, kind: str
+        self,
+        inputs: dict[str, Any],
+        base: Path,
+        prefix: str,
+        kind: str,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         frames: Frames = inputs["images"]
         folder, filename, counter, subfolder = save_path(base, prefix)
         results = []
         for index in range(frames.count):
             name = f"{filename}_{counter:05}_.png"
-            write_png(folder / name, frames, index)
+            write_png(folder / name, frames, index, metadata)
             results.append({"filename": name, "subfolder": subfolder, "type": kind})
             counter += 1
         return (), {"images": results}
@@ -393,6 +406,14 @@ class Executor:
             "fullpath": str(folder / name),
         }
         return (["/".join(filter(None, [subfolder, name]))],), {"gifs": [gif]}
+
+
+def _links(node: dict[str, Any], prompt: dict[str, Any]) -> list[str]:
+    return [
+        val[0]
+        for val in node.get("inputs", {}).values()
+        if isinstance(val, list) and len(val) == 2 and val[0] in prompt
+    ]
 
 
 def _meta(node_id: str) -> dict[str, Any]:
@@ -489,7 +510,11 @@ _HANDLERS: dict[str, Handler] = {
     ),
     "SaveVideo": lambda ex, run, n, i: ex._save_video(run, i),
     "SaveImage": lambda ex, run, n, i: ex._save_images(
-        i, ex.output_dir, str(i.get("filename_prefix", "ComfyUI")), "output"
+        i,
+        ex.output_dir,
+        str(i.get("filename_prefix", "ComfyUI")),
+        "output",
+        {"prompt": run.item.prompt},
     ),
     "PreviewImage": _preview,
     "VHS_VideoCombine": lambda ex, run, n, i: ex._video_combine(i),

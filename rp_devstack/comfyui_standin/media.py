@@ -18,6 +18,7 @@ from typing import Any
 import av
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 
 @dataclass(frozen=True)
@@ -137,5 +138,11 @@ def write_mp4(path: Path, video: Video, metadata: dict[str, Any] | None = None) 
         container.close()
 
 
-def write_png(path: Path, frames: Frames, index: int) -> None:
-    Image.fromarray(frames.frame(index)).save(path, compress_level=4)
+def write_png(
+    path: Path, frames: Frames, index: int, metadata: dict[str, Any] | None = None
+) -> None:
+    """PNG with ComfyUI's `prompt` (and other) text chunks."""
+    info = PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+    Image.fromarray(frames.frame(index)).save(path, pnginfo=info, compress_level=4)
