@@ -311,3 +311,14 @@ def test_unreachable_server(tmp_path: Path) -> None:
     assert dead.is_ready() is False
     with pytest.raises(ComfyUIError, match="cannot reach ComfyUI"):
         dead.submit({})
+
+
+def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) -> None:
+    from rp_pipeline.resources.comfyui_resource import ComfyUIResource
+
+    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5)
+    client = resource.get_client(standin.base_url, client_id="run-1")
+    assert (client.client_id, client.poll_interval_s, client.request_timeout_s) == ("run-1", 0.5, 5)
+    assert client.is_ready()
+    with pytest.raises(ValueError, match="no ComfyUI base URL"):
+        resource.get_client()

@@ -1,0 +1,187 @@
+"""The stand-in on its own: CLI process, fault knobs, other save nodes, a third-party client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
+from PIL import Image
+
+from rp_devstack.comfyui_standin import ComfyStandin
+from rp_devstack.ports import free_port, wait_for_port
+from rp_pipeline.resources.comfyui import (
+    ComfyUIClient,
+    OutputFile,
+    PromptExecutionError,
+    PromptValidationError,
+)
+from rp_pipeline.workflows.catalog import API_DIR
+from tests.comfyui.helpers import mp4_facts, output_files
+
+
+def video_graph(prefix: str = "video/clip", frames: int = 9, fps: float = 16.0) -> dict:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": frames, "color": 255}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": fps}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": prefix, "format": "auto", "codec": "auto"}},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def cli_standin(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """The CLI as local pods run it; indirect param: extra args and env."""
+    extra_args, extra_env = getattr(request, "param", ([], {}))
+    port = free_port()
+    output = tmp_path / "output"
+    env = {**os.environ, **extra_env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rp_devstack.comfyui_standin", "--port", str(port),
+         "--output-dir", str(output), "--step-seconds", "0", *extra_args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, "127.0.0.1", 30)
+        yield f"http://127.0.0.1:{port}", output
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert f"127.0.0.1:{port}" in (proc.stdout.read() if proc.stdout else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_serves_and_writes_savevideo_outputs(cli_standin: tuple[str, Path]) -> None:
+    url, output = cli_standin
+    client = ComfyUIClient(url)
+    assert client.is_ready()
+    first = client.wait(client.submit(video_graph(frames=13, fps=8)).prompt_id, 60)
+    second = client.wait(client.submit(video_graph(frames=5)).prompt_id, 60)
+    assert [r.outputs[0].relative_path for r in (first, second)] == [
+        "video/clip_00001_.mp4",
+        "video/clip_00002_.mp4",
+    ]
+    facts = mp4_facts(output / "video/clip_00001_.mp4")
+    assert facts == {"codec": "h264", "width": 64, "height": 48, "fps": 8, "frames": 13}
+    assert output.parent.joinpath("input").is_dir()  # default input dir beside the output dir
+
+
+@pytest.mark.parametrize("cli_standin", [([], {"COMFY_STANDIN_FAULT": "oom"})], indirect=True)
+def test_cli_fault_from_env(cli_standin: tuple[str, Path]) -> None:
+    url, output = cli_standin
+    client = ComfyUIClient(url)
+    with pytest.raises(PromptExecutionError) as info:
+        client.wait(client.submit(video_graph()).prompt_id, 60)
+    assert info.value.is_out_of_memory
+    assert output_files(output) == set()
+
+
+@pytest.mark.parametrize("cli_standin", [(["--missing-models"], {})], indirect=True)
+def test_cli_missing_models(cli_standin: tuple[str, Path]) -> None:
+    url, _ = cli_standin
+    assert requests.get(url + "/models/diffusion_models", timeout=10).json() == []
+    workflow = ComfyWorkflowWrapper(str(API_DIR / "wan22_t2v_14b.json"))
+    with pytest.raises(PromptValidationError, match="value_not_in_list|Value not in list"):
+        ComfyUIClient(url).submit(dict(workflow))
+
+
+def test_cli_refuses_a_busy_port(tmp_path: Path) -> None:
+    with ComfyStandin(tmp_path / "a") as running:
+        result = subprocess.run(
+            [sys.executable, "-m", "rp_devstack.comfyui_standin", "--port", str(running.port),
+             "--output-dir", str(tmp_path / "b")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_vhs_video_combine_reports_gifs(standin: ComfyStandin, client: ComfyUIClient) -> None:
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 7, "color": 0}},
+        "2": {"class_type": "VHS_VideoCombine", "inputs": {
+            "images": ["1", 0], "frame_rate": 10, "loop_count": 0, "filename_prefix": "vhs/clip",
+            "format": "video/h264-mp4", "pingpong": False, "save_output": True}},
+    }  # fmt: skip
+    result = client.wait(client.submit(graph).prompt_id, 60)
+    assert result.outputs == [OutputFile("2", "clip_00001.mp4", "vhs", "output", animated=True)]
+    history = client.history(result.prompt_id)
+    assert history is not None
+    assert set(history["outputs"]["2"]) == {"gifs"}
+    facts = mp4_facts(standin.output_dir / "vhs/clip_00001.mp4")
+    assert (facts["frames"], facts["fps"]) == (7, 10)
+
+
+def test_save_image_counters_and_previews(standin: ComfyStandin, client: ComfyUIClient) -> None:
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 65280}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "stills/img"}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }  # fmt: skip
+    result = client.wait(client.submit(graph).prompt_id, 60)
+    assert [o.relative_path for o in result.outputs] == [
+        "stills/img_00001_.png",
+        "stills/img_00002_.png",
+    ]  # previews (type temp) are not outputs
+    assert all(not o.animated for o in result.outputs)
+    with Image.open(standin.output_dir / "stills/img_00002_.png") as img:
+        assert img.size == (16, 16) and img.getpixel((0, 0)) == (0, 255, 0)
+        assert "prompt" in img.info
+
+
+def test_link_type_mismatch_and_bad_values(client: ComfyUIClient) -> None:
+    graph = video_graph()
+    graph["3"]["inputs"]["video"] = ["1", 0]  # IMAGE into a VIDEO input
+    graph["2"]["inputs"]["fps"] = 500.0
+    with pytest.raises(PromptValidationError) as info:
+        client.submit(graph)
+    assert [(e.node_id, e.type) for e in info.value.node_errors] == [("3", "return_type_mismatch")]
+    del graph["3"]
+    with pytest.raises(PromptValidationError, match="Prompt has no outputs"):
+        client.submit(graph)
+
+
+def test_fault_knob_rejects_unknown_values(standin: ComfyStandin) -> None:
+    with pytest.raises(ValueError, match="unknown fault"):
+        standin.fault = "meltdown"
+
+
+def test_third_party_client_comfy_api_simplified(standin: ComfyStandin, tmp_path: Path) -> None:
+    """comfy-api-simplified (PyPI), unmodified, drives the stand-in end to end."""
+    api = ComfyApiWrapper(standin.base_url)
+    assert api.get_system_stats()["system"]["comfyui_version"]
+    assert "SaveVideo" in api.get_object_info()
+    assert list(api.get_object_info("KSamplerAdvanced")) == ["KSamplerAdvanced"]
+    assert api.get_embeddings() == []
+    assert api.get_queue() == {"queue_running": [], "queue_pending": []}
+
+    image = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(image)
+    uploaded = api.upload_image(image)
+    assert uploaded == {"name": "start.png", "subfolder": "default_upload_folder", "type": "input"}
+
+    workflow = ComfyWorkflowWrapper(str(API_DIR / "wan22_i2v_14b_lightx2v.json"))
+    workflow.set_node_param("CLIP Text Encode (Positive Prompt)", "text", "a red fox")
+    workflow.set_node_param("Load Image", "image", "default_upload_folder/start.png")
+    workflow.set_node_param("WanImageToVideo", "width", 96)
+    workflow.set_node_param("WanImageToVideo", "height", 64)
+    workflow.set_node_param("WanImageToVideo", "length", 9)
+    workflow.set_node_param("Save Video", "filename_prefix", "video/third_party")
+    files = api.queue_and_wait_images(workflow, "Save Video")
+    assert list(files) == ["third_party_00001_.mp4"]
+    downloaded = tmp_path / "downloaded.mp4"
+    downloaded.write_bytes(files["third_party_00001_.mp4"])
+    facts = mp4_facts(downloaded)
+    assert (facts["width"], facts["height"], facts["frames"]) == (96, 64, 9)
+    api.interrupt()  # idle interrupt answers 200
