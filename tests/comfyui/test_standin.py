@@ -91,7 +91,7 @@ def test_cli_missing_models(cli_standin: tuple[str, Path]) -> None:
     url, _ = cli_standin
     assert requests.get(url + "/models/diffusion_models", timeout=10).json() == []
     workflow = ComfyWorkflowWrapper(str(API_DIR / "wan22_t2v_14b.json"))
-    with pytest.raises(PromptValidationError, match="value_not_in_list|Value not in list"):
+    with pytest.raises(PromptValidationError, match=r"Value not in list"):
         ComfyUIClient(url).submit(dict(workflow))
 
 
