@@ -148,6 +148,7 @@ class Executor:
                     "node_type": prompt.get(node_id, {}).get("class_type", ""),
                     "executed": list(run.executed),
                 },
+                broadcast=True,
             )
         except Exception as ex:  # a node failed: report it as ComfyUI's execution_error
             status = "error"
@@ -226,10 +227,15 @@ class Executor:
         return order
 
     # --- events ------------------------------------------------------------------------
-    def _message(self, run: RunState, event: str, data: dict[str, Any]) -> None:
+    def _message(
+        self, run: RunState, event: str, data: dict[str, Any], broadcast: bool = False
+    ) -> None:
+        """ComfyUI's add_message: recorded in history; sent only to the prompt's client
+        (a prompt without client_id gets these only when broadcast, as for interrupts)."""
         data = {**data, "timestamp": int(time.time() * 1000)}
         run.messages.append([event, data])
-        self.send(event, data, run.client_id)
+        if run.client_id is not None or broadcast:
+            self.send(event, data, run.client_id)
 
     def _progress_state(self, run: RunState) -> None:
         nodes = {k: dict(v) for k, v in run.progress.items()}
