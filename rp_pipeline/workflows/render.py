@@ -121,7 +121,12 @@ def render_workflow(
     """Validated API JSON ready for `POST /prompt`, with the seed and prefix it used."""
     spec = get_workflow(name)
     validate_params(spec, params)
-    resolved = {**defaults(spec), **{k: v for k, v in params.items() if v is not None}}
+    # None means "the template's value"; so does an empty negative prompt (callers send ""
+    # for "not given", and the official templates' negative prompt is part of their quality).
+    given = {k: v for k, v in params.items() if v is not None}
+    if not str(given.get("negative_prompt", "x")).strip():
+        given.pop("negative_prompt")
+    resolved = {**defaults(spec), **given}
     seed = params.get("seed")
     if seed is None:
         seed = secrets.randbits(_RANDOM_SEED_BITS)

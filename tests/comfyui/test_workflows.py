@@ -135,6 +135,14 @@ def test_random_seed_is_recorded_and_prefix_unique() -> None:
     assert by_request.api_json["58"]["inputs"]["filename_prefix"] == by_request.filename_prefix
 
 
+def test_empty_negative_prompt_keeps_the_template_one() -> None:
+    template_negative = get_workflow("wan22_t2v_14b").api_json["72"]["inputs"]["text"]
+    for value in ("", "  ", None):
+        rendered = render_workflow("wan22_t2v_14b", {"prompt": "x", "negative_prompt": value})
+        assert rendered.api_json["72"]["inputs"]["text"] == template_negative
+        assert rendered.params["negative_prompt"] == template_negative
+
+
 def test_ti2v_start_image_is_optional() -> None:
     plain = render_workflow("wan22_ti2v_5b", {"prompt": "x"}).api_json
     assert "56" not in plain and "start_image" not in plain["55"]["inputs"]
