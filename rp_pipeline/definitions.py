@@ -88,7 +88,7 @@ def generation_settings(env: str) -> GenerationSettings:
         options |= {
             "ready_deadline_s": 120.0,
             "prompt_deadline_s": 300.0,
-            "r2_object_deadline_s": 30.0,
+            "r2_object_deadline_s": 45.0,
         }
     options["extra_pod_env"] = extra
     return GenerationSettings(**options)

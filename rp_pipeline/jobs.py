@@ -2,13 +2,10 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from rp_pipeline.assets.partitions import video_request_partitions
-
 # One run covers every partition it is launched for (a range), hence one pod for the batch.
 generate_videos = define_asset_job(
     "generate_videos",
     selection=AssetSelection.assets("generated_video"),
-    partitions_def=video_request_partitions,
     description="Generate the selected video requests on one pod (single run, one pod boot).",
     tags={"rp/pod-runs": "1"},
 )

@@ -1,0 +1,95 @@
+"""Shared steps of the pipeline tests: request files, materializing batches, reading pods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import AssetKey, DagsterInstance, materialize
+
+from rp_pipeline.assets.previews import video_catalog, video_preview
+from rp_pipeline.assets.requests import video_requests
+from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.requests import VideoRequest
+
+SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
+
+
+def write_prompts(directory: Path, tag: str, count: int) -> list[str]:
+    """A prompts file with `count` small requests; their partition keys in file order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"prompt": f"{tag} scene {i}, a slow pan over hills", "seed": 100 + i, "params": SMALL}
+        for i in range(count)
+    ]
+    (directory / f"{tag}.yaml").write_text(yaml.safe_dump({"requests": entries}))
+    return [VideoRequest.from_dict({**e, "workflow": "wan22_ti2v_5b"}).key for e in entries]
+
+
+def register_requests(instance: DagsterInstance, resources: dict[str, Any]) -> None:
+    result = materialize([video_requests], instance=instance, resources=resources)
+    assert result.success
+
+
+def generate(
+    instance: DagsterInstance, resources: dict[str, Any], keys: list[str], **kwargs: Any
+) -> Any:
+    """One run over `keys` (a partition range), as a single-run backfill launches it."""
+    return materialize(
+        [video_requests, generated_video],
+        selection=[generated_video],
+        instance=instance,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def preview_and_catalog(instance: DagsterInstance, resources: dict[str, Any], **kw: Any) -> Any:
+    return materialize(
+        [generated_video, video_preview, video_catalog],
+        selection=[video_preview, video_catalog],
+        instance=instance,
+        resources=resources,
+        **kw,
+    )
+
+
+def latest_by_partition(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
+    records = instance.fetch_materializations(AssetKey("generated_video"), limit=1000).records
+    found: dict[str, dict[str, Any]] = {}
+    for record in records:  # newest first
+        if record.partition_key not in found:
+            md = record.asset_materialization.metadata
+            found[record.partition_key] = {k: getattr(v, "value", v) for k, v in md.items()}
+    return found
+
+
+def pods_of_run(emulator: Any, run_id: str) -> list[dict[str, Any]]:
+    return [p for p in emulator.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]
+
+
+def with_settings(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The same resources with some GenerationSettings fields changed."""
+    settings = resources["settings"]
+    fields = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return {**resources, "settings": type(settings)(**{**fields, **changes})}
+
+
+def r2_now() -> Any:
+    """An R2Resource with values resolved from os.environ (for asserting outside a run)."""
+    import os
+
+    from rp_pipeline.resources.r2 import R2Resource
+
+    return R2Resource(
+        endpoint=os.environ["R2_ENDPOINT"],
+        bucket=os.environ["R2_BUCKET"],
+        access_key_id=os.environ["R2_ACCESS_KEY_ID"],
+        secret_access_key=os.environ["R2_SECRET_ACCESS_KEY"],
+    )
