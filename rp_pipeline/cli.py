@@ -22,19 +22,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rp_pipeline.resources.runpod import (
+from rp_pipeline.resources.runpod_client import (
     CLOUD_TYPES,
     COMFYUI_PORT,
     DEFAULT_GPU_TYPES,
     DEFAULT_IMAGE,
     DEFAULT_PORTS,
+    PodSpec,
+    ReadyPod,
+    RunPodClient,
+)
+from rp_pipeline.resources.runpod_errors import (
     NoCapacityError,
     PodLaunchError,
     PodNotReadyError,
-    PodSpec,
-    ReadyPod,
     RunPodAuthError,
-    RunPodClient,
     RunPodError,
     RunPodTransientError,
     UnknownGpuError,
