@@ -79,6 +79,8 @@ class StandinServer:
         # Knobs for tests: refuse websocket upgrades (like a proxy that does), count connects.
         self.websocket_enabled = True
         self.ws_connections: dict[str, int] = {}
+        # Answer the next N `/history/{id}` requests with 524, as the RunPod proxy does.
+        self.history_524_remaining = 0
         self._worker: threading.Thread | None = None
 
     # --- knobs -------------------------------------------------------------------------
@@ -328,6 +330,9 @@ class StandinServer:
         return web.Response(status=200)
 
     async def get_history_item(self, request: web.Request) -> web.Response:
+        if self.history_524_remaining > 0:
+            self.history_524_remaining -= 1
+            return web.Response(status=524, text="error code: 524")
         prompt_id = request.match_info["prompt_id"]
         entry = self.history.get(prompt_id)
         return web.json_response({prompt_id: entry} if entry is not None else {})

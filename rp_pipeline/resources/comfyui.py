@@ -96,6 +96,10 @@ class ComfyUITimeout(ComfyUIError):
     """The prompt did not finish before the caller's deadline."""
 
 
+class ComfyUIUnavailable(ComfyUIError):
+    """ComfyUI (or the proxy in front of it) did not answer, or answered 5xx / 524."""
+
+
 @dataclass(frozen=True)
 class Submission:
     prompt_id: str
@@ -141,6 +145,7 @@ class ComfyUIClient:
         request_timeout_s: float = 30.0,
         poll_interval_s: float = 2.0,
         ws_connect_timeout_s: float = 10.0,
+        unreachable_grace_s: float = 120.0,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -148,6 +153,9 @@ class ComfyUIClient:
         self.request_timeout_s = request_timeout_s
         self.poll_interval_s = poll_interval_s
         self.ws_connect_timeout_s = ws_connect_timeout_s
+        # While waiting, ride out proxy 524s / restarts this long before giving up.
+        self.unreachable_grace_s = unreachable_grace_s
+        self._outage_since: float | None = None
         self.session = session or requests.Session()
 
     def __repr__(self) -> str:
@@ -159,7 +167,7 @@ class ComfyUIClient:
         try:
             return self.session.request(method, self.base_url + path, **kwargs)
         except requests.RequestException as ex:
-            raise ComfyUIError(f"cannot reach ComfyUI at {self.base_url}: {ex}") from ex
+            raise ComfyUIUnavailable(f"cannot reach ComfyUI at {self.base_url}: {ex}") from ex
 
     def is_ready(self) -> bool:
         """True when ComfyUI answers `/system_stats` (RUNNING is not ready; this is)."""
@@ -199,6 +207,11 @@ class ComfyUIClient:
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of a finished prompt, or None while it is queued/running."""
         response = self._request("GET", f"/history/{prompt_id}")
+        if response.status_code >= 500:
+            raise ComfyUIUnavailable(
+                f"GET /history/{prompt_id} answered HTTP {response.status_code}: "
+                f"{_snippet(response)}"
+            )
         if response.status_code != 200 or not _is_json(response):
             raise ComfyUIError(
                 f"GET /history/{prompt_id} answered HTTP {response.status_code}: "
@@ -275,7 +288,8 @@ class ComfyUIClient:
         Progress comes from the socket; completion is always confirmed from `/history`.
         """
         deadline = time.monotonic() + deadline_s
-        entry = self.history(prompt_id)
+        self._outage_since = None
+        entry = self._poll_history(prompt_id)
         while entry is None:
             if time.monotonic() >= deadline:
                 raise ComfyUITimeout(
@@ -285,7 +299,7 @@ class ComfyUIClient:
             if ws is None:
                 # Socket unavailable (e.g. a proxy refusing upgrades): poll history instead.
                 time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
-                entry = self.history(prompt_id)
+                entry = self._poll_history(prompt_id)
                 continue
             try:
                 entry = self._follow_socket(ws, prompt_id, deadline, on_progress)
@@ -294,6 +308,22 @@ class ComfyUIClient:
             if entry is None:  # dropped: back off briefly before reconnecting
                 time.sleep(min(0.5, self.poll_interval_s, max(0.0, deadline - time.monotonic())))
         return self._result(prompt_id, entry)
+
+    def _poll_history(self, prompt_id: str) -> dict[str, Any] | None:
+        """history(), treating an outage shorter than unreachable_grace_s as 'not yet'."""
+        try:
+            entry = self.history(prompt_id)
+        except ComfyUIUnavailable as ex:
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = now
+            if now - self._outage_since >= self.unreachable_grace_s:
+                raise
+            log.info("ComfyUI unavailable while waiting (%s); retrying", ex)
+            time.sleep(min(self.poll_interval_s, 1.0))
+            return None
+        self._outage_since = None
+        return entry
 
     def _connect_ws(self, deadline: float) -> websocket.WebSocket | None:
         url = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
@@ -316,7 +346,7 @@ class ComfyUIClient:
         """Read events until the prompt ends (-> its history) or the socket drops (-> None)."""
         # Events sent before we connected are lost: history is checked right after connecting
         # and whenever the socket has been quiet for a poll interval.
-        entry = self.history(prompt_id)
+        entry = self._poll_history(prompt_id)
         if entry is not None:
             return entry
         last_check = time.monotonic()
@@ -335,7 +365,7 @@ class ComfyUIClient:
                     return self._history_when_written(prompt_id, deadline)
             if time.monotonic() - last_check >= self.poll_interval_s:
                 last_check = time.monotonic()
-                entry = self.history(prompt_id)
+                entry = self._poll_history(prompt_id)
                 if entry is not None:
                     return entry
         return None
@@ -361,7 +391,7 @@ class ComfyUIClient:
     def _history_when_written(self, prompt_id: str, deadline: float) -> dict[str, Any] | None:
         # execution_error arrives before ComfyUI stores history; give it a moment.
         while True:
-            entry = self.history(prompt_id)
+            entry = self._poll_history(prompt_id)
             if entry is not None or time.monotonic() >= deadline:
                 return entry
             time.sleep(0.05)

@@ -322,3 +322,24 @@ def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) ->
     assert client.is_ready()
     with pytest.raises(ValueError, match="no ComfyUI base URL"):
         resource.get_client()
+
+
+def test_wait_rides_out_proxy_524s(client: ComfyUIClient, standin: ComfyStandin) -> None:
+    standin.websocket_enabled = False
+    standin.server.history_524_remaining = 3
+    result = client.wait(client.submit(t2v()).prompt_id, 60)
+    assert result.status == "success"
+    assert standin.server.history_524_remaining == 0
+
+
+def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
+    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
+
+    standin = ComfyStandin(tmp_path / "out", step_seconds=0.05)
+    standin.fault = "hang"
+    standin.start()
+    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, unreachable_grace_s=0.5)
+    submission = client.submit(t2v())
+    standin.stop()  # the pod died mid-prompt
+    with pytest.raises(ComfyUIUnavailable, match="cannot reach ComfyUI"):
+        client.wait(submission.prompt_id, 60)
