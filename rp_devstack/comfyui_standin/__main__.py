@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.fault and args.fault not in FAULTS:  # an env default skips argparse's choices
+        print(
+            f"comfyui stand-in: unknown fault {args.fault!r} (use {', '.join(FAULTS)})",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     standin = ComfyStandin(
         output_dir=args.output_dir,
