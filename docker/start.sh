@@ -21,10 +21,15 @@ set -uo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 COMFYUI_DATA_DIR="${COMFYUI_DATA_DIR:-/workspace/ComfyUI}"
 MODELS_DIR="${MODELS_DIR:-$COMFYUI_DATA_DIR/models}"
-COMFYUI_OUTPUT_DIR="${COMFYUI_OUTPUT_DIR:-$COMFYUI_DATA_DIR/output}"
+# One output dir per pod: a network volume outlives pods, and an agent that found the previous
+# pods' files in its watch dir would upload them all again under its own pod id.
+COMFYUI_OUTPUT_DIR="${COMFYUI_OUTPUT_DIR:-$COMFYUI_DATA_DIR/output${RUNPOD_POD_ID:+/$RUNPOD_POD_ID}}"
 COMFYUI_PORT="${COMFYUI_PORT:-8188}"
 COMFYUI_ARGS="${COMFYUI_ARGS:-}"
-RP_AGENT_STATE_DIR="${RP_AGENT_STATE_DIR:-/workspace/.rp-agent/${RUNPOD_POD_ID:-local}}"
+# The upload queue is SQLite: keep it on the container disk, not on the network filesystem
+# (whose locking SQLite cannot trust). It only matters during this pod's life; a new queue
+# re-checks the output dir against R2 at start.
+RP_AGENT_STATE_DIR="${RP_AGENT_STATE_DIR:-/var/lib/rp-agent}"
 ENABLE_R2_SYNC="${ENABLE_R2_SYNC:-false}"
 export MODELS_DIR
 
@@ -169,7 +174,13 @@ EOF
 }
 
 download_models() {
-    "$SCRIPT_DIR/download_models.sh" &
+    # Its own process group, so a stop can reach curl (a grandchild) and leave the .part
+    # file for the next start to resume, instead of an orphan writing on.
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$SCRIPT_DIR/download_models.sh" &
+    else
+        "$SCRIPT_DIR/download_models.sh" &
+    fi
     DOWNLOAD_PID=$!
     wait "$DOWNLOAD_PID"
     local rc=$?
@@ -211,8 +222,8 @@ shutdown() {
     STOPPING=1
     trap '' TERM INT
     if [ -n "$DOWNLOAD_PID" ]; then
-        # curl is the script's child: stop it too so the partial file is left to resume.
-        pkill -TERM -P "$DOWNLOAD_PID" 2>/dev/null
+        log "stopping the model download (the partial file stays for the next start)"
+        kill -TERM -- "-$DOWNLOAD_PID" 2>/dev/null
         stop_pid "$DOWNLOAD_PID"
     fi
     if [ -n "$COMFY_PID" ]; then

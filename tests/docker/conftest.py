@@ -8,6 +8,7 @@ with an error status. Every request is recorded so tests can assert what was (no
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,8 @@ class HubFile:
     cut_times: int = 1
     ignore_range: bool = False
     status: int | None = None
+    # Seconds to pause after each 64 KiB, to keep a transfer in flight.
+    chunk_delay: float = 0.0
 
 
 @dataclass
@@ -92,6 +95,12 @@ def _handler(hub: ModelHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body[: hub_file.cut_at])
                 self.wfile.flush()
                 self.close_connection = True
+                return
+            if hub_file.chunk_delay:
+                for offset in range(0, len(body), 65536):
+                    self.wfile.write(body[offset : offset + 65536])
+                    self.wfile.flush()
+                    time.sleep(hub_file.chunk_delay)
                 return
             self.wfile.write(body)
 

@@ -143,6 +143,14 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
                 process.wait()
 
 
+def session_alive(pod: Pod) -> bool:
+    try:
+        os.killpg(pod.process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(pod: Pod, sig: int = signal.SIGTERM) -> tuple[int, str]:
     pod.process.send_signal(sig)
     out, _ = pod.process.communicate(timeout=60)
@@ -219,3 +227,38 @@ def test_comfyui_crash_flushes_agent_and_exits_nonzero(start_pod) -> None:
     assert "ComfyUI exited with status 7" in out
     # The agent supervisor gets a clean stop (the agent's flush) rather than being orphaned.
     assert "stopping rp-agent" in out
+
+
+def test_output_dir_is_per_pod_on_runpod(start_pod) -> None:
+    pod = start_pod({"RUNPOD_POD_ID": "pod123abc"})
+    pod.wait_for(pod.comfy_answers, "ComfyUI answering")
+
+    stop(pod)
+
+    per_pod = pod.output_dir / "pod123abc"
+    events = pod.event_lines()
+    [comfy_start] = [line for line in events if line.startswith("comfy-start")]
+    assert f"--output-directory {per_pod} " in comfy_start
+    assert any(line.startswith(f"agent-start sync --watch-dir {per_pod} ") for line in events)
+
+
+def test_sigterm_during_model_download_leaves_a_resumable_partial(
+    start_pod, model_hub, tmp_path: Path
+) -> None:
+    size = 4 * 1024 * 1024
+    model_hub.add("/Org/repo/resolve/main/big.safetensors", b"x" * size, chunk_delay=0.05)
+    manifest = tmp_path / "models-manifest.txt"
+    manifest.write_text("wan720p any Org/repo big.safetensors diffusion_models 3 -\n")
+    pod = start_pod(
+        {"WAN_720P": "true", "HF_ENDPOINT": model_hub.base_url, "MODELS_MANIFEST": str(manifest)}
+    )
+    part = tmp_path / "data" / "models" / "diffusion_models" / "big.safetensors.part"
+    pod.wait_for(lambda: part.exists() and part.stat().st_size > 0, "download in progress")
+
+    status, out = stop(pod)
+
+    assert status == 0, out
+    assert not pod.comfy_answers()  # ComfyUI never started: models come first
+    assert 0 < part.stat().st_size < size  # kept for the next start to resume
+    assert not part.with_suffix("").exists()
+    assert not session_alive(pod)  # curl was stopped too, nothing orphaned
