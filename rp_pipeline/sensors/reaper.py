@@ -63,7 +63,10 @@ def find_orphans(
     run_status: Callable[[str], DagsterRunStatus | None],
     max_lifetime_s: float,
     now: float | None = None,
+    first_seen: dict[str, float] | None = None,
 ) -> list[Orphan]:
+    """Pods to terminate. `first_seen` (pod id -> epoch s, kept by the caller across ticks)
+    stands in for the creation time when the API does not report one."""
     now = time.time() if now is None else now
     orphans = []
     for pod in pods:
@@ -71,7 +74,7 @@ def find_orphans(
             continue
         run_id = pod_run_id(pod)
         status = run_status(run_id) if run_id else None
-        created = created_epoch(pod)
+        created = created_epoch(pod) or (first_seen or {}).get(pod.id)
         if status not in IN_PROGRESS:
             reason = f"run {run_id} is {status.value if status else 'unknown'}"
             orphans.append(Orphan(pod.id, run_id, reason))

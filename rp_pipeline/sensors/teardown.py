@@ -1,6 +1,8 @@
 """Sensors that make pod teardown independent of any single op running to completion."""
 
+import json
 import os
+import time
 
 from dagster import (
     DagsterRunStatus,
@@ -16,7 +18,7 @@ from dagster import (
 
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.resources.runpod import RunPodResource
-from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
+from rp_pipeline.sensors.reaper import GONE, find_orphans, is_ours, terminate_pods_of_run
 
 
 def _run_status(context: SensorEvaluationContext):
@@ -35,14 +37,21 @@ def pod_reaper(
     `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides)."""
     client = runpod.get_client()
     lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
-    orphans = find_orphans(client.list_pods(), _run_status(context), lifetime)
+    now = time.time()
+    pods = [p for p in client.list_pods() if is_ours(p) and p.desired_status not in GONE]
+    # The cursor remembers when each live pod was first seen: its age when RunPod gives none.
+    seen = json.loads(context.cursor) if context.cursor else {}
+    seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
+    orphans = find_orphans(pods, _run_status(context), lifetime, now, first_seen=seen)
     for orphan in orphans:
         context.log.warning(f"reaping pod {orphan.pod_id}: {orphan.reason}")
         client.terminate(orphan.pod_id)
+        seen.pop(orphan.pod_id, None)
+    context.update_cursor(json.dumps(seen, sort_keys=True))
     return SkipReason(
         f"reaped {len(orphans)} pod(s): {', '.join(o.pod_id for o in orphans)}"
         if orphans
-        else "no orphaned pods"
+        else f"no orphaned pods among {len(pods)} live pod(s) of ours"
     )
 
 
