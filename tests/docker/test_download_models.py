@@ -341,3 +341,39 @@ def test_shipped_workflows_only_use_models_the_image_downloads() -> None:
         pytest.skip("no API-format workflows with model loaders in rp_pipeline/workflows yet")
     plan = real_plan(WAN_720P="true", GPU_TIER="fp8")
     assert sorted(names - plan.keys()) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "min_mb", "sha", "ok", "reason"),
+    [
+        (MIB, 1, None, True, ""),
+        (MIB - 1, 1, None, False, "too small"),
+        (MIB, 1, "right", True, ""),
+        (MIB, 1, "0" * 64, False, "sha256 mismatch"),
+    ],
+)
+def test_verify_download_function(
+    tmp_path: Path, size: int, min_mb: int, sha: str | None, ok: bool, reason: str
+) -> None:
+    data = payload(size)
+    target = tmp_path / "f.bin"
+    target.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest().upper() if sha == "right" else sha
+    args = [str(target), str(min_mb)] + ([digest] if digest else [])
+    result = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}" && verify_download "$@"', "verify", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode == 0) is ok
+    assert reason in result.stdout
+
+
+def test_verify_download_reports_a_missing_file(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}" && verify_download "$1" 1', "v", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "missing" in result.stdout
