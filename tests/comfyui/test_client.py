@@ -22,7 +22,8 @@ from rp_pipeline.resources.comfyui import (
     PromptValidationError,
 )
 from rp_pipeline.workflows import render_workflow
-from tests.comfyui.helpers import SMALL, mp4_facts, output_files
+
+from .helpers import SMALL, mp4_facts, output_files
 
 
 def t2v(**extra: object) -> dict:

@@ -20,7 +20,8 @@ import websocket
 
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.comfyui_standin.catalogue import MODEL_INPUTS
-from tests.comfyui.helpers import mp4_facts, output_files
+
+from .helpers import mp4_facts, output_files
 
 FIXTURES = Path(os.environ.get("COMFYUI_REAL_DIR", "/work/shared/comfyui-real"))
 if not (FIXTURES / "INDEX.json").is_file():  # pragma: no cover - shared/ sits beside the repo

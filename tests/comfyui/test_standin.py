@@ -23,7 +23,8 @@ from rp_pipeline.resources.comfyui import (
     PromptValidationError,
 )
 from rp_pipeline.workflows.catalog import API_DIR
-from tests.comfyui.helpers import mp4_facts, output_files
+
+from .helpers import mp4_facts, output_files
 
 
 def video_graph(prefix: str = "video/clip", frames: int = 9, fps: float = 16.0) -> dict:
