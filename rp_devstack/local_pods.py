@@ -3,7 +3,9 @@
 Each pod owns a directory shaped like the real image's volume (`workspace/ComfyUI/output`), runs
 every process in its own session (so one `killpg` ends the process and anything it spawned) and
 gets only the environment a real container would: the pod's env with secret references resolved,
-plus the `RUNPOD_*` variables RunPod injects. The host's own R2/RunPod variables never leak in, so
+plus the `RUNPOD_*` variables RunPod injects. Every process runs under a small guard
+(`python -m rp_devstack.local_pods --parent PID -- argv`) that ends its process group when the
+emulator's process dies without cleaning up (SIGKILL, a crashed test run): no orphaned pods. The host's own R2/RunPod variables never leak in, so
 a pod that forgot to pass its settings fails here exactly as it would on RunPod.
 """
 
@@ -139,10 +141,10 @@ class LocalPod:
         """SIGTERM the agent and let it flush its queue, then end ComfyUI; SIGKILL stragglers."""
         agent = self.processes.get("agent")
         if agent is not None:
-            _end_group(agent, self.agent_grace_s)
+            end_process_group(agent, self.agent_grace_s)
         for name, proc in self.processes.items():
             if name != "agent":
-                _end_group(proc, 5.0)
+                end_process_group(proc, 5.0)
         self.processes.clear()
         for handle in self._logs:
             handle.close()
@@ -174,7 +176,7 @@ class LocalPod:
         handle = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)
         self._logs.append(handle)
         self.processes[name] = subprocess.Popen(
-            argv,
+            guarded(argv),
             cwd=self.root / "workspace",
             env=env,
             stdout=handle,
@@ -189,7 +191,7 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _end_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+def end_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
         try:
@@ -201,3 +203,46 @@ def _end_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     deadline = time.monotonic() + 5
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def guarded(argv: Sequence[str]) -> list[str]:
+    """argv wrapped in the orphan guard bound to this process."""
+    return [
+        sys.executable,
+        "-m",
+        "rp_devstack.local_pods",
+        "--parent",
+        str(os.getpid()),
+        "--",
+        *argv,
+    ]
+
+
+def _guard(parent_pid: int, argv: list[str]) -> int:
+    """Run argv; if `parent_pid` goes away, end the whole process group (we lead it)."""
+    # A Python-level handler (not SIG_IGN, which exec would pass on to the child): SIGTERM to
+    # the group reaches the child directly; the guard just waits for it to finish.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    child = subprocess.Popen(argv)
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if os.getppid() != parent_pid:
+            os.killpg(0, signal.SIGTERM)
+            try:
+                return child.wait(timeout=10)
+            finally:
+                os.killpg(0, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="orphan guard for a local pod process")
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    raise SystemExit(_guard(args.parent, argv))

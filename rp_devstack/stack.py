@@ -17,7 +17,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from rp_devstack.local_pods import ComfyCommand, standin_command
+from rp_devstack.local_pods import ComfyCommand, end_process_group, guarded, standin_command
 from rp_devstack.ports import free_port, wait_for_port
 from rp_devstack.runpod_emulator import DEFAULT_API_KEY, RunPodEmulator
 from rp_devstack.s3 import LocalS3
@@ -112,7 +112,7 @@ class Devstack:
         inputs.mkdir(parents=True, exist_ok=True)
         with open(root / "comfyui.log", "ab") as log_file:
             self._standin = subprocess.Popen(
-                list(self.comfy_command(port, output, inputs, {})),
+                guarded(self.comfy_command(port, output, inputs, {})),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -141,21 +141,11 @@ class Devstack:
             self._emulator.stop()
             self._emulator = None
         if self._standin is not None:
-            _end(self._standin)
+            end_process_group(self._standin, 5.0)
             self._standin = None
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 __all__ = ["BUCKET", "ENV_NAMES", "NETWORK_VOLUME_ID", "Devstack"]

@@ -50,6 +50,7 @@ query GpuTypes($lowest: GpuLowestPriceInput) {
 }
 """
 Q_NETWORK_VOLUMES = "query { myself { networkVolumes { id name size dataCenterId } } }"
+Q_TEMPLATES = "query { myself { podTemplates { id name imageName ports } } }"
 Q_PODS = f"query myPods {{ myself {{ pods {{ {POD_FIELDS} }} }} }}"
 Q_POD = f"query pod($input: PodFilter) {{ pod(input: $input) {{ {POD_FIELDS} }} }}"
 M_DEPLOY = f"""
@@ -89,6 +90,8 @@ class RunPodBackend(Protocol):
     def terminate_pod(self, pod_id: str) -> None: ...
 
     def save_template(self, template: dict[str, Any]) -> dict[str, Any]: ...
+
+    def list_templates(self) -> list[dict[str, Any]]: ...
 
 
 class GraphQLBackend:
@@ -138,6 +141,9 @@ class GraphQLBackend:
 
     def save_template(self, template: dict[str, Any]) -> dict[str, Any]:
         return dict(self._post(M_SAVE_TEMPLATE, {"input": template})["saveTemplate"])
+
+    def list_templates(self) -> list[dict[str, Any]]:
+        return list(self._post(Q_TEMPLATES)["myself"]["podTemplates"] or [])
 
     def _post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

@@ -398,6 +398,10 @@ class RunPodClient:
         """Create or update (with `id`) a pod template; not retried (a create is not idempotent)."""
         return self.backend.save_template(template)
 
+    def list_templates(self) -> list[dict[str, Any]]:
+        """The account's pod templates (id, name, imageName, ports)."""
+        return self._read(self.backend.list_templates)
+
     # ------------------------------------------------------------------ helpers
 
     def _read(self, call: Callable[[], T]) -> T:

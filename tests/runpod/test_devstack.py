@@ -15,6 +15,7 @@ from runpod_helpers import spec
 
 from rp_agent.keys import object_key
 from rp_agent.r2 import R2Settings, make_r2_client
+from rp_devstack.runpod_emulator import DEFAULT_API_KEY
 from rp_devstack.stack import ENV_NAMES, Devstack
 from rp_pipeline.resources.runpod import RunPodClient
 
@@ -124,3 +125,29 @@ def test_local_pod_with_r2_sync_uploads_comfyui_output(devstack: Devstack) -> No
         assert head["ContentLength"] == 256 * 1024 and "sha256" in head["Metadata"]
     finally:
         client.terminate(pod.id)
+
+
+def test_pods_die_with_a_killed_emulator(tmp_path: Path) -> None:
+    """SIGKILL leaves no time for cleanup: the pods' guards must end their process groups."""
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "rp_devstack.runpod_emulator", "--state-dir", str(tmp_path),
+         "--boot-delay", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert emulator.stdout is not None
+        base_url = emulator.stdout.readline().strip().partition("=")[2]
+        client = RunPodClient(DEFAULT_API_KEY, base_url, poll_interval_s=0.1)
+        pod = client.launch(spec(env={"ENABLE_R2_SYNC": "false"}), "orphan-test")
+        client.wait_until_ready(pod.id, deadline_s=60)
+        pod_processes = psutil.Process(emulator.pid).children(recursive=True)
+        assert len(pod_processes) >= 2  # guard + ComfyUI
+    finally:
+        emulator.kill()
+        emulator.wait()
+    deadline = time.monotonic() + 30
+    while alive := [p.pid for p in pod_processes if not gone(p.pid)]:
+        assert time.monotonic() < deadline, f"orphaned pod processes: {alive}"
+        time.sleep(0.2)

@@ -239,3 +239,11 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_list_templates(client, runpod_emulator) -> None:
+    assert client.list_templates() == []
+    saved = client.save_template({"name": "wan22", "imageName": "img", "ports": "8188/http"})
+    assert client.list_templates() == [
+        {"id": saved["id"], "name": "wan22", "imageName": "img", "ports": "8188/http"}
+    ]
