@@ -146,6 +146,7 @@ class ComfyUIClient:
         poll_interval_s: float = 2.0,
         ws_connect_timeout_s: float = 10.0,
         unreachable_grace_s: float = 120.0,
+        queue_check_s: float = 15.0,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -156,6 +157,9 @@ class ComfyUIClient:
         # While waiting, ride out proxy 524s / restarts this long before giving up.
         self.unreachable_grace_s = unreachable_grace_s
         self._outage_since: float | None = None
+        # How often wait() confirms the prompt is still queued (a restarted ComfyUI forgets it).
+        self.queue_check_s = queue_check_s
+        self._last_queue_check = 0.0
         self.session = session or requests.Session()
 
     def __repr__(self) -> str:
@@ -289,6 +293,7 @@ class ComfyUIClient:
         """
         deadline = time.monotonic() + deadline_s
         self._outage_since = None
+        self._last_queue_check = time.monotonic()
         entry = self._poll_history(prompt_id)
         while entry is None:
             if time.monotonic() >= deadline:
@@ -323,6 +328,25 @@ class ComfyUIClient:
             time.sleep(min(self.poll_interval_s, 1.0))
             return None
         self._outage_since = None
+        if entry is None and time.monotonic() - self._last_queue_check >= self.queue_check_s:
+            self._last_queue_check = time.monotonic()
+            with contextlib.suppress(ComfyUIUnavailable):  # outages are handled above
+                entry = self._unless_vanished(prompt_id)
+        return entry
+
+    def _unless_vanished(self, prompt_id: str) -> dict[str, Any] | None:
+        """None while the prompt is queued or running; raise if ComfyUI no longer knows it."""
+        queue = self.queue()
+        items = list(queue.get("queue_running", [])) + list(queue.get("queue_pending", []))
+        if any(len(item) > 1 and item[1] == prompt_id for item in items):
+            return None
+        # Queue first, then history: a prompt finishing in between is found in history.
+        entry = self.history(prompt_id)
+        if entry is None:
+            raise ComfyUIError(
+                f"prompt {prompt_id} is neither queued nor finished on {self.base_url}: "
+                "ComfyUI restarted or the prompt was deleted"
+            )
         return entry
 
     def _connect_ws(self, deadline: float) -> websocket.WebSocket | None:

@@ -19,6 +19,9 @@ class ComfyUIResource(ConfigurableResource):
     poll_interval_s: float = Field(default=2.0, description="/history polling interval")
     ws_connect_timeout_s: float = Field(default=10.0)
     prompt_deadline_s: float = Field(default=3600.0, description="default wait() deadline")
+    queue_check_s: float = Field(
+        default=15.0, description="how often wait() confirms the prompt is still queued"
+    )
     unreachable_grace_s: float = Field(
         default=120.0, description="how long wait() rides out 5xx/524/connection errors"
     )
@@ -36,4 +39,5 @@ class ComfyUIResource(ConfigurableResource):
             poll_interval_s=self.poll_interval_s,
             ws_connect_timeout_s=self.ws_connect_timeout_s,
             unreachable_grace_s=self.unreachable_grace_s,
+            queue_check_s=self.queue_check_s,
         )

@@ -344,3 +344,19 @@ def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
     standin.stop()  # the pod died mid-prompt
     with pytest.raises(ComfyUIUnavailable, match="cannot reach ComfyUI"):
         client.wait(submission.prompt_id, 60)
+
+
+def test_wait_notices_a_prompt_comfyui_forgot(standin: ComfyStandin) -> None:
+    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, queue_check_s=0.2)
+    standin.fault = "hang"
+    running = client.submit(t2v(seed=1))
+    pending = client.submit(t2v(seed=2))
+    wait_until_running(client, running.prompt_id)
+    response = requests.post(
+        standin.base_url + "/queue", json={"delete": [pending.prompt_id]}, timeout=10
+    )
+    assert response.status_code == 200
+    with pytest.raises(ComfyUIError, match="neither queued nor finished"):
+        client.wait(pending.prompt_id, 30)
+    client.interrupt()
+    assert client.wait(running.prompt_id, 30).status == "interrupted"
