@@ -13,7 +13,8 @@
 #   3. ComfyUI, reading models from $MODELS_DIR and writing outputs to the watched dir.
 # On SIGTERM/SIGINT (pod stop) ComfyUI is stopped first (no new outputs), then the agent is
 # sent SIGTERM and awaited so it can flush its queue, then the helpers; exit 0.
-# If ComfyUI exits on its own, the agent is flushed the same way and its exit code is returned.
+# If ComfyUI exits on its own, the agent is flushed the same way and the container exits with
+# ComfyUI's status (1 if that was 0: ComfyUI never stops by itself on purpose).
 #
 # Secret values are never printed: only whether each one is set.
 set -uo pipefail
