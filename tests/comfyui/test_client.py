@@ -360,3 +360,32 @@ def test_wait_notices_a_prompt_comfyui_forgot(standin: ComfyStandin) -> None:
         client.wait(pending.prompt_id, 30)
     client.interrupt()
     assert client.wait(running.prompt_id, 30).status == "interrupted"
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "with_image"),
+    [
+        ("wan22_t2v_14b", (160, 96), False),
+        ("wan22_i2v_14b_lightx2v", (96, 160), True),
+        ("wan22_ti2v_5b", (192, 96), False),
+        ("wan22_ti2v_5b", (128, 64), True),
+    ],
+)
+def test_every_shipped_workflow_runs_on_a_default_standin(
+    client: ComfyUIClient,
+    standin: ComfyStandin,
+    tmp_path: Path,
+    name: str,
+    size: tuple[int, int],
+    with_image: bool,
+) -> None:
+    params: dict = {"prompt": "a fox", "width": size[0], "height": size[1], "frames": 9, "fps": 10}
+    if with_image:
+        image = tmp_path / "start.png"
+        Image.new("RGB", size, (10, 20, 30)).save(image)
+        params["input_image"] = client.upload_image(image)
+    rendered = render_workflow(name, params, request_id=f"{name}-{with_image}")
+    result = client.wait(client.submit(rendered.api_json).prompt_id, 60)
+    assert [o.node_id for o in result.outputs] == rendered.output_node_ids
+    facts = mp4_facts(standin.output_dir / result.outputs[0].relative_path)
+    assert facts == {"codec": "h264", "width": size[0], "height": size[1], "fps": 10, "frames": 9}
