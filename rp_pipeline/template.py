@@ -21,7 +21,7 @@ from rp_pipeline.resources.runpod_errors import RunPodError
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("name", "image", "container_disk_gb", "volume_gb", "volume_mount_path", "ports")
-OPTIONAL_KEYS = ("env", "docker_args", "readme", "start_ssh", "start_jupyter")
+OPTIONAL_KEYS = ("env", "docker_args", "readme", "start_ssh", "container_registry_auth_id")
 PORT_RE = re.compile(r"^(\d{1,5})/(http|tcp)$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 SECRET_NAME_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE")
@@ -64,9 +64,11 @@ def load_template(path: str | Path) -> dict[str, Any]:
         "env": [{"key": k, "value": _env_value(v)} for k, v in (raw.get("env") or {}).items()],
         "dockerArgs": raw.get("docker_args") or "",
         "readme": raw.get("readme") or "",
+        # The fields the runpod SDK's own saveTemplate mutation sends, nothing more.
         "isServerless": False,
+        "isPublic": False,
         "startSsh": bool(raw.get("start_ssh", True)),
-        "startJupyter": bool(raw.get("start_jupyter", False)),
+        "containerRegistryAuthId": raw.get("container_registry_auth_id") or "",
     }
 
 
