@@ -22,6 +22,7 @@ from rp_pipeline.resources.comfyui import (
     PromptExecutionError,
     PromptValidationError,
 )
+from rp_pipeline.workflows import render_workflow
 from rp_pipeline.workflows.catalog import API_DIR
 
 from .helpers import mp4_facts, output_files
@@ -186,3 +187,44 @@ def test_third_party_client_comfy_api_simplified(standin: ComfyStandin, tmp_path
     facts = mp4_facts(downloaded)
     assert (facts["width"], facts["height"], facts["frames"]) == (96, 64, 9)
     api.interrupt()  # idle interrupt answers 200
+
+
+def test_outputs_are_written_in_place_like_comfyui(
+    standin: ComfyStandin, client: ComfyUIClient
+) -> None:
+    """No temp file + rename: watchers see the final name created, growing, then closed."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    events: list[FileSystemEvent] = []
+
+    class Record(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            events.append(event)
+
+    (standin.output_dir / "video").mkdir(parents=True, exist_ok=True)
+    observer = Observer()
+    observer.schedule(Record(), str(standin.output_dir), recursive=True)
+    observer.start()
+    try:
+        rendered = render_workflow(
+            "wan22_t2v_14b",
+            {
+                "prompt": "x",
+                "width": 640,
+                "height": 352,
+                "frames": 49,
+                "filename_prefix": "video/inplace",
+            },
+        )
+        result = client.wait(client.submit(rendered.api_json).prompt_id, 60)
+    finally:
+        observer.stop()
+        observer.join()
+    final = str(standin.output_dir / result.outputs[0].relative_path)
+    kinds = [(e.event_type, e.src_path) for e in events if not e.is_directory]
+    assert ("created", final) in kinds
+    assert kinds.count(("modified", final)) >= 2  # grew in several writes
+    assert ("closed", final) in kinds
+    assert not [e for e in events if e.event_type == "moved"]
+    assert {path for _, path in kinds} == {final}
