@@ -70,8 +70,8 @@ def _up(state_dir: Path, boot_delay: float, log_level: str) -> int:
 def _down(state_dir: Path) -> int:
     pid_file = state_dir.resolve() / "devstack.pid"
     if not pid_file.exists():
-        print(f"rp-devstack: no devstack running for {state_dir}", file=sys.stderr)
-        return 1
+        print(f"no devstack running for {state_dir}")
+        return 0
     pid = int(pid_file.read_text().strip())
     try:
         os.kill(pid, signal.SIGTERM)
