@@ -139,7 +139,9 @@ class SyncAgent:
             self.uploads_this_run,
             counts["failed"],
         )
-        return EXIT_FAILED if counts["failed"] else EXIT_OK
+        if self.watcher.intake_errors:
+            log.error("%d file(s) could not be queued (see above)", self.watcher.intake_errors)
+        return EXIT_FAILED if counts["failed"] or self.watcher.intake_errors else EXIT_OK
 
     def _wait_time(self) -> float:
         due = self.queue.next_due()
@@ -185,10 +187,12 @@ class SyncAgent:
 
     # -- intake ------------------------------------------------------------------------------
 
-    def _enqueue(self, rel: str, size: int, mtime: float, close_time: float) -> None:
+    def _enqueue(
+        self, rel: str, size: int, mtime: float, close_time: float, live: bool = False
+    ) -> None:
         display = key_safe(rel)
         key = object_key(display, mtime, self.config.pod_id, self.config.prefix)
-        if self.queue.observe(rel, display, key, size, mtime, close_time):
+        if self.queue.observe(rel, display, key, size, mtime, close_time, check_remote=not live):
             log.debug("queued %s (%d bytes)", display, size)
             self._wake.set()
 
@@ -216,7 +220,7 @@ class SyncAgent:
             return
         if (st.st_size, st.st_mtime) != (job.size, job.mtime):
             # Rewritten since it was queued: queue the new version instead.
-            self._enqueue(job.path, st.st_size, st.st_mtime, time.time())
+            self._enqueue(job.path, st.st_size, st.st_mtime, time.time(), live=True)
             self.queue.release(job)
             return
         try:
@@ -246,7 +250,7 @@ class SyncAgent:
     def _put_unless_present(self, job: Job, path: str, sha: str) -> tuple[bool, int, float | None]:
         if self.queue.object_sha256(job.key) == sha:
             return False, 0, None
-        if self.uploader.remote_sha256(job.key) == sha:
+        if job.check_remote and self.uploader.remote_sha256(job.key) == sha:
             return False, 0, None
         started = time.time()
         meta = ObjectMeta(sha256=sha, close_time=job.close_time, upload_start=started)
@@ -259,7 +263,7 @@ class SyncAgent:
         except OSError:
             return
         if (st.st_size, st.st_mtime) != (job.size, job.mtime):
-            self._enqueue(job.path, st.st_size, st.st_mtime, time.time())
+            self._enqueue(job.path, st.st_size, st.st_mtime, time.time(), live=True)
 
     def _record_error(self, job: Job, exc: BaseException) -> None:
         code = error_code(exc)

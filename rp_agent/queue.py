@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS files (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     generation INTEGER NOT NULL DEFAULT 0,
+    check_remote INTEGER NOT NULL DEFAULT 1,  -- HEAD the key before uploading (see observe)
     close_time REAL NOT NULL,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     enqueued_at REAL NOT NULL,
@@ -59,6 +60,7 @@ class Job:
     close_time: float
     attempts: int
     generation: int
+    check_remote: bool
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,10 @@ class UploadQueue:
         states = ("uploading", "failed") if retry_failed else ("uploading",)
         marks = ",".join("?" * len(states))
         with self._lock:
+            # An upload cut short may still have completed: HEAD before uploading it again.
             cur = self._db.execute(
                 f"UPDATE files SET state='pending', next_attempt_at=0, attempts=0, "
-                f"updated_at=? WHERE state IN ({marks})",
+                f"check_remote=1, updated_at=? WHERE state IN ({marks})",
                 (time.time(), *states),
             )
             return cur.rowcount
@@ -116,9 +119,22 @@ class UploadQueue:
         return bool(row) and row[0] == size and row[1] == mtime
 
     def observe(
-        self, path: str, display: str, key: str, size: int, mtime: float, close_time: float
+        self,
+        path: str,
+        display: str,
+        key: str,
+        size: int,
+        mtime: float,
+        close_time: float,
+        check_remote: bool = True,
     ) -> bool:
-        """Queue this file version unless already known; True when it became pending."""
+        """Queue this file version unless already known; True when it became pending.
+
+        `check_remote=False` is for files the agent saw being written while it ran: nothing can
+        have uploaded that content before, so the HEAD round trip is skipped. Files found by a
+        rescan (e.g. written while the agent was down, or a new pod with an empty queue) keep
+        it, so content already in the bucket is never uploaded twice.
+        """
         now = time.time()
         raw = os.fsencode(path)
         with self._lock:
@@ -127,15 +143,16 @@ class UploadQueue:
                 return False
             self._db.execute(
                 """INSERT INTO files (path, display, key, size, mtime, state, attempts, generation,
-                       close_time, enqueued_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, 'pending', 0, 0, ?, ?, ?)
+                       check_remote, close_time, enqueued_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, 'pending', 0, 0, ?, ?, ?, ?)
                    ON CONFLICT (path) DO UPDATE SET key=excluded.key, size=excluded.size,
                        mtime=excluded.mtime, sha256=NULL, state='pending', attempts=0,
                        last_error=NULL, generation=files.generation + 1,
+                       check_remote=excluded.check_remote,
                        close_time=excluded.close_time, next_attempt_at=0,
                        enqueued_at=excluded.enqueued_at, upload_start=NULL, uploaded_at=NULL,
                        updated_at=excluded.updated_at""",
-                (raw, display, key, size, mtime, close_time, now, now),
+                (raw, display, key, size, mtime, int(check_remote), close_time, now, now),
             )
             return True
 
@@ -146,17 +163,19 @@ class UploadQueue:
         now = time.time()
         with self._lock:
             rows = self._db.execute(
-                """SELECT path, display, key, size, mtime, close_time, attempts, generation
-                   FROM files WHERE state='pending' AND next_attempt_at <= ?
+                """SELECT path, display, key, size, mtime, close_time, attempts, generation,
+                       check_remote FROM files WHERE state='pending' AND next_attempt_at <= ?
                    ORDER BY enqueued_at LIMIT ?""",
                 (now, limit + len(exclude)),
             ).fetchall()
             jobs = []
-            for raw, display, key, size, mtime, close_time, attempts, gen in rows:
+            for raw, display, key, size, mtime, close_time, attempts, gen, check in rows:
                 path = os.fsdecode(raw)
                 if path in exclude:
                     continue  # an older version of this file is still uploading
-                jobs.append(Job(path, display, key, size, mtime, close_time, attempts, gen))
+                jobs.append(
+                    Job(path, display, key, size, mtime, close_time, attempts, gen, bool(check))
+                )
                 if len(jobs) == limit:
                     break
             self._db.executemany(

@@ -1,7 +1,7 @@
 """Put one file into R2: a single PUT for small files, streamed equal-size parts for large ones.
 
-Memory stays bounded: a part is read just before it is sent, and a process-wide semaphore
-caps how many part buffers exist at once, whatever the number of workers.
+Memory stays bounded: a part is never loaded whole; botocore streams it from the file through
+a small window reader (`PartReader`), so a 200 MiB or 200 GiB file costs the same few MB.
 No ACL or tagging headers (R2 rejects them). User metadata is ASCII only: names never go in.
 """
 
@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import mimetypes
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,6 +73,44 @@ def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
     return [(offset, min(part_size, size - offset)) for offset in range(0, size, part_size)]
 
 
+class PartReader:
+    """Read-only, seekable view of `length` bytes at `offset` of an open file descriptor.
+
+    botocore needs read/seek/tell (it rewinds the body to retry) and a length; the bytes are
+    read with pread in small blocks as the HTTP layer asks for them.
+    """
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self._fd, self._offset, self._length, self._pos = fd, offset, length, 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._pos
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        data = os.pread(self._fd, size, self._offset + self._pos) if size else b""
+        if len(data) != size:
+            raise OSError("file shrank while it was being uploaded")
+        self._pos += size
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = min(max(0, base + position), self._length)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
 @dataclass(frozen=True)
 class ObjectMeta:
     sha256: str
@@ -97,14 +134,12 @@ class Uploader:
         multipart_threshold: int = 16 * MIB,
         part_size: int = 8 * MIB,
         part_concurrency: int = 4,
-        max_part_buffers: int = 6,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.multipart_threshold = max(multipart_threshold, MIN_PART)
         self.part_size = part_size
         self.part_concurrency = part_concurrency
-        self._buffers = threading.BoundedSemaphore(max_part_buffers)
 
     def remote_sha256(self, key: str) -> str | None:
         """sha256 metadata of the object already at `key`, or None when there is none."""
@@ -137,17 +172,14 @@ class Uploader:
         try:
 
             def send(number: int, offset: int, length: int) -> dict[str, Any]:
-                with self._buffers:
-                    data = os.pread(fd, length, offset)
-                    if len(data) != length:
-                        raise OSError(f"file shrank while uploading part {number}")
-                    resp = self.client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                    )
+                resp = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=PartReader(fd, offset, length),  # type: ignore[arg-type]
+                    ContentLength=length,
+                )
                 return {"PartNumber": number, "ETag": resp["ETag"]}
 
             with ThreadPoolExecutor(self.part_concurrency, thread_name_prefix="part") as pool:

@@ -38,8 +38,8 @@ from rp_agent.paths import is_candidate, key_safe, relative_to
 
 log = logging.getLogger(__name__)
 
-# (relative path, size, mtime, close time)
-Sink = Callable[[str, int, float, float], None]
+# (relative path, size, mtime, close time, seen being written while watched)
+Sink = Callable[[str, int, float, float, bool], None]
 Known = Callable[[str, int, float], bool]
 
 
@@ -48,6 +48,7 @@ class _Settling:
     size: int
     mtime: float
     changed_at: float
+    live: bool  # an event showed it being written (not just found by a rescan)
 
 
 class _Forward(FileSystemEventHandler):
@@ -94,6 +95,7 @@ class Watcher:
         self._stop = threading.Event()
         self._observer: Any = None
         self._thread: threading.Thread | None = None
+        self.intake_errors = 0  # files that could not be queued (a rescan retries them)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,7 +150,7 @@ class Watcher:
                 continue
             if (st.st_size, st.st_mtime) != (entry.size, entry.mtime):
                 with self._lock:
-                    self._settling[path] = _Settling(st.st_size, st.st_mtime, now)
+                    self._settling[path] = _Settling(st.st_size, st.st_mtime, now, entry.live)
                 continue
             quiet_for = now - max(entry.changed_at, st.st_mtime)
             if (
@@ -156,7 +158,7 @@ class Watcher:
                 or now - entry.changed_at >= 3 * self.settle_seconds
             ):
                 self._drop(path)
-                self._emit(path, st.st_size, st.st_mtime, now)
+                self._emit(path, st.st_size, st.st_mtime, now, entry.live)
 
     def _run(self) -> None:
         next_rescan = time.monotonic()
@@ -211,25 +213,28 @@ class Watcher:
             return False
         if from_rescan and self.known(rel, st.st_size, st.st_mtime):
             return False
+        # Written while watched: mtime is newer than the event that reported it minus a margin.
+        live = not from_rescan and st.st_mtime >= when - 5.0
         if complete and st.st_size > 0:
             self._drop(path)
-            self._emit(path, st.st_size, st.st_mtime, when)
+            self._emit(path, st.st_size, st.st_mtime, when, live)
             return True
         with self._lock:
             # Rescans report files as they are; events mean "something just changed".
             changed_at = when if not from_rescan else min(when, st.st_mtime)
             entry = self._settling.get(path)
             if entry is None or not from_rescan:
-                self._settling[path] = _Settling(st.st_size, st.st_mtime, changed_at)
+                self._settling[path] = _Settling(st.st_size, st.st_mtime, changed_at, live)
         return True
 
-    def _emit(self, path: str, size: int, mtime: float, close_time: float) -> None:
+    def _emit(self, path: str, size: int, mtime: float, close_time: float, live: bool) -> None:
         rel = relative_to(self.watch_dir, path)
         if rel is None:
             return
         try:
-            self.sink(rel, size, mtime, close_time)
+            self.sink(rel, size, mtime, close_time, live)
         except Exception:
+            self.intake_errors += 1
             log.exception("could not queue %s; the next rescan retries", self._rel_display(path))
 
     def _drop(self, path: str) -> None:
