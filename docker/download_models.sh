@@ -263,7 +263,10 @@ main() {
     # Pods sharing one network volume must not write the same .part file at once.
     if command -v flock >/dev/null 2>&1; then
         exec 9>"$MODELS_DIR/.download.lock"
-        flock 9
+        if ! flock --nonblock 9; then
+            log "another pod is downloading to this volume: waiting for it to finish"
+            flock 9
+        fi
     fi
     while read -r source path subdir min_mb sha; do
         fetch_model "$source" "$path" "$subdir" "$min_mb" "$sha" || failed+=("$subdir/$(basename "$path")")

@@ -377,3 +377,40 @@ def test_verify_download_reports_a_missing_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "missing" in result.stdout
+
+
+def test_second_downloader_on_a_volume_waits_for_the_first(
+    tmp_path: Path, model_hub: ModelHub
+) -> None:
+    import fcntl
+
+    model_hub.add(hf_path("a.safetensors"), payload(MIB + 1))
+    models = tmp_path / "models"
+    models.mkdir()
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text(entry("a.safetensors") + "\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODELS_DIR": str(models),
+        "HF_ENDPOINT": model_hub.base_url,
+        "MODELS_MANIFEST": str(manifest),
+        "WAN_720P": "true",
+        "GPU_TIER": "fp8",
+    }
+    held = open(models / ".download.lock", "w")  # noqa: SIM115 (released mid-test)
+    fcntl.flock(held, fcntl.LOCK_EX)  # "another pod" holds the volume's download lock
+    process = subprocess.Popen(["bash", str(SCRIPT)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first_lines = [process.stdout.readline() for _ in range(2)]
+        assert "another pod is downloading to this volume" in first_lines[1]
+        assert model_hub.requests == []  # nothing fetched while the lock is held
+        fcntl.flock(held, fcntl.LOCK_UN)
+        process.wait(timeout=60)
+    finally:
+        held.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert (models / "diffusion_models" / "a.safetensors").exists()
