@@ -232,19 +232,10 @@ class RunPodClient:
             bid = None
             if spec.interruptible:
                 bid = spec.bid_per_gpu if spec.bid_per_gpu is not None else gpu.spot_price
-            price = bid if spec.interruptible else gpu.price_for(cloud_type)
-            if (
-                spec.max_cost_per_hr is not None
-                and price is not None
-                and price > spec.max_cost_per_hr
-            ):
-                attempts.append(
-                    (
-                        gpu_id,
-                        f"${price:.2f}/hr is above max_cost_per_hr ${spec.max_cost_per_hr:.2f}",
-                    )
-                )
-                log.info("skipping %s: $%.2f/hr is above the cost cap", gpu_id, price)
+            refusal = _price_refusal(spec, gpu.price_for(cloud_type), bid)
+            if refusal:
+                attempts.append((gpu_id, refusal))
+                log.info("skipping %s: %s", gpu_id, refusal)
                 continue
             log.info("launching %s on %s (%s cloud)", name, gpu_id, cloud_type)
             try:
@@ -448,6 +439,20 @@ def _deploy_request(
     if spec.template_id:
         request["templateId"] = spec.template_id
     return request
+
+
+def _price_refusal(spec: PodSpec, on_demand: float | None, bid: float | None) -> str | None:
+    """Why this GPU type must not be launched under the spec's price rules, if it must not."""
+    if spec.interruptible and bid is None:
+        return "no spot price known; set bid_per_gpu"
+    price = bid if spec.interruptible else on_demand
+    if spec.max_cost_per_hr is None:
+        return None
+    if price is None:
+        return "price unknown, so max_cost_per_hr cannot be checked"
+    if price > spec.max_cost_per_hr:
+        return f"${price:.2f}/hr is above max_cost_per_hr ${spec.max_cost_per_hr:.2f}"
+    return None
 
 
 def _env_dict(raw: Any) -> dict[str, str]:

@@ -204,6 +204,9 @@ def test_interruptible_pod_uses_the_bid(client, runpod_emulator) -> None:
     (record,) = live_pods(runpod_emulator)
     assert record["pod_type"] == "INTERRUPTABLE" and pod.cost_per_hr == 0.40
     client.terminate(pod.id)
+    at_spot_price = client.launch(spec(interruptible=True, max_cost_per_hr=0.5), RUN_ID)
+    assert at_spot_price.cost_per_hr == 0.34  # the 4090's spot price, under the cap
+    client.terminate(at_spot_price.id)
 
 
 def test_save_template(client, runpod_emulator) -> None:
