@@ -250,3 +250,25 @@ def test_list_templates(client, runpod_emulator) -> None:
     assert client.list_templates() == [
         {"id": saved["id"], "name": "wan22", "imageName": "img", "ports": "8188/http"}
     ]
+
+
+def test_admin_http_api_drives_faults_stock_and_crashes(client, runpod_emulator) -> None:
+    from rp_devstack.runpod_emulator import EmulatorAdmin
+
+    admin = EmulatorAdmin(runpod_emulator.base_url)
+    admin.set_stock(GPU_4090, 0, datacenter="EU-RO-1")
+    admin.set_stock(GPU_4090, 0, datacenter="US-KS-2")
+    with pytest.raises(NoCapacityError):
+        client.launch(spec(), RUN_ID)
+    admin.set_stock(GPU_4090, 1)
+    admin.set_boot_delay(600)
+    pod = client.launch(spec(), RUN_ID)
+    admin.crash_pod(pod.id)
+    assert client.get(pod.id).desired_status == "EXITED"
+    admin.fail_next(1, "5xx", operation="pod")
+    assert client.get(pod.id) is not None  # retried through the 502
+    client.terminate(pod.id)
+    (billed,) = admin.billing()["pods"]
+    assert billed["id"] == pod.id and billed["desired_status"] == "TERMINATED"
+    assert admin.pods()[0]["cost_per_hr"] == 0.69
+    admin.reset()
