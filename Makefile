@@ -28,6 +28,7 @@ lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run bash scripts/lint-extra.sh
 
 fmt: sync
 	$(UV) run ruff check --fix .
