@@ -6,7 +6,8 @@ error. It posts through its own `requests.Session` rather than `runpod.api.graph
 because the SDK takes the URL from the process-wide `RUNPOD_API_BASE_URL` and the key from the
 module-global `runpod.api_key`, and gives no control over timeouts: two clients (devstack and live,
 or two keys) in one Dagster process could not coexist, and a lost response could not be told from
-a refused request. The documents use GraphQL variables, so pod env values need no escaping.
+a refused request. The documents use GraphQL variables, so pod env values need no escaping; variables are
+declared non-null, which GraphQL accepts whether RunPod's argument is nullable or not.
 
 REST v2 (`/v2/pods`) is RunPod's successor API; a `RestBackend` only has to implement the same
 protocol and return records in the GraphQL shape used here (`id`, `name`, `desiredStatus`,
@@ -41,7 +42,7 @@ POD_FIELDS = """
 """
 
 Q_GPU_TYPES = """
-query GpuTypes($lowest: GpuLowestPriceInput) {
+query GpuTypes($lowest: GpuLowestPriceInput!) {
   gpuTypes {
     id displayName memoryInGb secureCloud communityCloud securePrice communityPrice
     secureSpotPrice communitySpotPrice
@@ -52,9 +53,9 @@ query GpuTypes($lowest: GpuLowestPriceInput) {
 Q_NETWORK_VOLUMES = "query { myself { networkVolumes { id name size dataCenterId } } }"
 Q_TEMPLATES = "query { myself { podTemplates { id name imageName ports } } }"
 Q_PODS = f"query myPods {{ myself {{ pods {{ {POD_FIELDS} }} }} }}"
-Q_POD = f"query pod($input: PodFilter) {{ pod(input: $input) {{ {POD_FIELDS} }} }}"
+Q_POD = f"query pod($input: PodFilter!) {{ pod(input: $input) {{ {POD_FIELDS} }} }}"
 M_DEPLOY = f"""
-mutation deploy($input: PodFindAndDeployOnDemandInput) {{
+mutation deploy($input: PodFindAndDeployOnDemandInput!) {{
   podFindAndDeployOnDemand(input: $input) {{ {POD_FIELDS} }}
 }}
 """
@@ -63,9 +64,9 @@ mutation rent($input: PodRentInterruptableInput!) {{
   podRentInterruptable(input: $input) {{ {POD_FIELDS} }}
 }}
 """
-M_TERMINATE = "mutation terminate($input: PodTerminateInput) { podTerminate(input: $input) }"
+M_TERMINATE = "mutation terminate($input: PodTerminateInput!) { podTerminate(input: $input) }"
 M_SAVE_TEMPLATE = """
-mutation saveTemplate($input: SaveTemplateInput) {
+mutation saveTemplate($input: SaveTemplateInput!) {
   saveTemplate(input: $input) {
     id name imageName dockerArgs containerDiskInGb volumeInGb volumeMountPath ports
     env { key value } isServerless
