@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         client = _client()
         result = COMMANDS[args.command](client, args)
     except KeyboardInterrupt:
-        return _fail(args, "interrupted", 130, "Interrupted")
+        return _fail(
+            args, "interrupted; `rp-launch list` shows any pod left behind", 130, "Interrupted"
+        )
     except UsageError as exc:
         return _fail(args, str(exc), 2, "UsageError")
     except RunPodError as exc:

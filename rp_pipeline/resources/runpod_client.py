@@ -284,14 +284,18 @@ class RunPodClient:
             except RunPodApiError as exc:
                 raise PodLaunchError(f"RunPod refused to create {name}: {exc}") from None
         raise PodLaunchError(
-            f"could not create {name}: {last} (after {self.retry_attempts} attempts; no pod by "
-            "that name exists). Check the network or RUNPOD_API_BASE_URL and retry"
+            f"could not create {name}: {last} (after {self.retry_attempts} attempts; none of them "
+            "left a pod by that name). Check the network or RUNPOD_API_BASE_URL and retry"
         )
 
-    def _find_by_name(self, name: str) -> dict[str, Any] | None:
-        for record in self._read(self.backend.list_pods):
-            if record.get("name") == name:
-                return record
+    def _find_by_name(self, name: str, looks: int = 2) -> dict[str, Any] | None:
+        """The pod called `name`; looked up twice, since a new pod may list a moment late."""
+        for look in range(looks):
+            if look:
+                time.sleep(self.retry_backoff_s * 2)
+            for record in self._read(self.backend.list_pods):
+                if record.get("name") == name:
+                    return record
         return None
 
     # ------------------------------------------------------------------ readiness
