@@ -130,16 +130,17 @@ def materialize_batch(stack: Any) -> None:
     from dagster import DagsterInstance, materialize
 
     from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
+    from rp_pipeline.assets.previews import video_catalog, video_preview
+    from rp_pipeline.assets.requests import video_requests
+    from rp_pipeline.assets.videos import generated_video
     from rp_pipeline.definitions import build_definitions, resources_for
     from rp_pipeline.requests import load_request_file
 
-    defs = build_definitions("devstack")
-    assets = list(defs.assets or [])
-    by_name = {a.key.to_user_string(): a for a in assets if hasattr(a, "key")}
+    build_definitions("devstack")  # the code location loads against this environment
     resources = resources_for("devstack")
     with DagsterInstance.get() as instance:
         step("materializing video_requests from prompts/examples.yaml")
-        result = materialize([by_name["video_requests"]], instance=instance, resources=resources)
+        result = materialize([video_requests], instance=instance, resources=resources)
         if not result.success:
             raise DemoError("video_requests failed")
         registered = instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
@@ -153,8 +154,8 @@ def materialize_batch(stack: Any) -> None:
             console.print(f"    - {key}")
         started = time.time()
         result = materialize(
-            [by_name["video_requests"], by_name["generated_video"]],
-            selection=[by_name["generated_video"]],
+            [video_requests, generated_video],
+            selection=[generated_video],
             instance=instance,
             resources=resources,
             tags={
@@ -175,8 +176,8 @@ def materialize_batch(stack: Any) -> None:
             raise DemoError(f"expected one pod for the batch, the emulator saw {len(batch_pods)}")
         step("materializing video_preview + video_catalog")
         result = materialize(
-            [by_name["generated_video"], by_name["video_preview"], by_name["video_catalog"]],
-            selection=[by_name["video_preview"], by_name["video_catalog"]],
+            [generated_video, video_preview, video_catalog],
+            selection=[video_preview, video_catalog],
             instance=instance,
             resources=resources,
         )

@@ -12,6 +12,7 @@ from rp_pipeline.ops.state import BatchState
 
 log = logging.getLogger(__name__)
 
+hold_interrupts: Any
 try:  # Dagster's guard: a second SIGTERM/SIGINT is held while the terminate call is in flight
     from dagster._utils.interrupts import capture_interrupts as hold_interrupts
 except ImportError:  # pragma: no cover - a Dagster without it: terminate unguarded

@@ -39,9 +39,9 @@ def _harvest_started(instance: DagsterInstance) -> str | None:
     for run in instance.get_runs():
         for record in instance.all_logs(run.run_id):
             event = record.dagster_event
-            if event and event.step_key and event.step_key.endswith("harvest_outputs"):
-                if event.event_type_value == "STEP_START":
-                    return run.run_id
+            step = event.step_key if event else None
+            if step and step.endswith("harvest_outputs") and event.event_type_value == "STEP_START":
+                return run.run_id
     return None
 
 
