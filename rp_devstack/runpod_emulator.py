@@ -315,8 +315,7 @@ class RunPodEmulator:
             live = [p for p in self._pods.values() if p.local is not None]
             for pod in live:
                 self._halt(pod, "TERMINATED")
-        for pod in live:
-            self._stop_processes(pod)
+        self._stop_all(live)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -391,8 +390,7 @@ class RunPodEmulator:
             for pod in live:
                 self._halt(pod, "TERMINATED")
             self._faults.clear()
-        for pod in live:
-            self._stop_processes(pod)
+        self._stop_all(live)
         self.reset_stock()
 
     # ---------------------------------------------------------------- request handling
@@ -618,6 +616,14 @@ class RunPodEmulator:
             local, pod.local = pod.local, None
         if local is not None:
             local.stop()
+
+    def _stop_all(self, pods: list[EmulatedPod]) -> None:
+        """Stop pods side by side: each agent may take its grace period to flush."""
+        threads = [threading.Thread(target=self._stop_processes, args=(p,)) for p in pods]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def _resolve_secrets(self, env: dict[str, str]) -> dict[str, str]:
         def lookup(match: re.Match[str]) -> str:

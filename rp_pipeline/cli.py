@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="log API steps to stderr")
 
     parser = argparse.ArgumentParser(
-        prog="rp-launch", description="Launch, wait for, list and terminate RunPod pods."
+        prog="rp-launch",
+        description="Launch, wait for, list and terminate RunPod pods. Reads RUNPOD_API_KEY "
+        "and RUNPOD_API_BASE_URL (e.g. `source .devstack/env`).",
+        epilog="exit codes: 1 RunPod error, 2 usage/config, 3 API key rejected, 4 no capacity/"
+        "unknown GPU/cost cap, 5 pod not ready, 6 network error, 130 interrupted",
     )
     # Also accepted before the command; own dests, since a subparser's defaults would
     # overwrite values the main parser set.
