@@ -51,7 +51,7 @@ TOOLS = os.environ.get("BENCH_TOOLS", "rp-agent,PRD design,s5cmd cp,aws s3 cp,rc
 )
 # The PRD design starts one Python process (~50 MB RSS) per file at once; 300 of them would take
 # ~15 GB on this shared machine, so its W1 burst is 100 files and its time is scaled to 300.
-PRD_W1_FILES = int(os.environ.get("BENCH_PRD_W1_FILES", "100"))
+PRD_W1_FILES = int(os.environ.get("BENCH_PRD_W1_FILES", "50"))
 WATCH_TIMEOUT = 180.0
 
 Files = dict[str, bytes]  # relative path -> content

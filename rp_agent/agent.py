@@ -22,7 +22,7 @@ from rp_agent.keys import object_key
 from rp_agent.paths import key_safe
 from rp_agent.queue import Job, UploadQueue
 from rp_agent.r2 import make_r2_client
-from rp_agent.uploader import ObjectMeta, Uploader, error_code, file_sha256, is_permanent
+from rp_agent.uploader import ObjectMeta, Uploader, error_code, is_permanent, read_and_hash
 from rp_agent.watcher import Watcher
 
 if TYPE_CHECKING:
@@ -224,14 +224,16 @@ class SyncAgent:
             self.queue.release(job)
             return
         try:
-            sha = file_sha256(path)
+            sha, body = read_and_hash(path, job.size, self.config.in_memory_limit)
         except OSError as exc:
             reason = f"cannot read file: {exc.strerror or exc}"
             self.queue.mark_failed(job, reason)
             log.error("%s: %s", job.display, reason)
             return
         try:
-            uploaded, parts, started = self._put_unless_present(job, path, sha)
+            if body is not None and len(body) != job.size:
+                raise OSError("file changed while it was read")  # retried with the new version
+            uploaded, parts, started = self._put_unless_present(job, path, sha, body)
         except (ClientError, BotoCoreError, OSError) as exc:
             self._record_error(job, exc)
             return
@@ -247,14 +249,16 @@ class SyncAgent:
             log.info("%s already in the bucket with the same sha256; skipped", job.display)
         self._requeue_if_changed(job, path)
 
-    def _put_unless_present(self, job: Job, path: str, sha: str) -> tuple[bool, int, float | None]:
+    def _put_unless_present(
+        self, job: Job, path: str, sha: str, body: bytes | None
+    ) -> tuple[bool, int, float | None]:
         if self.queue.object_sha256(job.key) == sha:
             return False, 0, None
         if job.check_remote and self.uploader.remote_sha256(job.key) == sha:
             return False, 0, None
         started = time.time()
         meta = ObjectMeta(sha256=sha, close_time=job.close_time, upload_start=started)
-        parts = self.uploader.upload(path, job.key, job.size, meta)
+        parts = self.uploader.upload(path, job.key, job.size, meta, body)
         return True, parts, started
 
     def _requeue_if_changed(self, job: Job, path: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from rp_agent.r2 import R2ConfigError
 log = logging.getLogger("rp_agent")
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 STATE_HELP = (
     f"directory for the upload queue (default: ${STATE_DIR_ENV}, else "
@@ -109,11 +112,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info(
-            "%s received: finishing uploads in flight (grace %.0fs)",
-            signal.Signals(signum).name,
-            config.grace,
-        )
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            # The queue is crash-safe, so a second signal may simply end the process now.
+            log.warning("%s received again: exiting now; unfinished uploads stay queued", name)
+            os._exit(EXIT_INTERRUPTED)
+        log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -123,8 +127,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return agent.run(stop, once=args.once)
     except AgentStartError as exc:
         return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot use state dir {config.state_dir}: {exc.strerror or exc}")
+    except (OSError, sqlite3.Error) as exc:
+        return fail(f"cannot use state dir {config.state_dir}: {exc}")
+    except Exception as exc:  # one line for the user; the traceback only with --verbose
+        log.debug("unexpected error", exc_info=True)
+        return fail(f"unexpected error: {type(exc).__name__}: {exc}", 1)
 
 
 def resolve_state_dir(args: argparse.Namespace) -> Path | None:

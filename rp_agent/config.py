@@ -52,6 +52,8 @@ class AgentConfig:
     multipart_threshold: int = 16 * 1024 * 1024
     part_size: int = 8 * 1024 * 1024
     part_concurrency: int = 4
+    # Files up to this size are read once (hash + body); workers x limit bounds that memory.
+    in_memory_limit: int = 4 * 1024 * 1024
     max_attempts: int = 6
 
     @property

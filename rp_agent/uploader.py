@@ -58,6 +58,19 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def read_and_hash(path: str, size: int, keep_limit: int) -> tuple[str, bytes | None]:
+    """sha256 of the file, plus its bytes when it is small enough to send from memory.
+
+    Keeping small files (images) saves a second read and a slow block-by-block send; larger
+    files are hashed in 1 MiB chunks and streamed from disk later, so memory stays bounded.
+    """
+    if size > keep_limit:
+        return file_sha256(path), None
+    with open(path, "rb") as fh:
+        data = fh.read(keep_limit + 1)
+    return hashlib.sha256(data).hexdigest(), data
+
+
 def part_size_for(size: int, preferred: int) -> int:
     """Smallest whole-MiB part >= preferred (and >= 5 MiB) that keeps the count <= 10,000."""
     needed = -(-size // MAX_PARTS)
@@ -151,15 +164,20 @@ class Uploader:
             raise
         return head.get("Metadata", {}).get("sha256")
 
-    def upload(self, path: str, key: str, size: int, meta: ObjectMeta) -> int:
-        """Upload and return the number of parts (1 for a single PUT)."""
+    def upload(
+        self, path: str, key: str, size: int, meta: ObjectMeta, body: bytes | None = None
+    ) -> int:
+        """Upload (from `body` when given, else from the file); return the number of parts."""
         extra: dict[str, Any] = {"Metadata": meta.as_metadata()}
         content_type, _ = mimetypes.guess_type(key)
         if content_type:
             extra["ContentType"] = content_type
+        if body is not None:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            return 1
         if size <= self.multipart_threshold:
-            with open(path, "rb") as body:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            with open(path, "rb") as stream:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=stream, **extra)
             return 1
         return self._multipart(path, key, size, extra)
 
