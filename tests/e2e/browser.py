@@ -38,7 +38,11 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1600,1000",
 )
-TRANSIENT = (StaleElementReferenceException, NoSuchElementException, ElementClickInterceptedException)
+TRANSIENT = (
+    StaleElementReferenceException,
+    NoSuchElementException,
+    ElementClickInterceptedException,
+)
 
 
 def chromium_binary() -> str | None:
@@ -92,14 +96,18 @@ class UI:
         self.driver.get(f"{self.base_url}{path}")
         self.dismiss_welcome()
 
-    def wait(self, condition: Callable[[WebDriver], Any], timeout: float = WAIT_S, what: str = "") -> Any:
+    def wait(
+        self, condition: Callable[[WebDriver], Any], timeout: float = WAIT_S, what: str = ""
+    ) -> Any:
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.5, ignored_exceptions=TRANSIENT).until(
-                condition
-            )
+            return WebDriverWait(
+                self.driver, timeout, poll_frequency=0.5, ignored_exceptions=TRANSIENT
+            ).until(condition)
         except TimeoutException:
             shot = self.screenshot(f"timeout-{re.sub(r'[^a-z0-9]+', '-', what.lower())[:40]}")
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (see {shot})") from None
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what} (see {shot})"
+            ) from None
 
     def find(self, xpath: str, timeout: float = WAIT_S, what: str = "") -> WebElement:
         def visible(d: WebDriver) -> WebElement | bool:
@@ -150,7 +158,16 @@ class UI:
 
     def run_status(self) -> str:
         """The status tag in a run page's header (Queued, Starting, Started, Success, ...)."""
-        statuses = ("Success", "Failure", "Canceled", "Canceling", "Started", "Starting", "Queued", "Not started")
+        statuses = (
+            "Success",
+            "Failure",
+            "Canceled",
+            "Canceling",
+            "Started",
+            "Starting",
+            "Queued",
+            "Not started",
+        )
         head = self.body_text()
         index = head.find("Runs\n/")
         window = head[index : index + 200] if index >= 0 else head[:2000]
@@ -159,11 +176,15 @@ class UI:
                 return status
         return "unknown"
 
-    def wait_run_status(self, wanted: set[str], timeout: float, stop_on: set[str] = frozenset()) -> str:
+    def wait_run_status(
+        self, wanted: set[str], timeout: float, stop_on: set[str] = frozenset()
+    ) -> str:
         def settled(_d: WebDriver) -> str | bool:
             status = self.run_status()
             if status in stop_on:
-                raise AssertionError(f"run ended {status}: {self.screenshot('run-' + status.lower())}")
+                raise AssertionError(
+                    f"run ended {status}: {self.screenshot('run-' + status.lower())}"
+                )
             return status if status in wanted else False
 
         return str(self.wait(settled, timeout, f"run status in {sorted(wanted)}"))

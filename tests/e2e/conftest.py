@@ -34,10 +34,16 @@ class E2EStack:
         return self.dagster.url
 
     def live_pods(self) -> list[dict]:
-        return [p for p in self.devstack.emulator.pods() if p["desired_status"] not in {"TERMINATED", "EXITED"}]
+        return [
+            p
+            for p in self.devstack.emulator.pods()
+            if p["desired_status"] not in {"TERMINATED", "EXITED"}
+        ]
 
     def pods_of_run(self, run_id: str) -> list[dict]:
-        return [p for p in self.devstack.emulator.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]
+        return [
+            p for p in self.devstack.emulator.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id
+        ]
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +62,9 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
 
 
 @pytest.fixture(scope="session")
-def screenshots_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def screenshots_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     chosen = os.environ.get("E2E_SCREENSHOT_DIR")
     path = Path(chosen) if chosen else tmp_path_factory.mktemp("e2e-screenshots")
     path.mkdir(parents=True, exist_ok=True)
@@ -65,9 +73,13 @@ def screenshots_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture
-def browser_ui(e2e_stack: E2EStack, screenshots_dir: Path, request: pytest.FixtureRequest) -> Iterator[UI]:
+def browser_ui(
+    e2e_stack: E2EStack, screenshots_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[UI]:
     if not chromium_binary() or not chromedriver_binary():
-        pytest.skip("needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"
+        )
     shots = screenshots_dir / request.node.name
     shots.mkdir(parents=True, exist_ok=True)
     driver = make_driver()

@@ -7,6 +7,7 @@ reaches the webserver, the daemon, code servers and run workers alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -110,7 +111,9 @@ class DagsterUI:
             except (requests.RequestException, KeyError, TypeError, ValueError):
                 pass
             time.sleep(1.0)
-        raise DagsterUIError(f"Dagster UI not ready after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
+        raise DagsterUIError(
+            f"Dagster UI not ready after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
@@ -133,7 +136,5 @@ class DagsterUI:
             except subprocess.TimeoutExpired:
                 log.warning("dg dev did not stop on %s", sig.name)
         # Run workers and code servers share the group; nothing of ours may outlive the test.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

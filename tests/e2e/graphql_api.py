@@ -16,7 +16,9 @@ from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
 GENERATE_JOB = "generate_videos"
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
-REPOSITORIES = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+REPOSITORIES = (
+    "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+)
 ADD_PARTITION = """
 mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
   addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
@@ -62,7 +64,9 @@ class GraphQLApi:
 
     def query(self, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = requests.post(
-            f"{self.base_url}/graphql", json={"query": document, "variables": variables or {}}, timeout=60
+            f"{self.base_url}/graphql",
+            json={"query": document, "variables": variables or {}},
+            timeout=60,
         )
         response.raise_for_status()
         body = response.json()
@@ -75,7 +79,11 @@ class GraphQLApi:
         return {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"]}
 
     def add_partition(self, key: str) -> None:
-        variables = {"selector": self.repository_selector(), "name": VIDEO_REQUESTS_PARTITIONS, "key": key}
+        variables = {
+            "selector": self.repository_selector(),
+            "name": VIDEO_REQUESTS_PARTITIONS,
+            "key": key,
+        }
         result = self.query(ADD_PARTITION, variables)["addDynamicPartition"]
         if result["__typename"] != "AddDynamicPartitionSuccess":
             raise DagsterGraphQLClientError(f"addDynamicPartition: {result}")

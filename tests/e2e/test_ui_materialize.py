@@ -51,7 +51,9 @@ def open_launch_dialog(ui: UI) -> None:
 
 
 def add_request_and_launch(ui: UI, partition_key: str, config_yaml: str) -> None:
-    ui.click("//*[normalize-space()='Config' and not(*[normalize-space()='Config'])]", what="Config")
+    ui.click(
+        "//*[normalize-space()='Config' and not(*[normalize-space()='Config'])]", what="Config"
+    )
     ui.button("Add config")
     ui.set_config_yaml(config_yaml)
     ui.find(f"//*[contains(normalize-space(),{partition_key!r})]", what="the pasted config")
@@ -80,7 +82,9 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
 
     # 1. the asset, as found in the catalog
     ui.open("/assets/generated_video")
-    ui.find("//*[contains(normalize-space(),'A WAN 2.2 video rendered by ComfyUI')]", what="asset page")
+    ui.find(
+        "//*[contains(normalize-space(),'A WAN 2.2 video rendered by ComfyUI')]", what="asset page"
+    )
     publish_to_docs(ui.screenshot("asset-page"), "ui-asset.png")
 
     # 2. Materialize -> config + new partition -> launch
@@ -101,7 +105,9 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
     ui.screenshot("partition-metadata")
     text = ui.body_text()
     assert run_id[:8] in text
-    values = {k: metadata_value(text, k) for k in ("generation_time_s", "upload_latency_s", "cost_usd")}
+    values = {
+        k: metadata_value(text, k) for k in ("generation_time_s", "upload_latency_s", "cost_usd")
+    }
     assert all(v is not None for v in values.values()), values
     assert float(values["generation_time_s"] or 0) > 0
     assert float(values["upload_latency_s"] or -1) >= 0
@@ -125,7 +131,9 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
     ui.button("Close")
 
     # 6. lineage: video_requests -> generated_video -> video_preview -> video_catalog
-    ui.click("//a[normalize-space()='Lineage' and contains(@href,'asset-groups')]", what="Lineage nav")
+    ui.click(
+        "//a[normalize-space()='Lineage' and contains(@href,'asset-groups')]", what="Lineage nav"
+    )
     xs = ui.wait(
         lambda _d: (found := ui.graph_node_x(LINEAGE)) and len(found) == len(LINEAGE) and found,
         what="the four asset nodes in the lineage graph",
