@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import boto3
 
 from rp_agent.r2 import R2Settings
+from rp_devstack.local_pods import end_process_group, guarded
 from rp_devstack.ports import free_port, wait_for_port
 
 # moto accepts any credentials; these are fixed so the env file is stable and obviously fake.
@@ -32,8 +33,9 @@ class LocalS3:
     def start(self, log_path: str | None = None) -> LocalS3:
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        # Under the local pods' orphan guard, so a SIGKILLed parent never leaves moto running.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            guarded([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -70,10 +72,5 @@ class LocalS3:
         ).read()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            end_process_group(self.process, grace_s=10)
