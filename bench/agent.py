@@ -66,6 +66,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     rss_peak_mb: float | None = None
     note: str = ""
+    from_first_write: float | None = None  # watch tools: first write -> last visible
+    write_seconds: float | None = None  # watch tools: how long writing the files took
 
     @property
     def lost(self) -> int:
@@ -85,6 +87,8 @@ class Result:
     latency_p95: float | None = None
     rss_peak_mb: float | None = None
     note: str = ""
+    from_first_write_median: float | None = None
+    write_seconds_median: float | None = None
 
 
 # -- workloads -------------------------------------------------------------------------------
@@ -373,7 +377,6 @@ class Bench:
         files: Files,
         *,
         pause: float = 0.0,
-        clock_from: str = "first-write",
         sample_rss: bool = False,
         poll: float = 0.25,
     ) -> Run:
@@ -396,12 +399,18 @@ class Bench:
             for rel in files
             if tool.key_for(rel) in first_seen
         ]
-        origin = start if clock_from == "first-write" else max(closed.values())
-        seconds = (max(first_seen.values()) - origin) if complete and first_seen else None
+        # Timed from the moment the last file was complete, i.e. when a one-shot copy could
+        # start at the earliest; the time from the first write is recorded alongside.
+        last_visible = max(first_seen.values()) if complete and first_seen else None
+        seconds = last_visible - max(closed.values()) if last_visible else None
+        total = last_visible - start if last_visible else None
         time.sleep(0.5)  # let stragglers (PRD background uploads) finish before verifying
         found, corrupted = verify(client, settings.bucket, files, tool.key_for)
         shutil.rmtree(work)
-        return Run(seconds, len(files), found, corrupted, latencies, rss)
+        return Run(
+            seconds, len(files), found, corrupted, latencies, rss,
+            from_first_write=total, write_seconds=max(closed.values()) - start,
+        )  # fmt: skip
 
 
 def summarize(
@@ -424,7 +433,14 @@ def summarize(
         latency_p95=round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
         rss_peak_mb=round(max(rss), 1) if rss else None,
         note=notes,
+        from_first_write_median=median_of([r.from_first_write for r in runs], scale),
+        write_seconds_median=median_of([r.write_seconds for r in runs], 1.0),
     )
+
+
+def median_of(values: list[float | None], scale: float) -> float | None:
+    good = [v * scale for v in values if v is not None]
+    return round(statistics.median(good), 3) if good else None
 
 
 def run_all(bench: Bench) -> list[Result]:
@@ -461,7 +477,7 @@ def run_all(bench: Bench) -> list[Result]:
     measure(
         "W1",
         [
-            (agent.name, lambda: bench.watched(agent, w1), REPEATS, 1.0, "first write to last visible"),
+            (agent.name, lambda: bench.watched(agent, w1), REPEATS, 1.0, "last close to last visible"),
             *[(t.name, lambda t=t: bench.one_shot(t, w1), REPEATS, 1.0, "") for t in one_shots],
             (prd.name, lambda: bench.watched(prd, prd_w1, sample_rss=True), 1, len(w1) / len(prd_w1), prd_note),
         ],
@@ -472,9 +488,9 @@ def run_all(bench: Bench) -> list[Result]:
     measure(
         "W2",
         [
-            (agent.name, lambda: bench.watched(agent, w2, clock_from="close", sample_rss=True), REPEATS, 1.0, "close to visible"),
+            (agent.name, lambda: bench.watched(agent, w2, sample_rss=True), REPEATS, 1.0, "close to visible"),
             *[(t.name, lambda t=t: bench.one_shot(t, w2), REPEATS, 1.0, "") for t in one_shots],
-            (prd.name, lambda: bench.watched(prd, flat_w2, clock_from="close", sample_rss=True), 1, 1.0,
+            (prd.name, lambda: bench.watched(prd, flat_w2, sample_rss=True), 1, 1.0,
              "file at the top level (PRD is not recursive); close to visible"),
         ],
     )  # fmt: skip
@@ -490,7 +506,7 @@ def run_all(bench: Bench) -> list[Result]:
     measure(
         "W4",
         [
-            *[(t.name, lambda t=t: bench.watched(t, w4, clock_from="close", poll=0.01), 1, 1.0, "close to visible") for t in (agent, prd)],
+            *[(t.name, lambda t=t: bench.watched(t, w4, poll=0.01), 1, 1.0, "close to visible") for t in (agent, prd)],
             *[(t.name, lambda t=t: bench.one_shot(t, w4), 1, 1.0, "") for t in one_shots],
         ],
     )  # fmt: skip
@@ -519,11 +535,18 @@ def targets(results: list[Result]) -> dict[str, Any]:
         secs("PRD design", "W1"),
     )
     agent_w2, s5_w2 = secs("rp-agent", "W2"), secs("s5cmd cp", "W2")
+    w1_agent = pick(results, "rp-agent", "W1")
+    total_w1 = w1_agent.from_first_write_median if w1_agent else None
+    writing_w1 = w1_agent.write_seconds_median if w1_agent else None
     w3 = pick(results, "rp-agent", "W3")
     w2 = pick(results, "rp-agent", "W2")
     checks = {
         "W3 p50 <= 0.25 s": (w3.latency_p50 if w3 else None, lambda v: v is not None and v <= 0.25),
         "W1 agent/s5cmd <= 1.3": (ratio(agent_w1, s5_w1), lambda v: v is not None and v <= 1.3),
+        "W1 incl. writing: agent/(writing + s5cmd) <= 1.3": (
+            ratio(total_w1, (s5_w1 + writing_w1) if s5_w1 and writing_w1 else None),
+            lambda v: v is not None and v <= 1.3,
+        ),
         "W1 PRD/agent >= 3": (ratio(prd_w1, agent_w1), lambda v: v is not None and v >= 3),
         "W2 agent/s5cmd <= 1.3": (ratio(agent_w2, s5_w2), lambda v: v is not None and v <= 1.3),
         "W2 agent RSS <= 100 MB": (
@@ -545,12 +568,13 @@ def markdown(results: list[Result], met: dict[str, Any], meta: dict[str, Any]) -
         f"Machine: {meta['cpus']} CPUs (shared with other work), {meta['platform']}; "
         f"median of {REPEATS} runs where `runs` lists several. Started {meta['started']}.",
         "",
-        "| workload | tool | median s | runs s | files | lost | corrupted | p50 s | p95 s | RSS peak MB | note |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | tool | median s | runs s | first write -> visible s | writing s | files | lost | corrupted | p50 s | p95 s | RSS peak MB | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
-            f"| {r.workload} | {r.tool} | {r.seconds_median} | {r.seconds_runs} | {r.files} | "
+            f"| {r.workload} | {r.tool} | {r.seconds_median} | {r.seconds_runs} | "
+            f"{r.from_first_write_median or ''} | {r.write_seconds_median or ''} | {r.files} | "
             f"{r.lost} | {r.corrupted} | {r.latency_p50 or ''} | {r.latency_p95 or ''} | "
             f"{r.rss_peak_mb or ''} | {r.note} |"
         )
@@ -560,8 +584,12 @@ def markdown(results: list[Result], met: dict[str, Any], meta: dict[str, Any]) -
     ]
     lines += [
         "",
-        "Notes: one-shot tools copy files that already exist (wall time of the command); watch",
-        "tools see the files being written (W1 clock starts at the first write, W2 at the close).",
+        "Notes: one-shot tools copy files that already exist (`median s` = wall time of the",
+        "command). Watch tools see the files being written; their `median s` runs from the close",
+        "of the last file (the earliest a one-shot copy could start) to the moment the last object",
+        "was listed (ListObjectsV2 polled from a separate thread every 0.25 s, 0.01 s for W3/W4),",
+        "and `first write -> visible` includes the time the writer itself took (`writing s`).",
+        "For W1 the second ratio compares that with s5cmd's copy time plus the same writing time.",
         "The PRD design's W1 uses a smaller burst (one ~50 MB Python process per file at once)",
         "and is scaled linearly to 300 files, which flatters it. It does not watch",
         "subdirectories, so its W4 file is lost by design; its losses are excluded from the",

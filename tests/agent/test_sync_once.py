@@ -189,3 +189,22 @@ def test_unreadable_file_is_marked_failed(make_agent, watch_dir: Path) -> None:
         assert "cannot read file" in run.log()
     finally:
         path.chmod(0o644)
+
+
+def test_status_without_a_queue_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("status", "--state-dir", str(tmp_path / "never-used"), env=dict(os.environ))
+    assert result.returncode == 2
+    assert "no queue in" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_human_output_lists_counts(make_agent, watch_dir: Path) -> None:
+    (watch_dir / "a.png").write_bytes(b"a")
+    run = make_agent().start(once=True)
+    assert run.wait() == 0
+    result = run_cli("status", "--state-dir", str(run.state_dir), env=dict(os.environ))
+    assert result.returncode == 0
+    assert (
+        "pending: 0" in result.stdout
+        and "done: 1" in result.stdout
+        and "failed: 0" in result.stdout
+    )
