@@ -58,6 +58,15 @@ def chromedriver_binary() -> str | None:
     return shutil.which(name)
 
 
+def browser_available() -> bool:
+    return bool(chromium_binary() and chromedriver_binary())
+
+
+NO_BROWSER = (
+    "needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"
+)
+
+
 def make_driver(profile_dir: Path | None = None) -> WebDriver:
     binary, driver = chromium_binary(), chromedriver_binary()
     if not binary or not driver:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rp_devstack.stack import Devstack
-from tests.e2e.browser import UI, chromedriver_binary, chromium_binary, make_driver
+from tests.e2e.browser import NO_BROWSER, UI, browser_available, make_driver
 from tests.e2e.dagster_ui import REPO_ROOT, DagsterUI
 
 DOCS_IMG = REPO_ROOT / "docs" / "img"
@@ -76,10 +76,8 @@ def screenshots_dir(
 def browser_ui(
     e2e_stack: E2EStack, screenshots_dir: Path, request: pytest.FixtureRequest
 ) -> Iterator[UI]:
-    if not chromium_binary() or not chromedriver_binary():
-        pytest.skip(
-            "needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"
-        )
+    if not browser_available():  # the modules skip first; this guards other users
+        pytest.skip(NO_BROWSER)
     shots = screenshots_dir / request.node.name
     shots.mkdir(parents=True, exist_ok=True)
     driver = make_driver()

@@ -13,11 +13,11 @@ import re
 
 import pytest
 
-from tests.e2e.browser import UI, text_is
+from tests.e2e.browser import NO_BROWSER, UI, browser_available, text_is
 from tests.e2e.conftest import E2EStack, publish_to_docs
 from tests.e2e.requests_config import new_partition_key, request_spec, run_config_yaml
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not browser_available(), reason=NO_BROWSER)]
 
 OPS_IN_ORDER = [
     "validate_requests",

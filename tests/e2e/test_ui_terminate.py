@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from tests.e2e.browser import UI, text_is
+from tests.e2e.browser import NO_BROWSER, UI, browser_available, text_is
 from tests.e2e.conftest import E2EStack, publish_to_docs
 from tests.e2e.graphql_api import GraphQLApi
 from tests.e2e.requests_config import new_partition_key, request_spec, run_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not browser_available(), reason=NO_BROWSER)]
 
 SLOW_STEPS = 5000
 POD_GONE_WITHIN_S = 70.0
