@@ -26,13 +26,17 @@ from dagster import (
 )
 from pydantic import Field
 
-from rp_pipeline.ops.harvest import harvest_video, is_video_output
+from rp_pipeline.ops.harvest import Located, inspect_video, is_video_output, locate_output
 from rp_pipeline.ops.metadata import observation_metadata, video_metadata
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
 from rp_pipeline.ops.teardown import terminate_on_exit_error, terminate_pod_now
 from rp_pipeline.request_store import UnknownRequestError, resolve_requests
-from rp_pipeline.resources.comfyui import ComfyUIClient
+from rp_pipeline.resources.comfyui import (
+    ComfyUIClient,
+    PromptExecutionError,
+    PromptValidationError,
+)
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
@@ -215,48 +219,36 @@ def harvest_outputs(
     r2: R2Resource,
     settings: GenerationSettings,
 ):
-    """Wait for each prompt in queue order and collect its video from R2 as it lands."""
+    """Wait for each prompt in queue order and collect its video from R2 as it lands; the pod
+    is terminated as soon as the batch's last video is durably in R2 (probing and posters read
+    R2, not the pod, so they do not keep a GPU billing)."""
     assert state.pod is not None and state.comfyui_url
     client = runpod.get_client()
     with terminate_on_exit_error(client, state, context.log):
         comfy = ComfyUIClient(state.comfyui_url)
-        for video in state.videos:
+        last = len(state.videos) - 1
+        for index, video in enumerate(state.videos):
             key = video.partition_key
             sub = state.submitted[key]
-            try:
-                result = comfy.wait(sub.prompt_id, deadline_s=settings.prompt_deadline_s)
-            except Exception as exc:
-                if type(exc).__name__ not in {"PromptExecutionError", "PromptValidationError"}:
-                    raise
-                state.failures[key] = f"{type(exc).__name__}: {exc}"
-                context.log.error(f"{key}: {state.failures[key]}")
+            outcome = _await_video(context, comfy, r2, state, key, sub, settings)
+            state.last_object_at = time.time()
+            if index == last:
+                state.terminated_at = terminate_pod_now(client, state.pod.pod_id, context.log)
+            if outcome is None:
                 continue
-            videos = [out for out in result.outputs if is_video_output(out)]
-            if result.status != "success" or not videos:
-                state.failures[key] = (
-                    f"ComfyUI status {result.status}, {len(videos)} video output(s)"
-                )
-                context.log.error(f"{key}: {state.failures[key]}")
-                continue
-            finished_at = float(result.finished_at or time.time())
+            located, result = outcome
             queue_wait = (
                 round(float(result.started_at) - sub.submitted_at, 3) if result.started_at else None
             )
-            record = harvest_video(
+            record = inspect_video(
                 r2=r2,
-                comfy=comfy,
-                output=videos[0],
+                located=located,
                 partition_key=key,
                 prompt_id=sub.prompt_id,
-                pod_id=state.pod.pod_id,
-                finished_at=finished_at,
                 generation_time_s=result.generation_time_s,
                 queue_wait_s=max(0.0, queue_wait) if queue_wait is not None else None,
-                sync_enabled=settings.enable_r2_sync,
-                deadline_s=settings.r2_object_deadline_s,
             )
             state.records[key] = record
-            state.last_object_at = time.time()
             context.log.info(f"{key}: {record.r2_key} ({record.r2_source}, {record.size_bytes} B)")
             # The video is in R2 now: say so per partition at once; the materialization follows
             # at terminate_pod, when the pod's billed seconds (and so cost) are known.
@@ -264,6 +256,41 @@ def harvest_outputs(
                 asset_key=GENERATED_VIDEO, partition=key, metadata=observation_metadata(record)
             )
     yield Output(state)
+
+
+def _await_video(
+    context: OpExecutionContext,
+    comfy: ComfyUIClient,
+    r2: R2Resource,
+    state: BatchState,
+    key: str,
+    sub: Submitted,
+    settings: GenerationSettings,
+) -> tuple[Located, Any] | None:
+    """The prompt's result and its video located in R2, or None (recorded as a failure) when
+    ComfyUI rejected or failed the prompt or produced no video."""
+    assert state.pod is not None
+    try:
+        result = comfy.wait(sub.prompt_id, deadline_s=settings.prompt_deadline_s)
+    except (PromptExecutionError, PromptValidationError) as exc:
+        state.failures[key] = f"{type(exc).__name__}: {exc}"
+        context.log.error(f"{key}: {state.failures[key]}")
+        return None
+    videos = [out for out in result.outputs if is_video_output(out)]
+    if result.status != "success" or not videos:
+        state.failures[key] = f"ComfyUI status {result.status}, {len(videos)} video output(s)"
+        context.log.error(f"{key}: {state.failures[key]}")
+        return None
+    located = locate_output(
+        r2=r2,
+        comfy=comfy,
+        output=videos[0],
+        pod_id=state.pod.pod_id,
+        finished_at=float(result.finished_at or time.time()),
+        sync_enabled=settings.enable_r2_sync,
+        deadline_s=settings.r2_object_deadline_s,
+    )
+    return located, result
 
 
 @op(out=Out(is_required=False))
@@ -278,11 +305,15 @@ def terminate_pod(
     its share of the pod's cost; fail the run if some partitions produced no video."""
     assert state.pod is not None
     client = runpod.get_client()
-    terminated_at = terminate_pod_now(client, state.pod.pod_id, context.log)
+    # Normally harvest_outputs already terminated; this confirms it (terminate is idempotent).
+    called_at = terminate_pod_now(client, state.pod.pod_id, context.log)
+    terminated_at = state.terminated_at or called_at
     billed_s = max(0.0, terminated_at - state.pod.launched_at)
     cost_usd = state.pod.cost_per_hr * billed_s / 3600.0
     share = cost_usd / max(1, len(state.videos))
-    terminate_lag = terminated_at - state.last_object_at if state.last_object_at else None
+    # From the moment the batch's last video was visible in R2 to the terminate call.
+    last_visible = max((r.visible_at for r in state.records.values()), default=None)
+    terminate_lag = round(terminated_at - last_visible, 3) if last_visible else None
     context.log.info(
         f"pod {state.pod.pod_id} billed {billed_s:.1f} s = ${cost_usd:.4f} for {len(state.videos)} video(s)"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,65 +55,84 @@ def find_agent_object(
 ) -> tuple[ObjectHead, float] | None:
     """(head, visible_at) of the first candidate to appear, or None after the deadline.
 
-    visible_at is when this poll first saw it; an object already there on the first look has
-    been visible since its LastModified (S3 gives seconds), so that is used instead.
+    visible_at is when this poll first saw it. An object already there on the first look became
+    visible at some unknown earlier moment: no earlier than the agent's `upload-start` nor than
+    LastModified (whole seconds on S3), so the later of the two is the estimate.
     """
-    first_look = time.time()
     head = r2.wait_for_any(keys, deadline_s=0)
     if head is not None:
-        return head, min(head.last_modified, first_look)
+        started = _float(head.metadata.get("upload-start"))
+        return head, min(head.seen_at, max(head.last_modified, started or 0.0))
     head = r2.wait_for_any(keys, deadline_s=deadline_s)
     if head is None:
         return None
     return head, head.seen_at
 
 
-def upload_latency(head: ObjectHead, visible_at: float) -> float | None:
-    close_time = head.metadata.get("close-time")
-    if not close_time:
-        return None
+def _float(value: str | None) -> float | None:
     try:
-        return round(max(0.0, visible_at - float(close_time)), 3)
+        return float(value) if value else None
     except ValueError:
         return None
 
 
-def harvest_video(
+def upload_latency(head: ObjectHead, visible_at: float) -> float | None:
+    close_time = _float(head.metadata.get("close-time"))
+    if close_time is None:
+        return None
+    return round(max(0.0, visible_at - close_time), 3)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A ComfyUI output that is now durably in R2 (the pod is no longer needed for it)."""
+
+    head: ObjectHead
+    visible_at: float
+    source: str  # "agent" | "pipeline_fallback"
+
+
+def locate_output(
     *,
     r2: R2Resource,
     comfy: Any,
     output: Any,
-    partition_key: str,
-    prompt_id: str,
     pod_id: str,
     finished_at: float,
-    generation_time_s: float | None,
-    queue_wait_s: float | None,
     sync_enabled: bool,
     deadline_s: float,
-) -> VideoRecord:
+) -> Located:
+    """Find the agent's object, or upload the file from ComfyUI `/view` ourselves."""
     relpath = output_relpath(output)
     keys = candidate_keys(relpath, finished_at, pod_id, r2.prefix)
     found = find_agent_object(r2, keys, deadline_s) if sync_enabled else None
+    if found is not None:
+        return Located(found[0], found[1], "agent")
+    log.warning("%s not in R2 under %s; uploading it from ComfyUI /view", relpath, keys[0])
+    with tempfile.TemporaryDirectory(prefix="rp-fallback-") as tmp:
+        local = comfy.download(output, Path(tmp) / Path(relpath).name)
+        head = r2.upload_file(
+            local,
+            keys[0],
+            metadata={"sha256": sha256_file(local), "uploaded-by": "pipeline"},
+            content_type="video/mp4",
+        )
+    return Located(head, head.seen_at, "pipeline_fallback")
+
+
+def inspect_video(
+    *,
+    r2: R2Resource,
+    located: Located,
+    partition_key: str,
+    prompt_id: str,
+    generation_time_s: float | None,
+    queue_wait_s: float | None,
+) -> VideoRecord:
+    """Read the video back from R2 (what users will get), verify, probe, and make a poster."""
+    head = located.head
     with tempfile.TemporaryDirectory(prefix="rp-harvest-") as tmp:
-        local = Path(tmp) / Path(relpath).name
-        if found is not None:
-            head, visible_at = found
-            source = "agent"
-            r2.download(head.key, local)
-        else:
-            # Sync off, or the agent never delivered: fetch through ComfyUI and upload it ourselves.
-            log.warning("%s not in R2 under %s; uploading it from ComfyUI /view", relpath, keys[0])
-            comfy.download(output, local)
-            digest = sha256_file(local)
-            head = r2.upload_file(
-                local,
-                keys[0],
-                metadata={"sha256": digest, "uploaded-by": "pipeline"},
-                content_type="video/mp4",
-            )
-            visible_at = head.seen_at
-            source = "pipeline_fallback"
+        local = r2.download(head.key, Path(tmp) / Path(head.key).name)
         digest = sha256_file(local)
         claimed = head.metadata.get("sha256")
         if claimed and claimed != digest:
@@ -123,14 +142,16 @@ def harvest_video(
     return VideoRecord(
         partition_key=partition_key,
         r2_key=head.key,
-        r2_source=source,
+        r2_source=located.source,
         size_bytes=head.size,
         sha256=digest,
         facts=facts,
         generation_time_s=generation_time_s,
         queue_wait_s=queue_wait_s,
-        upload_latency_s=upload_latency(head, visible_at) if source == "agent" else None,
-        visible_at=visible_at,
+        upload_latency_s=upload_latency(head, located.visible_at)
+        if located.source == "agent"
+        else None,
+        visible_at=located.visible_at,
         prompt_id=prompt_id,
         poster_markdown=poster,
     )

@@ -69,6 +69,8 @@ class BatchState:
     records: dict[str, VideoRecord] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     last_object_at: float | None = None
+    # Set by harvest_outputs, which terminates the moment the batch's last object is in R2.
+    terminated_at: float | None = None
 
     @property
     def partition_keys(self) -> list[str]:

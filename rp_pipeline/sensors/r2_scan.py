@@ -28,6 +28,8 @@ from typing import Any
 from rp_pipeline.resources.r2 import R2Resource
 
 CURSOR_VERSION = 1
+# The agent keys objects made off RunPod (no RUNPOD_POD_ID) under "local": never "finished".
+ALWAYS_LIVE = frozenset({"local"})
 
 
 @dataclass
@@ -147,8 +149,10 @@ def scan(
             mark = marks.get(pod)
             fresh = mark is None
             mark = mark or PodMark()
-            is_live = live_pods is None or pod in live_pods
-            if is_live:
+            is_live = live_pods is None or pod in live_pods or pod in ALWAYS_LIVE
+            if is_live or (fresh and not bootstrapping):
+                # A pod first seen after the bookmark may still be flushing even if RunPod no
+                # longer lists it; at the bookmark, only what RunPod says is live counts.
                 mark.live_at = now
             can_write = fresh or is_live or (now - mark.live_at) < policy.flush_grace_s
             listing = _list_objects(

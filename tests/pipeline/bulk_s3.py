@@ -4,6 +4,7 @@ the code under test still talks real S3 HTTP to it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ from rp_pipeline.resources.r2 import R2Resource
 
 @contextmanager
 def threaded_s3(bucket: str = "bulk-outputs") -> Iterator[R2Resource]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

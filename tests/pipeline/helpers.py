@@ -93,3 +93,15 @@ def r2_now() -> Any:
         access_key_id=os.environ["R2_ACCESS_KEY_ID"],
         secret_access_key=os.environ["R2_SECRET_ACCESS_KEY"],
     )
+
+
+def tick(
+    sensor: Any, instance: DagsterInstance, resources: dict[str, Any], cursor: str | None = None
+) -> tuple[Any, str | None]:
+    """One sensor evaluation; (result, cursor after). The context opens its own instance from
+    the ref; `with` closes it in order (an unclosed one breaks later Dagster loads)."""
+    from dagster import build_sensor_context
+
+    with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        result = sensor(context)
+        return result, getattr(result, "cursor", None) or context.cursor

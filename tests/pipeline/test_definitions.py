@@ -78,8 +78,9 @@ def test_schedule_tick_adds_partitions_and_requests_one_batch_run(
     resources: dict[str, Any],
 ) -> None:
     keys = write_prompts(prompts_dir, "sched", 3)
-    context = build_schedule_context(instance=instance, resources={"r2": resources["r2"]})
-    request = batch_generation(context)
+    # Contexts open their own instance from the ref; `with` closes it in order.
+    with build_schedule_context(instance=instance, resources={"r2": resources["r2"]}) as context:
+        request = batch_generation(context)
     assert isinstance(request, RunRequest)
     assert request.tags["dagster/asset_partition_range_start"] == keys[0]
     assert request.tags["dagster/asset_partition_range_end"] == keys[-1]
@@ -92,7 +93,35 @@ def test_schedule_tick_adds_partitions_and_requests_one_batch_run(
         instance.report_runless_asset_event(
             AssetMaterialization(AssetKey("generated_video"), partition=key)
         )
-    again = batch_generation(
-        build_schedule_context(instance=instance, resources={"r2": resources["r2"]})
-    )
+    with build_schedule_context(instance=instance, resources={"r2": resources["r2"]}) as context:
+        again = batch_generation(context)
     assert isinstance(again, SkipReason)
+
+
+def test_candidate_keys_cover_the_agents_key_across_midnight() -> None:
+    from datetime import UTC, datetime
+
+    from rp_agent.keys import object_key
+    from rp_pipeline.ops.harvest import candidate_keys
+
+    # ComfyUI reported success just after midnight; the agent saw the file closed just before.
+    finished = datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC).timestamp()
+    mtime = finished - 3
+    agent_key = object_key("video/x_00001_.mp4", mtime, "pod1", "outputs")
+    keys = candidate_keys("video/x_00001_.mp4", finished, "pod1", "outputs")
+    assert keys[0] == "outputs/2026-01-02/pod1/video/x_00001_.mp4"
+    assert agent_key in keys
+
+
+def test_production_dagster_yaml_example_is_valid_instance_config(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "docs" / "dagster.yaml.example").read_text())
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_DB", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
+                 "DAGSTER_LOGS_BUCKET", "R2_ENDPOINT"):  # fmt: skip
+        monkeypatch.setenv(name, "x")
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"

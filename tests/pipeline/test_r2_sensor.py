@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterInstance
 
 from rp_agent.r2 import R2Settings
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.sensors.r2_objects import r2_new_objects
 from rp_pipeline.sensors.r2_scan import scan
 from tests.pipeline.bulk_s3 import bulk_put, threaded_s3
+from tests.pipeline.helpers import tick
 
 
 def _r2(settings: R2Settings) -> R2Resource:
@@ -124,15 +125,14 @@ def test_sensor_requests_previews_and_records_external_objects(
         base = f"outputs/{today}/{pod.id}"
         put_many(r2, [f"{base}/video/old_00001_.mp4"])
         resources = {"r2": r2, "runpod": runpod}
-        first = r2_new_objects(build_sensor_context(instance=instance, resources=resources))
+        first, cursor = tick(r2_new_objects, instance, resources)
         assert not first.run_requests
 
         ours = f"{base}/video/wan22_ti2v_5b/fox-snow-59dc8d34b8-d1d1dc27_00001_.mp4"
         by_hand = f"{base}/video/ComfyUI_00001_.mp4"  # sorts before the pod's newest key
         by_hand_png = f"{base}/ComfyUI_00002_.png"
         put_many(r2, [ours, by_hand, by_hand_png])
-        context = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
-        result = r2_new_objects(context)
+        result, _ = tick(r2_new_objects, instance, resources, cursor)
     finally:
         client.terminate(pod.id)
     assert sorted(r.run_key for r in result.run_requests) == sorted([ours, by_hand])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import build_sensor_context, instance_for_test
+from dagster import instance_for_test
 
 from rp_agent.r2 import R2Settings
 from rp_devstack.runpod_emulator import RunPodEmulator
@@ -20,6 +20,7 @@ from tests.pipeline.helpers import (
     latest_by_partition,
     preview_and_catalog,
     register_requests,
+    tick,
     write_prompts,
 )
 
@@ -75,7 +76,7 @@ def test_sentinel_secrets_stay_out_of_storage_logs_and_metadata(
         assert result.success
         assert preview_and_catalog(instance, resources).success
         for sensor in (r2_new_objects, pod_reaper):
-            sensor(build_sensor_context(instance=instance, resources=resources))
+            tick(sensor, instance, resources)
         metadata = latest_by_partition(instance)[keys[0]]
         events = [str(record) for record in instance.all_logs(result.run_id)]
 

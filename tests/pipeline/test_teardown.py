@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
 from rp_devstack.stack import Devstack
 from rp_pipeline.definitions import resources_for
 from rp_pipeline.resources.runpod import RunPodClient
 from rp_pipeline.sensors.teardown import pod_reaper
-from tests.pipeline.helpers import pods_of_run, register_requests, write_prompts
+from tests.pipeline.helpers import pods_of_run, register_requests, tick, write_prompts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,8 +104,7 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
     orphan_unknown = client.launch(spec, "00000000-dead-beef-0000-000000000000")
     alive = client.launch(spec, live_run.run_id)
     try:
-        context = build_sensor_context(instance=instance, resources=resources)
-        result = pod_reaper(context)
+        result, cursor = tick(pod_reaper, instance, resources)
         assert "reaped 2 pod(s)" in str(result.skip_message)
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert status[orphan_done.id] == "TERMINATED"
@@ -113,11 +112,8 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
         assert status[alive.id] != "TERMINATED"
         # The live run's pod goes too once it outlives the maximum lifetime.
         monkeypatch.setenv("RP_POD_MAX_LIFETIME_S", "0.5")
-        cursor = context.cursor
         time.sleep(1.0)
-        result = pod_reaper(
-            build_sensor_context(instance=instance, resources=resources, cursor=cursor)
-        )
+        result, _ = tick(pod_reaper, instance, resources, cursor)
         assert "reaped 1 pod(s)" in str(result.skip_message)
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert status[alive.id] == "TERMINATED"
