@@ -23,7 +23,7 @@ _SHOTS_KEY = pytest.StashKey[Path]()
 
 
 class E2EStack:
-    """The devstack and the Dagster UI started on it, shared by the e2e module."""
+    """The devstack and the Dagster UI started on it, shared by the e2e tests."""
 
     def __init__(self, devstack: Devstack, dagster: DagsterUI) -> None:
         self.devstack = devstack
@@ -46,7 +46,7 @@ class E2EStack:
         ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before the rest of the suite runs
 def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     """Own devstack (so 'zero pods left' means ours) + `dg dev` with a temp DAGSTER_HOME."""
     root = tmp_path_factory.mktemp("e2e")

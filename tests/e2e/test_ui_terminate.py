@@ -18,7 +18,12 @@ from tests.e2e.conftest import E2EStack, publish_to_docs
 from tests.e2e.graphql_api import GraphQLApi
 from tests.e2e.requests_config import new_partition_key, request_spec, run_config
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not browser_available(), reason=NO_BROWSER)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not browser_available(), reason=NO_BROWSER),
+    # dagster-graphql calls gql with arguments gql has deprecated; not ours to fix
+    pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
+]
 
 SLOW_STEPS = 5000
 POD_GONE_WITHIN_S = 70.0
