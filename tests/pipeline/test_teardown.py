@@ -65,6 +65,9 @@ def test_cancelled_run_terminates_its_pod(
             )  # fmt: skip
             try:
                 run_id = _wait_for(lambda: _harvest_started(instance), 120, "harvest_outputs")
+                # Let the op get past Dagster's step preamble into its wait on ComfyUI (an
+                # interrupt before that is the failure/cancel sensors' and the reaper's case).
+                time.sleep(2.0)
                 [pod] = pods_of_run(devstack.emulator, run_id)
                 assert pod["desired_status"] == "RUNNING"
                 proc.send_signal(signal.SIGTERM)  # what the run launcher does on cancel
