@@ -133,3 +133,13 @@ def test_queue_keeps_non_utf8_paths_exactly(tmp_path: Path) -> None:
     [job] = queue.claim(1, set())
     assert os.fsencode(job.path) == b"bad\xffname.png"
     assert job.display == "bad%FFname.png"
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    from rp_agent.agent import backoff_delay
+
+    early = [backoff_delay(0) for _ in range(200)]
+    late = [backoff_delay(10) for _ in range(200)]
+    assert all(0.25 <= d <= 0.5 for d in early)
+    assert all(0.25 <= d <= 30.0 for d in late)
+    assert max(late) > 10 and len(set(late)) > 100  # jittered, and far above the first delay
