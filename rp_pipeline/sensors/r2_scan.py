@@ -5,8 +5,9 @@ inside one pod a new file name can sort before an older one (ComfyUI prefixes ar
 So the cursor keeps, per day and per pod:
 
 - `last`: the greatest key seen; a pod that can no longer write (not running on RunPod and past
-  a grace period for the agent's final flush) is listed with `StartAfter=last` only: one cheap
-  request that normally returns nothing;
+  a grace period for the agent's final flush) is listed with `StartAfter=last` only (one cheap
+  request that normally returns nothing) for an hour, then not at all: a pod RunPod has not
+  listed for an hour has no agent left to upload anything;
 - for pods that can still write (running, recently running, or new to the cursor) the pod
   prefix is listed in full and an object is new when it is not in `recent`, the keys whose
   LastModified is within an overlap window of the newest seen. The window absorbs multipart
@@ -14,7 +15,7 @@ So the cursor keeps, per day and per pod:
 
 Each tick lists the pods of the last `overlap_days` + today with `Delimiter="/"` (new pods and
 late uploads of the previous day are found) and drops older days from the cursor. Cost per tick:
-O(days x pods + objects of live pods), independent of the bucket's size.
+O(days + recently live pods + objects of live pods), independent of the bucket's size.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ScanPolicy:
     overlap_days: int = 1
     recent_window_s: float = 600.0
     flush_grace_s: float = 600.0
+    # Pods not live for longer than this are not even probed with StartAfter.
+    probe_dormant_s: float = 3600.0
 
 
 def day_strings(now: float, overlap_days: int) -> list[str]:
@@ -155,6 +158,12 @@ def scan(
                 # longer lists it; at the bookmark, only what RunPod says is live counts.
                 mark.live_at = now
             can_write = fresh or is_live or (now - mark.live_at) < policy.flush_grace_s
+            if not can_write:
+                mark.recent = {}  # only `last` matters for a pod that can no longer write
+                if now - mark.live_at > policy.probe_dormant_s:
+                    # Long gone from RunPod: nothing can write there any more; no request.
+                    marks[pod] = mark
+                    continue
             listing = _list_objects(
                 r2, f"{day_prefix}{pod}/", None if can_write else mark.last or None, count
             )
