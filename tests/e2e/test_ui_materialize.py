@@ -66,9 +66,21 @@ def add_request_and_launch(ui: UI, partition_key: str, config_yaml: str) -> None
     ui.find(f"//button[{text_is('Launch 1 run')}]", what="'Launch 1 run'")
 
 
-def follow_launched_run(ui: UI) -> str:
-    """Click the toast's View; returns the run id from the run page's URL."""
-    ui.click(f"//button[{text_is('View')}] | //a[{text_is('View')}]", timeout=30, what="the toast")
+def follow_launched_run(ui: UI, partition_key: str) -> str:
+    """Click the toast's View (or, if a slow machine let the toast fade, the run's row in Runs);
+    returns the run id from the run page's URL."""
+    launch = f"//button[{text_is('Launch 1 run')}]"
+    ui.wait(
+        lambda d: not any(e.is_displayed() for e in d.find_elements("xpath", launch)),
+        what="the launch dialog to close (run accepted)",
+    )
+    try:
+        ui.click(f"//button[{text_is('View')}] | //a[{text_is('View')}]", 15, "the toast")
+    except AssertionError:
+        ui.open("/runs")
+        run_link = "a[contains(@href,'/runs/')]"
+        tag = f"//*[normalize-space()={f'partition: {partition_key}'!r}]"
+        ui.click(f"{tag}/ancestor::*[.//{run_link}][1]//{run_link}", what="the run in Runs")
     ui.wait(lambda d: re.search(r"/runs/[0-9a-f-]{36}", d.current_url), what="the run page")
     return re.search(r"/runs/([0-9a-f-]{36})", ui.driver.current_url).group(1)  # type: ignore[union-attr]
 
@@ -92,7 +104,7 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
     add_request_and_launch(ui, key, run_config_yaml(key, spec))
     publish_to_docs(ui.screenshot("launch-dialog"), "ui-launch-dialog.png")
     ui.button("Launch 1 run")
-    run_id = follow_launched_run(ui)
+    run_id = follow_launched_run(ui, key)
 
     # 3. the run succeeds; its ops ran in the designed order
     ui.wait_run_status({"Success"}, RUN_TIMEOUT_S, stop_on={"Failure", "Canceled"})
