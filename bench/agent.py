@@ -516,7 +516,7 @@ def run_all(bench: Bench) -> list[Result]:
     )  # fmt: skip
 
     w3 = {f"single_{i:02d}.mp4": os.urandom(256 * 1024) for i in range(20)}
-    note = "latency = first listed (10 ms polls) - close"
+    note = "latency = first seen (10 ms list or HEAD polls) - close"
     measure(
         "W3",
         [(t.name, lambda t=t: bench.watched(t, w3, pause=0.5, poll=0.01), 1, 1.0, note) for t in (agent, prd)],
