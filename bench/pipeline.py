@@ -153,17 +153,26 @@ def bench_sensor() -> list[dict[str, Any]]:
                 ),
             )
             fill_s = time.time() - t0
-            cursor = scan(r2, None, live_pods=set(), now=now).cursor
+            # The history belongs to finished pods; two pods are live now (one of them on
+            # yesterday's prefix: an upload that crossed midnight), each with a few objects.
+            live = {"live-a", "live-b"}
+            bulk_put(
+                r2.bucket,
+                [f"outputs/{days[-1]}/live-a/video/m-{i}_00001_.mp4" for i in range(5)]
+                + [f"outputs/{days[-2]}/live-b/video/m-{i}_00001_.mp4" for i in range(5)],
+            )
+            cursor = scan(r2, None, live_pods=live, now=now).cursor
             ticks, requests, listed, found = [], [], [], []
             for rep in range(TICK_REPEATS):
                 new = [
                     f"outputs/{days[-1]}/a-new-pod-{rep}/video/n-{rep}_00001_.mp4",
-                    f"outputs/{days[-1]}/pod003/video/zz-{rep}_00001_.mp4",
-                    f"outputs/{days[-2]}/pod005/video/zz-late-{rep}_00001_.mp4",
+                    f"outputs/{days[-1]}/live-a/video/zz-{rep}_00001_.mp4",
+                    f"outputs/{days[-1]}/live-a/video/a-out-of-order-{rep}_00001_.mp4",
+                    f"outputs/{days[-2]}/live-b/video/zz-late-{rep}_00001_.mp4",
                 ]
                 bulk_put(r2.bucket, new)
                 t0 = time.perf_counter()
-                result = scan(r2, cursor, live_pods=set(), now=now)
+                result = scan(r2, cursor, live_pods=live, now=now)
                 ticks.append(time.perf_counter() - t0)
                 cursor = result.cursor
                 requests.append(result.list_requests)
@@ -179,7 +188,7 @@ def bench_sensor() -> list[dict[str, Any]]:
                 if pages >= FULL_LISTING_PAGES:
                     break
             elapsed = time.perf_counter() - t0
-            total = size + 3 * TICK_REPEATS
+            total = size + 10 + 4 * TICK_REPEATS
             full_pages = -(-total // 1000)
             full_s = elapsed * full_pages / pages
             rows.append(
@@ -252,8 +261,9 @@ def write_results(batches: list[dict[str, Any]], sensor: list[dict[str, Any]]) -
         "",
         "## r2_new_objects tick vs bucket size",
         "",
-        f"Objects spread over {DAYS} days x {PODS} pods; each tick finds 3 new objects (a new pod "
-        "sorting first, a pod's next file, a late upload on the previous day). No pod live.",
+        f"Objects spread over {DAYS} days x {PODS} finished pods, plus two live pods; each tick "
+        "finds 4 new objects (a new pod sorting first, a live pod's next file and an out-of-order "
+        "name, a live pod's upload on the previous day's prefix).",
         "",
         "| objects | tick s (median) | tick list requests | objects listed by tick | exact "
         "| whole-prefix listing s | its requests |",
