@@ -22,6 +22,8 @@ from rich.table import Table
 
 console = Console(highlight=False, width=max(Console().width, 120))
 DEMO_VIDEOS = 3
+# Dagster's console logger would print every event; the demo prints its own progress lines.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class DemoError(RuntimeError):
@@ -100,7 +102,8 @@ def print_assets(instance: Any) -> None:
         shown = {
             k: _value(v)
             for k, v in latest.items()
-            if k in {"requests", "new_partitions", "videos", "external_videos", "index_key"}
+            if k
+            in {"requests", "new_partitions", "videos", "external_videos", "index_key", "pod_id"}
         }
         table.add_row(asset, str(len(records)), ", ".join(f"{k}={v}" for k, v in shown.items()))
     console.print(table)
@@ -140,7 +143,9 @@ def materialize_batch(stack: Any) -> None:
     resources = resources_for("devstack")
     with DagsterInstance.get() as instance:
         step("materializing video_requests from prompts/examples.yaml")
-        result = materialize([video_requests], instance=instance, resources=resources)
+        result = materialize(
+            [video_requests], instance=instance, resources=resources, run_config=QUIET
+        )
         if not result.success:
             raise DemoError("video_requests failed")
         registered = instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
@@ -163,6 +168,7 @@ def materialize_batch(stack: Any) -> None:
                 "dagster/asset_partition_range_end": keys[-1],
             },
             raise_on_error=False,
+            run_config=QUIET,
         )
         if not result.success:
             raise DemoError(f"generated_video run {result.run_id} failed (see logs above)")
@@ -180,6 +186,7 @@ def materialize_batch(stack: Any) -> None:
             selection=[video_preview, video_catalog],
             instance=instance,
             resources=resources,
+            run_config=QUIET,
         )
         if not result.success:
             raise DemoError("video_preview/video_catalog failed")
