@@ -20,6 +20,8 @@ from pathlib import Path
 
 from rp_devstack.stack import Devstack
 
+log = logging.getLogger(__name__)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
              "--host", "127.0.0.1", "--port", str(args.port)],
             cwd=PROJECT_ROOT,
             env=env,
-            start_new_session=True,  # our Ctrl-C handling decides when it stops
+            preexec_fn=own_session_with_default_signals,
         )  # fmt: skip
         print(f"devstack up; env in {env_file}")
         print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops everything)", flush=True)
@@ -68,13 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if dagster is not None:
-            _stop_dagster(dagster)
+            stop_dg_dev(dagster)
         stack.stop()
         print("stopped Dagster and the devstack", flush=True)
 
 
-def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+def own_session_with_default_signals() -> None:
+    """preexec_fn for `dg dev`: a process group of its own (our signal handling decides when it
+    stops), and SIGINT/SIGTERM restored: a shell that started us in the background (nohup, `&`)
+    leaves SIGINT ignored, children inherit that, and dagster dev maps SIGTERM onto its SIGINT
+    handler, so without this neither signal would stop it."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_dg_dev(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C first (dagster dev shuts its webserver, daemon and code servers down on SIGINT),
+    then harder; run workers and code servers share the group, so none may outlive it."""
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         if proc.poll() is not None:
             break
         try:
@@ -84,8 +98,7 @@ def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            continue
-    # Code servers dg started stay in its group: make sure none outlives it.
+            log.warning("dg dev did not stop on %s", sig.name)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
 

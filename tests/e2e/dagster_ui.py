@@ -7,11 +7,9 @@ reaches the webserver, the daemon, code servers and run workers alike.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from rp_devstack.dev import own_session_with_default_signals, stop_dg_dev
 from rp_devstack.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,6 @@ def dg_executable() -> str:
     if not found:
         raise DagsterUIError("dg is not installed (uv sync --all-extras)")
     return found
-
-
-def _own_session_with_default_signals() -> None:
-    """A new process group for teardown, and Ctrl-C handling restored: a background shell
-    starts pytest with SIGINT ignored, children inherit that, and dagster dev maps SIGTERM onto
-    its SIGINT handler, so without this neither signal would stop it."""
-    os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class DagsterUI:
@@ -83,7 +73,7 @@ class DagsterUI:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_own_session_with_default_signals,
+                preexec_fn=own_session_with_default_signals,
             )
         try:
             self._wait_ready()
@@ -121,20 +111,6 @@ class DagsterUI:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Ctrl-C first (dagster dev shuts its children down on SIGINT), then harder."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                log.warning("dg dev did not stop on %s", sig.name)
-        # Run workers and code servers share the group; nothing of ours may outlive the test.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:
+            stop_dg_dev(proc)
