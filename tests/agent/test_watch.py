@@ -168,7 +168,10 @@ def test_sigterm_finishes_in_flight_and_keeps_pending_rows(
     queue.close()
     assert counts["uploading"] == 0  # the in-flight upload finished within the grace period
     assert counts["done"] == len(uploaded)
-    assert counts["pending"] == len(names) - len(uploaded) > 0, counts
+    # Queued-but-not-uploaded rows stay pending; files still settling when the signal came
+    # are not in the queue yet and are found by the next start's rescan.
+    assert counts["pending"] > 0, counts
+    assert counts["done"] + counts["pending"] <= len(names)
 
     # The pending rows survive: a --once restart uploads exactly the rest.
     again = make_agent().start(once=True)
