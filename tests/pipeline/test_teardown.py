@@ -123,3 +123,47 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
     finally:
         for pod in (orphan_done, orphan_unknown, alive):
             client.terminate(pod.id)
+
+
+def test_run_failure_sensor_terminates_the_failed_runs_pods(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """The net under the op's own guard: a run that died without terminating (e.g. SIGKILL)."""
+    from dagster import DagsterEventType, build_run_status_sensor_context, materialize
+
+    from rp_pipeline.assets.requests import video_requests
+    from rp_pipeline.assets.videos import generated_video
+    from rp_pipeline.resources.runpod import PodSpec
+    from rp_pipeline.sensors.teardown import terminate_pods_of_failed_run
+
+    instance.add_dynamic_partitions("video_requests", ["no-such-request"])
+    failed = materialize(
+        [video_requests, generated_video],
+        selection=[generated_video],
+        instance=instance,
+        resources=resources,
+        partition_key="no-such-request",
+        raise_on_error=False,
+    )
+    assert not failed.success
+    record = instance.get_records_for_run(
+        failed.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records[0]
+    client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
+    leaked = client.launch(
+        PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"}),
+        failed.run_id,
+    )
+    try:
+        context = build_run_status_sensor_context(
+            sensor_name="terminate_pods_of_failed_run",
+            dagster_event=record.event_log_entry.dagster_event,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(failed.run_id),
+            resources=resources,
+        ).for_run_failure()
+        terminate_pods_of_failed_run(context)
+        [pod] = pods_of_run(devstack.emulator, failed.run_id)
+        assert pod["desired_status"] == "TERMINATED"
+    finally:
+        client.terminate(leaked.id)
