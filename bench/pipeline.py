@@ -280,6 +280,11 @@ def write_results(batches: list[dict[str, Any]], sensor: list[dict[str, Any]]) -
         f"-> terminate: {summary['max_last_object_to_terminate_s']} s (target <= 2 s); tick at "
         f"100k / tick at 1k: {summary['tick_100k_over_1k']} (target <= 2).",
         "",
+        "Last object -> terminate: from when the last video was visible in R2 (first HEAD hit, "
+        "or for an object already there the later of its LastModified, whole seconds, and the "
+        "agent's upload-start) to the terminate call; an upper bound. Whole-prefix listings "
+        f"past {FULL_LISTING_PAGES} pages are extrapolated from the first {FULL_LISTING_PAGES}.",
+        "",
         "Note: moto filters every key of the bucket on each ListObjectsV2 call, so per-request "
         "time grows with bucket size on this server even when a request returns nothing; the "
         "tick's own work (requests and objects listed) is constant in bucket size, which is what "
