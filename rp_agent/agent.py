@@ -154,6 +154,12 @@ class SyncAgent:
             return bool(self._in_flight)
 
     def _dispatch(self) -> None:
+        """Start one upload per free worker slot (at most `workers` run at once).
+
+        Each upload runs on its own daemon thread rather than in a ThreadPoolExecutor so that,
+        when the grace period runs out, the process can exit without joining stuck uploads;
+        their rows are simply still `uploading` and retried at the next start.
+        """
         with self._in_flight_lock:
             free = self.config.workers - len(self._in_flight)
             exclude = set(self._in_flight)

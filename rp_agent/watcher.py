@@ -6,6 +6,9 @@ in from outside, files written into a new subdirectory before its watch existed,
 by a rescan) settles first: it is handed on once its size and mtime have held still for
 `settle_seconds`. Rescans at start and every `rescan_interval` catch whatever inotify dropped.
 
+A writer that pauses longer than the settle window without closing gets a partial upload;
+its close event then uploads the final content over it (the queue sees a new size/mtime).
+
 A 0-byte file is never trusted on a close event (writers often create, close, then reopen);
 it is handed on only after it stayed 0 bytes for the settle window, and is then uploaded as an
 empty object. If it grows later, the new version is uploaded again.
