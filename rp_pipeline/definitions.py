@@ -78,6 +78,8 @@ def generation_settings(env: str) -> GenerationSettings:
     }
     if os.environ.get("RP_MAX_TOTAL_COST_PER_HR"):
         options["max_total_cost_per_hr"] = float(os.environ["RP_MAX_TOTAL_COST_PER_HR"])
+    if os.environ.get("RP_MAX_PODS"):
+        options["max_live_pods"] = int(os.environ["RP_MAX_PODS"])
     if os.environ.get("RP_POD_MAX_LIFETIME_S"):
         options["max_pod_lifetime_s"] = float(os.environ["RP_POD_MAX_LIFETIME_S"])
     extra = {name: os.environ[name] for name in ("WAN_720P", "GPU_TIER") if os.environ.get(name)}

@@ -129,6 +129,36 @@ def running_cost_per_hr(client: Any, exclude: str | None = None) -> float:
     )
 
 
+def pods_of_live_runs(context: OpExecutionContext, client: Any) -> list[str]:
+    """Our pods whose Dagster run is still in progress (other runs' pods hold pod slots;
+    orphans are the reaper's and do not)."""
+    from rp_pipeline.sensors.reaper import GONE, IN_PROGRESS, pod_run_id
+
+    busy = []
+    for pod in client.list_pods():
+        run_id = pod_run_id(pod)
+        if not run_id or run_id == context.run_id or str(pod.desired_status).upper() in GONE:
+            continue
+        run = context.instance.get_run_by_id(run_id)
+        if run is not None and run.status in IN_PROGRESS:
+            busy.append(pod.id)
+    return busy
+
+
+def wait_for_pod_slot(
+    context: OpExecutionContext, client: Any, settings: GenerationSettings
+) -> None:
+    give_up = time.monotonic() + settings.pod_slot_wait_s
+    while len(busy := pods_of_live_runs(context, client)) >= settings.max_live_pods:
+        if time.monotonic() >= give_up:
+            raise Failure(
+                f"{len(busy)} pod(s) of other runs still live ({', '.join(busy)}); limit is "
+                f"{settings.max_live_pods} (RP_MAX_PODS)"
+            )
+        context.log.info(f"waiting for a pod slot: {len(busy)} of {settings.max_live_pods} in use")
+        time.sleep(5.0)
+
+
 @op(out=Out(BatchState), pool=POD_POOL)
 def launch_pod(
     context: OpExecutionContext,
@@ -137,8 +167,10 @@ def launch_pod(
     r2: R2Resource,
     settings: GenerationSettings,
 ) -> BatchState:
-    """One pod for the whole batch, refused when the account already spends too much."""
+    """One pod for the whole batch, once a pod slot is free; refused when the account already
+    spends too much."""
     client = runpod.get_client()
+    wait_for_pod_slot(context, client, settings)
     spend = running_cost_per_hr(client)
     if spend + 1e-9 >= settings.max_total_cost_per_hr:
         raise Failure(

@@ -20,6 +20,10 @@ class GenerationSettings(ConfigurableResource):
     comfyui_port: int = 8188
     # Across all running pods of the account: checked before and right after every launch.
     max_total_cost_per_hr: float = 5.0
+    # At most this many pods of in-progress Dagster runs at once; a run waits up to
+    # `pod_slot_wait_s` for a slot (pools / run queues in dagster.yaml make it strict).
+    max_live_pods: int = 1
+    pod_slot_wait_s: float = 900.0
     enable_r2_sync: bool = True
     # Env name in the pod -> RunPod secret name; rendered as {{ RUNPOD_SECRET_<name> }}.
     pod_secret_refs: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SECRET_REFS))

@@ -130,3 +130,33 @@ def test_invalid_request_from_launch_config_launches_no_pod(
     assert failure.step_key.endswith("validate_requests")
     assert "no pod was launched" in str(failure.event_specific_data.error)
     assert len(devstack.emulator.pods()) == pods_before
+
+
+def test_pod_slot_limit_holds_a_second_pod_back(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+) -> None:
+    """At most max_live_pods pods of in-progress runs: another run's live pod blocks a launch."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+
+    [key] = write_prompts(prompts_dir, "slot", 1)
+    register_requests(instance, resources)
+    other = create_run_for_test(
+        instance, job_name="generate_videos", status=DagsterRunStatus.STARTED
+    )
+    client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
+    busy = client.launch(
+        PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"}),
+        other.run_id,
+    )
+    try:
+        result = generate(instance, with_settings(resources, pod_slot_wait_s=1.0), [key])
+    finally:
+        client.terminate(busy.id)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key.endswith("launch_pod")
+    assert "limit is 1" in str(failure.event_specific_data.error)
+    assert pods_of_run(devstack.emulator, result.run_id) == []
