@@ -94,6 +94,8 @@ class Watcher:
         self.rescan_interval = rescan_interval
         self._events: queue.Queue[tuple[str, str, float]] = queue.Queue()
         self._settling: dict[str, _Settling] = {}
+        # New directories to walk once more after the settle window (see _handle).
+        self._dirs_to_recheck: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._observer: Any = None
@@ -126,15 +128,25 @@ class Watcher:
 
     # -- work --------------------------------------------------------------------------------
 
-    def rescan(self) -> int:
-        """Walk the tree; every candidate not already known starts settling. Returns how many."""
+    def rescan(self, top: str | None = None) -> int:
+        """Walk the tree (or `top` inside it); every candidate not already known starts
+        settling. Returns how many."""
         found = 0
-        for root, dirs, files in os.walk(self.watch_dir, onerror=self._walk_error):
+        for root, dirs, files in os.walk(top or self.watch_dir, onerror=self._walk_error):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 if self._offer(os.path.join(root, name), time.time(), from_rescan=True):
                     found += 1
         return found
+
+    def recheck_new_dirs(self) -> None:
+        """Walk each new directory once more when its settle window has passed."""
+        now = time.time()
+        due = [path for when, path in self._dirs_to_recheck if when <= now]
+        if due:
+            self._dirs_to_recheck = [(w, p) for w, p in self._dirs_to_recheck if w > now]
+            for path in due:
+                self.rescan(path)
 
     def poll(self) -> None:
         """Hand on every settling file that has become stable (the intake thread calls this)."""
@@ -185,17 +197,21 @@ class Watcher:
             except Exception:
                 log.exception("error handling a filesystem event; the next rescan covers it")
             try:
+                self.recheck_new_dirs()
                 self.poll()
             except Exception:
                 log.exception("error checking settling files; the next rescan covers them")
 
     def _handle(self, kind: str, path: str, when: float) -> None:
         if kind == "dir":
-            # Files created or moved in with a directory give no events of their own.
+            # Files created or moved in with a directory give no events of their own. A file
+            # written between this walk and watchdog's new inotify watch would wait for the
+            # periodic rescan, so the directory is walked once more after the settle window.
             for root, dirs, files in os.walk(path, onerror=self._walk_error):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in files:
                     self._offer(os.path.join(root, name), when)
+            self._dirs_to_recheck.append((when + self.settle_seconds, path))
         elif kind in ("closed", "moved"):
             self._offer(path, when, complete=True)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from rp_agent.paths import DEFAULT_EXTENSIONS, is_candidate, key_safe, parse_ext
 from rp_agent.queue import UploadQueue
 from rp_agent.r2 import R2ConfigError
 from rp_agent.uploader import MIB, MIN_PART, ObjectMeta, part_size_for, plan_parts
+from rp_agent.watcher import Watcher
 
 ENV = {
     "R2_ENDPOINT": "http://127.0.0.1:9",
@@ -143,3 +145,33 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert all(0.25 <= d <= 0.5 for d in early)
     assert all(0.25 <= d <= 30.0 for d in late)
     assert max(late) > 10 and len(set(late)) > 100  # jittered, and far above the first delay
+
+
+def test_new_directory_is_walked_again_after_the_settle_window(tmp_path: Path) -> None:
+    """A file that lands in a new directory after the agent's first look (and before watchdog's
+    inotify watch on it exists) is found by the second walk, not left for the periodic rescan."""
+
+    emitted: list[str] = []
+    watcher = Watcher(
+        str(tmp_path),
+        frozenset({"mp4"}),
+        sink=lambda rel, size, mtime, close_time, live: emitted.append(rel),
+        known=lambda rel, size, mtime: rel in emitted,
+        settle_seconds=0.05,
+        rescan_interval=3600,
+    )
+    new_dir = tmp_path / "video"
+    new_dir.mkdir()
+    watcher._handle("dir", str(new_dir), time.time())  # the first look: still empty
+    (new_dir / "clip_00001_.mp4").write_bytes(b"frames")
+    assert watcher.settling() == 0
+    time.sleep(0.1)
+    watcher.recheck_new_dirs()
+    assert watcher.settling() == 1
+    deadline = time.time() + 5
+    while not emitted and time.time() < deadline:
+        time.sleep(0.02)
+        watcher.poll()
+    assert emitted == ["video/clip_00001_.mp4"]
+    watcher.recheck_new_dirs()  # walked once more only: nothing new is offered
+    assert watcher.settling() == 0

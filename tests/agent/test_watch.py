@@ -250,3 +250,24 @@ def test_64_mib_multipart_upload_has_equal_parts_and_matching_sha256(
     body = r2_client.get_object(Bucket=r2_settings.bucket, Key=key)
     assert hashlib.sha256(body["Body"].read()).hexdigest() == sha256_of(data)
     assert body["Metadata"]["sha256"] == sha256_of(data)
+
+
+def test_files_written_into_brand_new_directories_do_not_wait_for_a_rescan(
+    make_agent, watch_dir: Path, r2_client, r2_settings: R2Settings
+) -> None:
+    """A file written the instant its directory appears can beat watchdog's new inotify watch.
+
+    With the periodic rescan an hour away, only the agent's own look into new directories can
+    find such files; the deadline is far below the rescan interval.
+    """
+    make_agent("--rescan-interval", "3600").start()
+    expected = {}
+    for i in range(30):
+        deep = watch_dir / f"video{i}" / "a" / "b"
+        deep.mkdir(parents=True)
+        data = f"clip {i}".encode()
+        (deep / f"clip_{i:05d}_.mp4").write_bytes(data)
+        expected[prefix_of(f"video{i}/a/b/clip_{i:05d}_.mp4")] = data
+    wait_for(lambda: set(expected) <= set(list_objects(r2_client, r2_settings.bucket)), 20)
+    for key, data in expected.items():
+        assert object_body(r2_client, r2_settings.bucket, key) == data
