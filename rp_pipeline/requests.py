@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -126,8 +127,15 @@ def load_request_file(path: Path) -> list[VideoRequest]:
     return requests
 
 
-def load_requests(directory: Path = DEFAULT_PROMPTS_DIR) -> dict[str, VideoRequest]:
-    """Every request in `directory/*.yaml` by key (duplicates collapse to one partition)."""
+def prompts_dir() -> Path:
+    """Where request files live: RP_PROMPTS_DIR, else the repo's `prompts/`."""
+    return Path(os.environ.get("RP_PROMPTS_DIR") or DEFAULT_PROMPTS_DIR)
+
+
+def load_requests(directory: Path | None = None) -> dict[str, VideoRequest]:
+    """Every request in `directory/*.yaml` (default `prompts_dir()`) by key (duplicates
+    collapse to one partition)."""
+    directory = directory or prompts_dir()
     found: dict[str, VideoRequest] = {}
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
         for request in load_request_file(path):

@@ -1,19 +1,12 @@
 """`video_requests`: the YAML request files, validated, stored in R2, one partition each."""
 
-import os
-from pathlib import Path
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.request_store import save_request
-from rp_pipeline.requests import DEFAULT_PROMPTS_DIR, load_requests
+from rp_pipeline.requests import load_requests, prompts_dir
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.workflows import WorkflowParamError, validate_params
-
-
-def prompts_dir() -> Path:
-    return Path(os.environ.get("RP_PROMPTS_DIR") or DEFAULT_PROMPTS_DIR)
 
 
 def _cell(text: str, limit: int = 80) -> str:

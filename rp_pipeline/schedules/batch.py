@@ -14,10 +14,9 @@ from dagster import (
 )
 
 from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
-from rp_pipeline.assets.requests import prompts_dir
 from rp_pipeline.jobs import generate_videos
 from rp_pipeline.request_store import save_request
-from rp_pipeline.requests import load_requests
+from rp_pipeline.requests import load_requests, prompts_dir
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.workflows import WorkflowParamError, validate_params
 
