@@ -54,7 +54,7 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
         os.environ["DAGSTER_HOME"] = str(home)
 
         from rp_pipeline.assets.requests import video_requests
-        from rp_pipeline.assets.videos import generated_video
+        from rp_pipeline.batch import materialize_batch
         from rp_pipeline.definitions import resources_for
         from rp_pipeline.requests import load_request_file
 
@@ -74,17 +74,7 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
                 keys = [r.key for r in load_request_file(path)]
                 assert materialize([video_requests], instance=instance, resources=resources).success
                 started = time.time()
-                result = materialize(
-                    [video_requests, generated_video],
-                    selection=[generated_video],
-                    instance=instance,
-                    resources=resources,
-                    tags={
-                        "dagster/asset_partition_range_start": keys[0],
-                        "dagster/asset_partition_range_end": keys[-1],
-                    },
-                    raise_on_error=False,
-                )
+                result = materialize_batch(instance, resources, keys)
                 wall = time.time() - started
                 if not result.success:
                     raise RuntimeError(f"batch of {size} failed")

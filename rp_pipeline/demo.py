@@ -136,6 +136,7 @@ def materialize_batch(stack: Any) -> None:
     from rp_pipeline.assets.previews import video_catalog, video_preview
     from rp_pipeline.assets.requests import video_requests
     from rp_pipeline.assets.videos import generated_video
+    from rp_pipeline.batch import materialize_batch
     from rp_pipeline.definitions import build_definitions, resources_for
     from rp_pipeline.requests import load_request_file
 
@@ -158,18 +159,7 @@ def materialize_batch(stack: Any) -> None:
         for key in keys:
             console.print(f"    - {key}")
         started = time.time()
-        result = materialize(
-            [video_requests, generated_video],
-            selection=[generated_video],
-            instance=instance,
-            resources=resources,
-            tags={
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[-1],
-            },
-            raise_on_error=False,
-            run_config=QUIET,
-        )
+        result = materialize_batch(instance, resources, keys, run_config=QUIET)
         if not result.success:
             raise DemoError(f"generated_video run {result.run_id} failed (see logs above)")
         step(f"batch run {result.run_id[:8]} succeeded in {time.time() - started:.1f} s")

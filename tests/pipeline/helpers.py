@@ -11,6 +11,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from rp_pipeline.assets.previews import video_catalog, video_preview
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.batch import materialize_batch
 from rp_pipeline.requests import VideoRequest
 
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
@@ -36,18 +37,7 @@ def generate(
     instance: DagsterInstance, resources: dict[str, Any], keys: list[str], **kwargs: Any
 ) -> Any:
     """One run over `keys` (a partition range), as a single-run backfill launches it."""
-    return materialize(
-        [video_requests, generated_video],
-        selection=[generated_video],
-        instance=instance,
-        resources=resources,
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        },
-        raise_on_error=False,
-        **kwargs,
-    )
+    return materialize_batch(instance, resources, keys, **kwargs)
 
 
 def preview_and_catalog(instance: DagsterInstance, resources: dict[str, Any], **kw: Any) -> Any:

@@ -74,7 +74,11 @@ def test_batch_of_three_shares_one_pod_and_its_cost(
     assert {found[k]["batch_size"] for k in keys} == {3}
     shares = [found[k]["cost_usd"] for k in keys]
     md = found[keys[0]]
-    assert sum(shares) == pytest.approx(md["cost_per_hr"] * md["pod_billed_s"] / 3600, rel=1e-3)
+    # Each share is reported to 6 decimals, so their sum may differ from the pod's cost by up to
+    # half a micro-dollar per share.
+    assert sum(shares) == pytest.approx(
+        md["cost_per_hr"] * md["pod_billed_s"] / 3600, abs=len(shares) * 5e-7 + 1e-7
+    )
     # downstream: previews and the catalogue cover all three
     assert preview_and_catalog(instance, resources).success
     index = r2_now().get_bytes("catalog/index.json")
