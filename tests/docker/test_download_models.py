@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -234,6 +235,15 @@ def fake_nvidia_smi(tmp_path: Path, mib: int) -> str:
     tool = bin_dir / "nvidia-smi"
     tool.write_text(f"#!/bin/sh\necho '{mib} MiB'\necho '{mib} MiB'\n".replace(" MiB", ""))
     tool.chmod(0o755)
+    # A process forked elsewhere in this test session (devstack threads) may briefly hold the
+    # write handle, and exec then fails with "Text file busy"; the script would read that as
+    # "no GPU". Wait until the tool runs before handing it over.
+    for _ in range(100):
+        try:
+            subprocess.run([str(tool)], check=True, capture_output=True)
+            break
+        except OSError:
+            time.sleep(0.05)
     return f"{bin_dir}:{os.environ['PATH']}"
 
 
