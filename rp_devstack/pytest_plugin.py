@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rp_agent.r2 import R2Settings, make_r2_client
+from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.s3 import LocalS3
 from rp_devstack.stack import NETWORK_VOLUME_DATACENTER, NETWORK_VOLUME_ID, Devstack
@@ -48,6 +49,22 @@ def r2_env(r2_settings: R2Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def comfyui_standin(tmp_path: Path) -> Iterator[ComfyStandin]:
+    """A running ComfyUI stand-in on a free loopback port with fresh output/input/temp dirs."""
+    standin = ComfyStandin(
+        tmp_path / "comfyui" / "output",
+        input_dir=tmp_path / "comfyui" / "input",
+        temp_dir=tmp_path / "comfyui" / "temp",
+        step_seconds=0.005,
+    )
+    standin.start()
+    try:
+        yield standin
+    finally:
+        standin.stop()
 
 
 # ---------------------------------------------------------------- RunPod emulator and devstack

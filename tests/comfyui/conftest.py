@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from rp_devstack.comfyui_standin import ComfyStandin
@@ -12,18 +9,9 @@ from rp_pipeline.resources.comfyui import ComfyUIClient
 
 
 @pytest.fixture
-def standin(tmp_path: Path) -> Iterator[ComfyStandin]:
-    server = ComfyStandin(
-        tmp_path / "output",
-        input_dir=tmp_path / "input",
-        temp_dir=tmp_path / "temp",
-        step_seconds=0.005,
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def standin(comfyui_standin: ComfyStandin) -> ComfyStandin:
+    """The devstack plugin's stand-in (rp_devstack.pytest_plugin), under the short name."""
+    return comfyui_standin
 
 
 @pytest.fixture
