@@ -1,6 +1,8 @@
 # Every target installs what it needs: a fresh machine needs only `make demo` or `make test`.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv from PATH, else the copy `make uv` installs with pip (run as a module: works for --user
+# and system installs alike).
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
 .PHONY: help uv sync test test-fast lint fmt bench demo dev clean
@@ -13,7 +15,7 @@ help:
 	@echo "make bench  benchmarks against their peers; results in bench/results/"
 
 uv:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 sync: uv
 	@$(UV) sync --all-extras --quiet
