@@ -23,3 +23,23 @@ def object_key(
         raise ValueError(f"output path must be relative to the watch dir, got {relative_path!r}")
     parts = [prefix.strip("/"), day, pod_id or LOCAL_POD_ID, str(rel)]
     return "/".join(p for p in parts if p)
+
+
+# Objects the pod and the pipeline exchange about the outputs (upload receipts, run leases) live
+# under `{prefix}/_rp/`: no day folder starts with "_", so listings of video days never see them.
+CONTROL_DIR = "_rp"
+
+
+def control_prefix(prefix: str = DEFAULT_PREFIX) -> str:
+    return "/".join(p for p in (prefix.strip("/"), CONTROL_DIR) if p) + "/"
+
+
+def lease_key(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The pod's lease: JSON {"pod_id", "run_id", "renewed_at", "expires_at"} (epoch seconds),
+    written by the run that uses the pod; the pod stops itself once `expires_at` has passed."""
+    return f"{control_prefix(prefix)}leases/{pod_id}.json"
+
+
+def receipts_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where the agent on `pod_id` writes its upload receipts."""
+    return f"{control_prefix(prefix)}receipts/{pod_id}/"

@@ -148,6 +148,7 @@ class ComfyUIClient:
         unreachable_grace_s: float = 120.0,
         queue_check_s: float = 15.0,
         session: requests.Session | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id or uuid.uuid4().hex
@@ -161,6 +162,9 @@ class ComfyUIClient:
         self.queue_check_s = queue_check_s
         self._last_queue_check = 0.0
         self.session = session or requests.Session()
+        # The pod's proxy refuses requests without the pod's token (HTTP and the /ws upgrade).
+        self._auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.session.headers.update(self._auth_headers)
 
     def __repr__(self) -> str:
         return f"ComfyUIClient({self.base_url!r}, client_id={self.client_id!r})"
@@ -354,7 +358,9 @@ class ComfyUIClient:
         timeout = max(0.1, min(self.ws_connect_timeout_s, deadline - time.monotonic()))
         try:
             return websocket.create_connection(
-                f"{url}/ws?clientId={self.client_id}", timeout=timeout
+                f"{url}/ws?clientId={self.client_id}",
+                timeout=timeout,
+                header=[f"{name}: {value}" for name, value in self._auth_headers.items()],
             )
         except (OSError, websocket.WebSocketException) as ex:
             log.info("ComfyUI websocket unavailable (%s); polling /history", ex)

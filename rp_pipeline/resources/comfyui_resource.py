@@ -27,7 +27,7 @@ class ComfyUIResource(ConfigurableResource):
     )
 
     def get_client(
-        self, base_url: str | None = None, client_id: str | None = None
+        self, base_url: str | None = None, client_id: str | None = None, token: str | None = None
     ) -> ComfyUIClient:
         url = base_url or self.base_url
         if not url:
@@ -40,4 +40,5 @@ class ComfyUIResource(ConfigurableResource):
             ws_connect_timeout_s=self.ws_connect_timeout_s,
             unreachable_grace_s=self.unreachable_grace_s,
             queue_check_s=self.queue_check_s,
+            token=token,
         )
