@@ -19,7 +19,9 @@ from rp_pipeline.assets.previews import r2_external_outputs, video_catalog, vide
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.jobs import generate_videos, preview_videos
+from rp_pipeline.ops.lease import DEFAULT_LEASE_S
 from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.schedules.batch import batch_generation
@@ -80,6 +82,9 @@ def generation_settings(env: str) -> GenerationSettings:
         options["max_total_cost_per_hr"] = float(os.environ["RP_MAX_TOTAL_COST_PER_HR"])
     if os.environ.get("RP_MAX_PODS"):
         options["max_live_pods"] = int(os.environ["RP_MAX_PODS"])
+    if os.environ.get("RP_VIDEOS_PER_POD"):
+        options["videos_per_pod"] = int(os.environ["RP_VIDEOS_PER_POD"])
+    options["pod_lease_s"] = float(os.environ.get("RP_POD_LEASE_S") or DEFAULT_LEASE_S)
     if os.environ.get("RP_POD_MAX_LIFETIME_S"):
         options["max_pod_lifetime_s"] = float(os.environ["RP_POD_MAX_LIFETIME_S"])
     extra = {name: os.environ[name] for name in ("WAN_720P", "GPU_TIER") if os.environ.get(name)}
@@ -91,9 +96,18 @@ def generation_settings(env: str) -> GenerationSettings:
             "ready_deadline_s": 120.0,
             "prompt_deadline_s": 300.0,
             "r2_object_deadline_s": 45.0,
+            "pod_status_poll_s": 2.0,
         }
     options["extra_pod_env"] = extra
     return GenerationSettings(**options)
+
+
+def comfyui_resource(env: str) -> ComfyUIResource:
+    """One ComfyUI resource for every client of a run: timeouts and deadlines in one place."""
+    if env == "devstack":
+        # Stand-in prompts take seconds: poll history often so completion is seen at once.
+        return ComfyUIResource(poll_interval_s=0.5, unreachable_grace_s=30.0)
+    return ComfyUIResource()
 
 
 def resources_for(env: str) -> dict[str, Any]:
@@ -103,6 +117,7 @@ def resources_for(env: str) -> dict[str, Any]:
         "runpod": runpod_resource(env),
         "r2": R2Resource.from_env(),
         "settings": generation_settings(env),
+        "comfyui": comfyui_resource(env),
     }
 
 

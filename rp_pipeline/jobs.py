@@ -2,11 +2,11 @@
 
 from dagster import AssetSelection, define_asset_job
 
-# One run covers every partition it is launched for (a range), hence one pod for the batch.
+# One run covers every partition it is launched for (a range), on a fleet of up to RP_MAX_PODS pods.
 generate_videos = define_asset_job(
     "generate_videos",
     selection=AssetSelection.assets("generated_video"),
-    description="Generate the selected video requests on one pod (single run, one pod boot).",
+    description="Generate the selected video requests in one run on up to RP_MAX_PODS pods.",
     tags={"rp/pod-runs": "1"},
 )
 

@@ -1,13 +1,23 @@
-"""The op chain behind `generated_video`, one pod per run however many partitions it covers:
+"""The op chain behind `generated_video`; each op handles the run's whole fleet of k pods:
 
 validate_requests -> launch_pod -> wait_for_ready -> submit_workflow -> harvest_outputs -> terminate_pod
 
-Each op after launch_pod terminates the pod itself if it fails or is interrupted (run cancelled
-from the UI), so teardown never depends on a later op running; `terminate_pod` ends the happy
-path and is the op that materializes each partition, once the batch's billed seconds are known.
+launch_pod launches k pods side by side (k = min(ceil(N / videos_per_pod), RP_MAX_PODS, what the
+cost cap allows)), wait_for_ready waits for all of them, submit_workflow primes each ready pod,
+harvest_outputs runs one worker thread per pod pulling from one shared queue and materializes
+each video the moment it is in R2, and terminate_pod confirms every pod is gone, settles the
+cost per partition and fails the run naming the partitions that failed.
+
+Every op terminates the pods it holds if it fails or is interrupted (run cancelled from the UI),
+so teardown never depends on a later op running.
 """
 
+import contextlib
+import math
+import queue
 import time
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
@@ -26,23 +36,31 @@ from dagster import (
 )
 from pydantic import Field
 
-from rp_pipeline.ops.harvest import Located, inspect_video, is_video_output, locate_output
-from rp_pipeline.ops.metadata import observation_metadata, video_metadata
-from rp_pipeline.ops.settings import GenerationSettings
-from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
-from rp_pipeline.ops.teardown import terminate_on_exit_error, terminate_pod_now
-from rp_pipeline.request_store import UnknownRequestError, resolve_requests
-from rp_pipeline.resources.comfyui import (
-    ComfyUIClient,
-    PromptExecutionError,
-    PromptValidationError,
+from rp_pipeline.ops.cost import pod_seconds, settled_costs
+from rp_pipeline.ops.fleet import (
+    PROMPTS_PER_POD,
+    Fleet,
+    Launcher,
+    PodWorker,
+    comfy_client,
+    in_parallel,
+    sweep_run_pods,
+    terminate_confirmed,
 )
+from rp_pipeline.ops.lease import LeaseKeeper
+from rp_pipeline.ops.metadata import settled_metadata, video_metadata
+from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.ops.slots import POD_POOL, PodSlots
+from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
+from rp_pipeline.request_store import UnknownRequestError, resolve_requests
+from rp_pipeline.resources.comfyui import ComfyUIError, PromptValidationError
+from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
 
 GENERATED_VIDEO = AssetKey("generated_video")
-POD_POOL = "runpod_pods"
+__all__ = ["POD_POOL"]
 
 
 class RequestsConfig(Config):
@@ -121,45 +139,73 @@ def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[s
     return env
 
 
-def running_cost_per_hr(client: Any, exclude: str | None = None) -> float:
+def running_cost_per_hr(client: Any) -> float:
     return sum(
         float(pod.cost_per_hr or 0)
         for pod in client.list_pods()
-        if pod.id != exclude and str(pod.desired_status).upper() == "RUNNING"
+        if str(pod.desired_status).upper() == "RUNNING"
     )
 
 
-def pods_of_live_runs(context: OpExecutionContext, client: Any) -> list[str]:
-    """Our pods whose Dagster run is still in progress (other runs' pods hold pod slots;
-    orphans are the reaper's and do not)."""
-    from rp_pipeline.sensors.reaper import GONE, IN_PROGRESS, pod_run_id
-
-    busy = []
-    for pod in client.list_pods():
-        run_id = pod_run_id(pod)
-        if not run_id or run_id == context.run_id or str(pod.desired_status).upper() in GONE:
-            continue
-        run = context.instance.get_run_by_id(run_id)
-        if run is not None and run.status in IN_PROGRESS:
-            busy.append(pod.id)
-    return busy
-
-
-def wait_for_pod_slot(
-    context: OpExecutionContext, client: Any, settings: GenerationSettings
-) -> None:
-    give_up = time.monotonic() + settings.pod_slot_wait_s
-    while len(busy := pods_of_live_runs(context, client)) >= settings.max_live_pods:
-        if time.monotonic() >= give_up:
-            raise Failure(
-                f"{len(busy)} pod(s) of other runs still live ({', '.join(busy)}); limit is "
-                f"{settings.max_live_pods} (RP_MAX_PODS)"
-            )
-        context.log.info(f"waiting for a pod slot: {len(busy)} of {settings.max_live_pods} in use")
-        time.sleep(5.0)
+def pods_within_cost_cap(client: Any, runpod: RunPodResource, cap: float) -> tuple[int, float]:
+    """(how many more pods fit under the account-wide $/h cap, the spend now). A pod is assumed
+    to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create."""
+    spend = running_cost_per_hr(client)
+    catalog = {gpu.id: gpu for gpu in client.gpu_types()}
+    prices = [
+        price
+        for gpu_id in runpod.gpu_types
+        if gpu_id in catalog and (price := catalog[gpu_id].price_for(runpod.cloud_type))
+    ]
+    price = prices[0] if prices else (runpod.max_cost_per_hr or 0.0)
+    if price <= 0:
+        return (1 if spend < cap else 0), spend
+    return max(0, math.floor((cap - spend + 1e-9) / price)), spend
 
 
-@op(out=Out(BatchState), pool=POD_POOL)
+def fleet_size(n_videos: int, settings: GenerationSettings, by_cost: int) -> int:
+    """k = min(ceil(N / videos_per_pod), RP_MAX_PODS, pods the cost cap allows)."""
+    return max(
+        0,
+        min(math.ceil(n_videos / max(1, settings.videos_per_pod)), settings.max_live_pods, by_cost),
+    )
+
+
+def _slots(context: OpExecutionContext, settings: GenerationSettings) -> PodSlots:
+    return PodSlots(context.instance, context.run_id, settings.max_live_pods)
+
+
+@contextlib.contextmanager
+def fleet_teardown(
+    context: OpExecutionContext,
+    client: Any,
+    state: BatchState,
+    settings: GenerationSettings,
+    leases: LeaseKeeper,
+) -> Iterator[None]:
+    """Any exception leaving the block (incl. DagsterExecutionInterruptedError when the run is
+    cancelled, a BaseException) terminates every pod of the run before propagating."""
+    try:
+        yield
+    except BaseException:
+        context.log.error("op failed or was interrupted; terminating every pod of the run")
+        live = [pod for pod in state.pods.values() if not pod.terminate_confirmed]
+        in_parallel(
+            live, lambda pod: terminate_confirmed(client, pod, settings.terminate_confirm_s)
+        )
+        slots = _slots(context, settings)
+        for pod in live:
+            leases.release(pod.pod_id)
+            if pod.terminate_confirmed:
+                slots.free(pod.slot_key)
+        try:
+            sweep_run_pods(client, context.run_id, keep=[], wait_s=30.0)
+        except Exception as exc:  # the failure sensor and reaper try again
+            context.log.error(f"could not list this run's pods to sweep them: {exc}")
+        raise
+
+
+@op(out=Out(BatchState))
 def launch_pod(
     context: OpExecutionContext,
     state: BatchState,
@@ -167,38 +213,108 @@ def launch_pod(
     r2: R2Resource,
     settings: GenerationSettings,
 ) -> BatchState:
-    """One pod for the whole batch, once a pod slot is free; refused when the account already
-    spends too much."""
+    """Launch the run's k pods side by side, each holding a `runpod_pods` slot, each with its own
+    GPU fallback and a fresh token; refused when the account already spends too much."""
     client = runpod.get_client()
-    wait_for_pod_slot(context, client, settings)
-    spend = running_cost_per_hr(client)
-    if spend + 1e-9 >= settings.max_total_cost_per_hr:
+    n = len(state.videos)
+    by_cost, spend = pods_within_cost_cap(client, runpod, settings.max_total_cost_per_hr)
+    if by_cost < 1:
         raise Failure(
-            f"running pods already cost ${spend:.2f}/h (limit ${settings.max_total_cost_per_hr:.2f}/h)"
+            f"running pods already cost ${spend:.2f}/h; one more would pass the "
+            f"${settings.max_total_cost_per_hr:.2f}/h cap (RP_MAX_TOTAL_COST_PER_HR)"
         )
-    spec = runpod.pod_spec(
-        env={**runpod.env, **pod_env(settings, r2, context.run_id)},
-        name=f"video-x{len(state.videos)}",
+    want = fleet_size(n, settings, by_cost)
+    slots = _slots(context, settings)
+    waited = {"at": 0.0}
+
+    def on_wait() -> None:
+        if time.monotonic() - waited["at"] >= 30:
+            waited["at"] = time.monotonic()
+            context.log.info(f"waiting for a pod slot (pool {POD_POOL}, limit {slots.limit})")
+
+    claimed = slots.claim(want, settings.pod_slot_wait_s, on_wait)
+    if not claimed:
+        raise Failure(
+            f"no pod slot came free within {settings.pod_slot_wait_s:.0f} s: the {slots.limit} "
+            f"slot(s) of pool {POD_POOL} (RP_MAX_PODS) are held by other runs' pods"
+        )
+    context.log.info(
+        f"{n} video(s): launching {len(claimed)} pod(s) (wanted {want}: "
+        f"ceil({n}/{settings.videos_per_pod}) per pod, RP_MAX_PODS={settings.max_live_pods}, "
+        f"{by_cost} under the cost cap)"
     )
-    launched_at = time.time()
-    pod = client.launch(spec, context.run_id)
-    state.pod = PodInfo(
-        pod_id=pod.id,
-        name=pod.name,
-        gpu_type=str(pod.gpu_type or ""),
-        cost_per_hr=float(pod.cost_per_hr or 0.0),
-        launched_at=launched_at,
+    leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s)
+    launcher = Launcher(
+        runpod=runpod,
+        settings=settings,
+        run_id=context.run_id,
+        leases=leases,
+        base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
+        batch_size=n,
     )
-    with terminate_on_exit_error(client, state, context.log):
-        if running_cost_per_hr(client, exclude=pod.id) + state.pod.cost_per_hr > (
-            settings.max_total_cost_per_hr + 1e-9
-        ):
+    errors: dict[str, str] = {}
+    with leases, fleet_teardown(context, client, state, settings, leases):
+        try:
+            for slot, result in in_parallel(claimed, launcher.launch):
+                if isinstance(result, PodInfo):
+                    state.pods[result.pod_id] = result
+                    context.log.info(
+                        f"launched pod {result.pod_id} ({result.gpu_type}, "
+                        f"${result.cost_per_hr}/h) in slot {slot}"
+                    )
+                else:
+                    errors[slot] = str(result)
+                    slots.free(slot)
+                    context.log.error(f"pod for slot {slot} not launched: {result}")
+            _enforce_cost_cap(context, client, state, settings, leases, slots)
+        finally:
+            # The op owns every pod named for its run from the moment it asked for one: a pod
+            # whose create answer was lost is terminated here, never left to bill.
+            strays = sweep_run_pods(client, context.run_id, keep=state.pods)
+            if strays:
+                context.log.warning(f"terminated pod(s) of this run nobody tracked: {strays}")
+        if not state.pods:
             raise Failure(
-                f"pod {pod.id} would take spend over the ${settings.max_total_cost_per_hr}/h cap"
+                f"no pod could be launched ({'; '.join(sorted(set(errors.values())))}); "
+                "no pod of this run is left running"
             )
-    context.log.info(f"launched pod {pod.id} ({state.pod.gpu_type}, ${state.pod.cost_per_hr}/h)")
-    context.add_output_metadata({"pod_id": pod.id, "gpu_type": state.pod.gpu_type})
+    context.add_output_metadata(
+        {
+            "pods": MetadataValue.int(len(state.pods)),
+            "pod_ids": ", ".join(state.pods),
+            "gpu_types": ", ".join(sorted({p.gpu_type for p in state.pods.values()})),
+        }
+    )
     return state
+
+
+def _enforce_cost_cap(
+    context: OpExecutionContext,
+    client: Any,
+    state: BatchState,
+    settings: GenerationSettings,
+    leases: LeaseKeeper,
+    slots: PodSlots,
+) -> None:
+    """After the creates: if GPU fallbacks took spend over the cap, drop our newest pods."""
+    spend = running_cost_per_hr(client)
+    for pod in reversed(list(state.pods.values())):
+        if spend <= settings.max_total_cost_per_hr + 1e-9 or len(state.pods) == 1:
+            break
+        context.log.warning(
+            f"pod {pod.pod_id} takes spend to ${spend:.2f}/h, over the "
+            f"${settings.max_total_cost_per_hr:.2f}/h cap; terminating it"
+        )
+        terminate_confirmed(client, pod, settings.terminate_confirm_s)
+        leases.release(pod.pod_id)
+        slots.free(pod.slot_key)
+        spend -= pod.cost_per_hr
+        del state.pods[pod.pod_id]
+    if spend > settings.max_total_cost_per_hr + 1e-9:
+        raise Failure(
+            f"running pods cost ${spend:.2f}/h, over the ${settings.max_total_cost_per_hr:.2f}/h "
+            "cap (RP_MAX_TOTAL_COST_PER_HR)"
+        )
 
 
 @op(out=Out(BatchState))
@@ -206,40 +322,82 @@ def wait_for_ready(
     context: OpExecutionContext,
     state: BatchState,
     runpod: RunPodResource,
+    r2: R2Resource,
     settings: GenerationSettings,
 ) -> BatchState:
-    """RUNNING is not ready: wait for the runtime, the ComfyUI port and ComfyUI answering."""
-    assert state.pod is not None
+    """RUNNING is not ready: wait for each pod's runtime, port and ComfyUI answering, side by
+    side. A pod that never gets there is terminated and the others carry on."""
     client = runpod.get_client()
-    with terminate_on_exit_error(client, state, context.log):
-        ready = client.wait_until_ready(
-            state.pod.pod_id,
-            port=settings.comfyui_port,
-            deadline_s=settings.ready_deadline_s,
-            terminate_on_timeout=True,
-        )
-        state.comfyui_url = ready.comfyui_url
-        state.ready_at = time.time()
-        boot_s = state.ready_at - state.pod.launched_at
-        context.log.info(f"pod {state.pod.pod_id} ready after {boot_s:.1f} s")
-        context.add_output_metadata({"boot_s": round(boot_s, 3)})
+    live = state.live_pods()
+    leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
+    launcher = Launcher(runpod, settings, context.run_id, leases, {}, len(state.videos))
+    slots = _slots(context, settings)
+    with leases, fleet_teardown(context, client, state, settings, leases):
+        for pod, result in in_parallel(live, launcher.ready):
+            if isinstance(result, PodInfo):
+                boot_s = (pod.ready_at or time.time()) - pod.launched_at
+                context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
+                continue
+            pod.failure = f"never ready: {result}"
+            context.log.error(f"pod {pod.pod_id} {pod.failure}")
+            terminate_confirmed(client, pod, settings.terminate_confirm_s)
+            leases.release(pod.pod_id)
+            if pod.terminate_confirmed:
+                slots.free(pod.slot_key)
+        if not state.live_pods():
+            reasons = "; ".join(f"{p.pod_id}: {p.failure}" for p in state.pods.values())
+            raise Failure(f"no pod became ready ({reasons}); every pod is terminated")
+    ready = state.live_pods()
+    context.add_output_metadata(
+        {
+            "ready_pods": MetadataValue.int(len(ready)),
+            "boot_s": ", ".join(f"{(p.ready_at or 0) - p.launched_at:.1f}" for p in ready),
+        }
+    )
     return state
 
 
 @op(out=Out(BatchState))
 def submit_workflow(
-    context: OpExecutionContext, state: BatchState, runpod: RunPodResource
+    context: OpExecutionContext,
+    state: BatchState,
+    runpod: RunPodResource,
+    r2: R2Resource,
+    settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ) -> BatchState:
-    """Queue every prompt of the batch at once: the pod never idles between videos."""
-    assert state.pod is not None and state.comfyui_url
-    with terminate_on_exit_error(runpod.get_client(), state, context.log):
-        comfy = ComfyUIClient(state.comfyui_url)
-        for video in state.videos:
-            sub = comfy.submit(video.api_json)
-            state.submitted[video.partition_key] = Submitted(
-                sub.prompt_id, int(sub.number), float(sub.submitted_at)
-            )
-            context.log.info(f"queued {video.partition_key} as prompt {sub.prompt_id}")
+    """Prime each ready pod with its first prompts (the running one + one queued behind it);
+    the rest stay in the shared queue that harvest_outputs' workers pull from."""
+    client = runpod.get_client()
+    live = state.live_pods()
+    todo = deque(state.partition_keys)
+    leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
+    with leases, fleet_teardown(context, client, state, settings, leases):
+        clients = {pod.pod_id: comfy_client(comfyui, client, pod) for pod in live}
+        skip: set[str] = set()
+        for _ in range(PROMPTS_PER_POD):
+            for pod in live:
+                if not todo or pod.pod_id in skip:
+                    continue
+                key = todo.popleft()
+                try:
+                    sub = clients[pod.pod_id].submit(state.video(key).api_json)
+                except PromptValidationError as exc:
+                    state.failures[key] = str(exc)
+                    state.served_by[key] = pod.pod_id
+                    context.log.error(f"{key}: {exc}")
+                    continue
+                except ComfyUIError as exc:
+                    # The pod's worker finds out what is wrong with it; the prompt waits.
+                    todo.appendleft(key)
+                    skip.add(pod.pod_id)
+                    context.log.warning(f"pod {pod.pod_id}: could not queue {key}: {exc}")
+                    continue
+                state.submitted[key] = Submitted(
+                    sub.prompt_id, int(sub.number), float(sub.submitted_at), pod.pod_id
+                )
+                state.served_by[key] = pod.pod_id
+                context.log.info(f"[pod {pod.pod_id}] queued {key} as prompt {sub.prompt_id}")
     return state
 
 
@@ -250,79 +408,111 @@ def harvest_outputs(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ):
-    """Wait for each prompt in queue order and collect its video from R2 as it lands; the pod
-    is terminated as soon as the batch's last video is durably in R2 (probing and posters read
-    R2, not the pod, so they do not keep a GPU billing)."""
-    assert state.pod is not None and state.comfyui_url
+    """One worker thread per pod pulls prompts from the shared queue; each video is
+    materialized the moment its object is in R2, and each pod terminated as soon as the queue
+    is empty and its last video is in R2."""
     client = runpod.get_client()
-    with terminate_on_exit_error(client, state, context.log):
-        comfy = ComfyUIClient(state.comfyui_url)
-        last = len(state.videos) - 1
-        for index, video in enumerate(state.videos):
-            key = video.partition_key
-            sub = state.submitted[key]
-            outcome = _await_video(context, comfy, r2, state, key, sub, settings)
-            state.last_object_at = time.time()
-            if index == last:
-                state.terminated_at = terminate_pod_now(client, state.pod.pod_id, context.log)
-            if outcome is None:
-                continue
-            located, result = outcome
-            queue_wait = (
-                round(float(result.started_at) - sub.submitted_at, 3) if result.started_at else None
-            )
-            record = inspect_video(
-                r2=r2,
-                located=located,
-                partition_key=key,
-                prompt_id=sub.prompt_id,
-                generation_time_s=result.generation_time_s,
-                queue_wait_s=max(0.0, queue_wait) if queue_wait is not None else None,
-            )
-            state.records[key] = record
-            context.log.info(f"{key}: {record.r2_key} ({record.r2_source}, {record.size_bytes} B)")
-            # The video is in R2 now: say so per partition at once; the materialization follows
-            # at terminate_pod, when the pod's billed seconds (and so cost) are known.
-            yield AssetObservation(
-                asset_key=GENERATED_VIDEO, partition=key, metadata=observation_metadata(record)
-            )
+    live = state.live_pods()
+    done = set(state.submitted) | set(state.failures)
+    fleet = Fleet(
+        state=state,
+        settings=settings,
+        todo=deque(key for key in state.partition_keys if key not in done),
+        live_workers=len(live),
+        replacements_left=settings.max_replacement_pods,
+    )
+    leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
+    slots = _slots(context, settings)
+    launcher = Launcher(
+        runpod=runpod,
+        settings=settings,
+        run_id=context.run_id,
+        leases=leases,
+        base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
+        batch_size=len(state.videos),
+    )
+
+    def relaunch(dead: PodInfo) -> PodInfo | None:
+        try:
+            pod = launcher.ready(launcher.launch(dead.slot_key, attempt=1))
+        except Exception as exc:
+            fleet.say(dead.pod_id, f"replacement pod failed: {exc}", "error")
+            return None
+        state.pods[pod.pod_id] = pod
+        return pod
+
+    workers = [
+        PodWorker(
+            fleet, pod, runpod=runpod, comfyui=comfyui, r2=r2, leases=leases, slots=slots,
+            relaunch=relaunch,
+        )
+        for pod in live
+    ]  # fmt: skip
+    with leases, fleet_teardown(context, client, state, settings, leases):
+        try:
+            for worker in workers:
+                worker.start()
+            while any(w.is_alive() for w in workers) or not fleet.events.empty():
+                try:
+                    event = fleet.events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                yield from _handle(context, state, r2, settings, event)
+        except BaseException:
+            fleet.stop.set()
+            raise
+        for key in list(fleet.todo):  # cannot happen unless every worker crashed
+            state.failures.setdefault(key, "no pod was left to run it")
     yield Output(state)
 
 
-def _await_video(
+def _handle(
     context: OpExecutionContext,
-    comfy: ComfyUIClient,
-    r2: R2Resource,
     state: BatchState,
-    key: str,
-    sub: Submitted,
+    r2: R2Resource,
     settings: GenerationSettings,
-) -> tuple[Located, Any] | None:
-    """The prompt's result and its video located in R2, or None (recorded as a failure) when
-    ComfyUI rejected or failed the prompt or produced no video."""
-    assert state.pod is not None
-    try:
-        result = comfy.wait(sub.prompt_id, deadline_s=settings.prompt_deadline_s)
-    except (PromptExecutionError, PromptValidationError) as exc:
-        state.failures[key] = f"{type(exc).__name__}: {exc}"
-        context.log.error(f"{key}: {state.failures[key]}")
-        return None
-    videos = [out for out in result.outputs if is_video_output(out)]
-    if result.status != "success" or not videos:
-        state.failures[key] = f"ComfyUI status {result.status}, {len(videos)} video output(s)"
-        context.log.error(f"{key}: {state.failures[key]}")
-        return None
-    located = locate_output(
-        r2=r2,
-        comfy=comfy,
-        output=videos[0],
-        pod_id=state.pod.pod_id,
-        finished_at=float(result.finished_at or time.time()),
-        sync_enabled=settings.enable_r2_sync,
-        deadline_s=settings.r2_object_deadline_s,
-    )
-    return located, result
+    event: Any,
+) -> Iterator[AssetMaterialization]:
+    """Turn a worker's event into a log line or a materialization (main thread only)."""
+    if event.kind == "log":
+        getattr(context.log, event.level)(event.message)
+    elif event.kind == "failed":
+        state.failures[event.partition_key] = event.message
+        context.log.error(f"partition {event.partition_key} failed: {event.message}")
+    elif event.kind == "video":
+        key, record = event.partition_key, event.record
+        state.records[key] = record
+        state.served_by[key] = event.pod_id
+        pod = state.pods[event.pod_id]
+        seconds = pod_seconds(state, pod)[key]
+        context.log.info(
+            f"[pod {pod.pod_id}] {key}: {record.r2_key} ({record.r2_source}, {record.size_bytes} B)"
+        )
+        yield AssetMaterialization(
+            asset_key=GENERATED_VIDEO,
+            partition=key,
+            metadata=video_metadata(
+                record=record,
+                video=state.video(key),
+                pod=pod,
+                r2=r2,
+                presign_expiry_s=settings.presign_expiry_s,
+                pod_seconds=seconds,
+                cost_usd=pod.cost_per_hr * seconds / 3600.0,
+                batch_size=len(state.videos),
+            ),
+        )
+    elif event.kind == "pod_end":
+        pod = state.pods[event.pod_id]
+        if pod.terminated_at is not None:
+            billed = pod.terminated_at - pod.launched_at
+            context.log.info(
+                f"[pod {pod.pod_id}] done: billed {billed:.1f} s = "
+                f"${pod.cost_per_hr * billed / 3600:.4f}"
+                + ("" if pod.terminate_confirmed else " (terminate UNCONFIRMED)")
+            )
 
 
 @op(out=Out(is_required=False))
@@ -333,41 +523,62 @@ def terminate_pod(
     r2: R2Resource,
     settings: GenerationSettings,
 ):
-    """Terminate right after the last object landed, then materialize every partition with
-    its share of the pod's cost; fail the run if some partitions produced no video."""
-    assert state.pod is not None
+    """Confirm every pod of the run is gone (retrying unconfirmed terminates), free their pod
+    slots and leases, record each partition's settled cost, and fail the run naming the
+    partitions that failed."""
     client = runpod.get_client()
-    # Normally harvest_outputs already terminated; this confirms it (terminate is idempotent).
-    called_at = terminate_pod_now(client, state.pod.pod_id, context.log)
-    terminated_at = state.terminated_at or called_at
-    billed_s = max(0.0, terminated_at - state.pod.launched_at)
-    cost_usd = state.pod.cost_per_hr * billed_s / 3600.0
-    share = cost_usd / max(1, len(state.videos))
-    # From the moment the batch's last video was visible in R2 to the terminate call.
-    last_visible = max((r.visible_at for r in state.records.values()), default=None)
-    terminate_lag = round(terminated_at - last_visible, 3) if last_visible else None
-    context.log.info(
-        f"pod {state.pod.pod_id} billed {billed_s:.1f} s = ${cost_usd:.4f} for {len(state.videos)} video(s)"
+    leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s)
+    slots = _slots(context, settings)
+    pending = [pod for pod in state.pods.values() if not pod.terminate_confirmed]
+    in_parallel(pending, lambda pod: terminate_confirmed(client, pod, settings.terminate_confirm_s))
+    try:
+        strays = sweep_run_pods(client, context.run_id, keep=[], wait_s=30.0)
+        if strays:
+            context.log.warning(f"terminated pod(s) of this run still running: {strays}")
+    except Exception as exc:
+        context.log.error(f"could not list this run's pods to confirm none is left: {exc}")
+    for pod in state.pods.values():
+        leases.release(pod.pod_id)
+        if pod.terminate_confirmed:
+            slots.free(pod.slot_key)
+    now = time.time()
+    costs = settled_costs(state, now)
+    total = sum(
+        p.cost_per_hr * ((p.terminated_at or now) - p.launched_at) / 3600
+        for p in state.pods.values()
     )
-    planned = {video.partition_key: video for video in state.videos}
-    for key, record in state.records.items():
-        yield AssetMaterialization(
+    for key in state.partition_keys:
+        pod_id = state.served_by.get(key)
+        yield AssetObservation(
             asset_key=GENERATED_VIDEO,
             partition=key,
-            metadata=video_metadata(
-                record=record,
-                video=planned[key],
-                pod=state.pod,
-                r2=r2,
-                presign_expiry_s=settings.presign_expiry_s,
-                billed_s=billed_s,
-                cost_usd=share,
-                batch_size=len(state.videos),
-                terminate_lag_s=terminate_lag,
+            metadata=settled_metadata(
+                cost_usd=costs[key],
+                pod=state.pods.get(pod_id) if pod_id else None,
+                now=now,
+                produced=key in state.records,
             ),
         )
-    if state.failures:
+    context.log.info(
+        f"{len(state.pods)} pod(s) billed ${total:.4f} in all for {len(state.videos)} video(s): "
+        + ", ".join(
+            f"{p.pod_id} {((p.terminated_at or now) - p.launched_at):.1f} s"
+            for p in state.pods.values()
+        )
+    )
+    unconfirmed = [p.pod_id for p in state.pods.values() if not p.terminate_confirmed]
+    problems = [f"{key}: {why}" for key, why in state.failures.items()]
+    if unconfirmed:
+        problems.append(
+            f"terminate of pod(s) {', '.join(unconfirmed)} not confirmed: they may still bill; "
+            "the reaper keeps trying (or `rp-launch terminate <id>`)"
+        )
+    if problems:
+        n_failed = len(state.failures)
         raise Failure(
-            f"{len(state.failures)} of {len(state.videos)} video(s) failed; pod terminated",
+            f"{n_failed} of {len(state.videos)} video(s) failed"
+            + (f" ({', '.join(state.failures)})" if n_failed else "")
+            + "; every other video is materialized. "
+            + " | ".join(problems),
             metadata={key: MetadataValue.text(msg) for key, msg in state.failures.items()},
         )

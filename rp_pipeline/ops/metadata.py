@@ -33,11 +33,13 @@ def video_metadata(
     pod: PodInfo,
     r2: R2Resource,
     presign_expiry_s: int,
-    billed_s: float,
+    pod_seconds: float,
     cost_usd: float,
     batch_size: int,
-    terminate_lag_s: float | None,
 ) -> dict[str, Any]:
+    """Materialization metadata, written the moment the video is in R2. `cost_usd` is the pod
+    time attributed to this video so far (since the pod's previous video landed); the settled
+    figure follows as an AssetObservation when the run's pods are all terminated."""
     facts = record.facts
     request = video.request
     metadata: dict[str, Any] = {
@@ -60,10 +62,10 @@ def video_metadata(
         "pod_id": pod.pod_id,
         "gpu_type": pod.gpu_type,
         "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
-        "pod_billed_s": MetadataValue.float(round(billed_s, 3)),
+        "pod_seconds": MetadataValue.float(round(pod_seconds, 3)),
         "batch_size": MetadataValue.int(batch_size),
         "cost_usd": MetadataValue.float(round(cost_usd, 6)),
-        "terminate_after_last_object_s": _maybe_float(terminate_lag_s),
+        "cost_settled": False,
         "prompt": str(request.get("prompt", "")),
         "negative_prompt": str(request.get("negative_prompt", "")),
         "seed": MetadataValue.int(int(video.seed)),
@@ -74,4 +76,24 @@ def video_metadata(
     public = r2.public_url(record.r2_key)
     if public:
         metadata["public_url"] = MetadataValue.url(public)
+    return metadata
+
+
+def settled_metadata(
+    *, cost_usd: float, pod: PodInfo | None, now: float, produced: bool
+) -> dict[str, Any]:
+    """The AssetObservation a partition gets once every pod of its run is terminated: its share
+    of the billed pod time (the shares of a run add up to the billed cost of its pods)."""
+    metadata: dict[str, Any] = {
+        "cost_usd": MetadataValue.float(round(cost_usd, 6)),
+        "cost_settled": True,
+        "produced": produced,
+    }
+    if pod is not None:
+        billed = (pod.terminated_at or now) - pod.launched_at
+        metadata |= {
+            "pod_id": pod.pod_id,
+            "pod_billed_s": MetadataValue.float(round(billed, 3)),
+            "terminate_confirmed": pod.terminate_confirmed,
+        }
     return metadata

@@ -20,10 +20,27 @@ class GenerationSettings(ConfigurableResource):
     comfyui_port: int = 8188
     # Across all running pods of the account: checked before and right after every launch.
     max_total_cost_per_hr: float = 5.0
-    # At most this many pods of in-progress Dagster runs at once; a run waits up to
-    # `pod_slot_wait_s` for a slot (pools / run queues in dagster.yaml make it strict).
+    # At most this many pods at once across all runs of the instance: each pod holds a slot of
+    # the instance's `runpod_pods` concurrency pool (limit set from this when the pool has none)
+    # until it is terminated. A run waits up to `pod_slot_wait_s` for its first slot.
     max_live_pods: int = 1
     pod_slot_wait_s: float = 900.0
+    # A run of N videos asks for ceil(N / videos_per_pod) pods (then capped by the pool and the
+    # cost cap): fewer pods = fewer boots to pay for, more pods = a shorter batch.
+    videos_per_pod: int = 4
+    # A pod that dies mid-batch gives its prompts back to the queue; when no pod of the run is
+    # left, up to this many replacement pods are launched (in the dead pod's slot).
+    max_replacement_pods: int = 1
+    # How often a waiting worker reads the pod's RunPod status (and always when ComfyUI does
+    # not answer), so a dead pod is noticed within one poll.
+    pod_status_poll_s: float = 10.0
+    # The run's lease on each pod (R2 object renewed every lease_s / 3); the pod stops itself
+    # when it lapses, e.g. after the run's process was killed.
+    pod_lease_s: float = 300.0
+    # Terminate is retried (and read back) this long before the pod is reported unconfirmed.
+    terminate_confirm_s: float = 60.0
+    # R2 errors while collecting a video are retried with backoff this long.
+    r2_retry_s: float = 600.0
     enable_r2_sync: bool = True
     # Env name in the pod -> RunPod secret name; rendered as {{ RUNPOD_SECRET_<name> }}.
     pod_secret_refs: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SECRET_REFS))

@@ -25,11 +25,28 @@ class PlannedVideo:
 
 @dataclass
 class PodInfo:
+    """One pod of the run's fleet. No token here: later ops read it back from the pod."""
+
     pod_id: str
     name: str
     gpu_type: str
     cost_per_hr: float
     launched_at: float
+    # The pod's claim in the `runpod_pods` concurrency pool (freed when the pod is gone).
+    slot_key: str = ""
+    comfyui_url: str | None = None
+    ready_at: float | None = None
+    # The ComfyUI client id that queued this pod's prompts: ComfyUI sends a prompt's execution
+    # events only to the client id that queued it, so every op waits with this same id.
+    client_id: str = ""
+    # When our terminate call for the pod was first made, and whether RunPod confirmed it.
+    terminated_at: float | None = None
+    terminate_confirmed: bool = False
+    failure: str | None = None  # why the pod left the fleet early (never ready, died)
+
+    @property
+    def live(self) -> bool:
+        return self.terminated_at is None and self.failure is None
 
 
 @dataclass
@@ -37,6 +54,7 @@ class Submitted:
     prompt_id: str
     number: int
     submitted_at: float
+    pod_id: str = ""
 
 
 @dataclass
@@ -62,16 +80,20 @@ class VideoRecord:
 class BatchState:
     run_id: str
     videos: list[PlannedVideo]
-    pod: PodInfo | None = None
-    comfyui_url: str | None = None
-    ready_at: float | None = None
+    # The run's fleet by pod id, in launch order (pods that left early stay, with `failure`).
+    pods: dict[str, PodInfo] = field(default_factory=dict)
     submitted: dict[str, Submitted] = field(default_factory=dict)
     records: dict[str, VideoRecord] = field(default_factory=dict)
+    # Which pod produced (or last tried) each partition: the cost of a pod is shared by them.
+    served_by: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-    last_object_at: float | None = None
-    # Set by harvest_outputs, which terminates the moment the batch's last object is in R2.
-    terminated_at: float | None = None
 
     @property
     def partition_keys(self) -> list[str]:
         return [video.partition_key for video in self.videos]
+
+    def live_pods(self) -> list[PodInfo]:
+        return [pod for pod in self.pods.values() if pod.live]
+
+    def video(self, partition_key: str) -> PlannedVideo:
+        return next(v for v in self.videos if v.partition_key == partition_key)

@@ -1,14 +1,13 @@
-"""Terminating a run's pod on every path out of an op: success, failure, cancellation."""
+"""Terminating a pod for sure: a second SIGTERM/SIGINT cannot cut the terminate call short."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from rp_pipeline.ops.state import BatchState
+from rp_pipeline.ops.state import PodInfo
 
 log = logging.getLogger(__name__)
 
@@ -19,26 +18,16 @@ except ImportError:  # pragma: no cover - a Dagster without it: terminate unguar
     hold_interrupts = contextlib.nullcontext
 
 
-def terminate_pod_now(client: Any, pod_id: str, logger: Any = log) -> float:
-    """Terminate (idempotent) and return the epoch second of the terminate call."""
+def terminate_confirmed(client: Any, pod: PodInfo, confirm_s: float) -> None:
+    """Terminate (retried and read back for at most `confirm_s`); records when our first
+    terminate call was made (billing stops there) and whether RunPod confirmed it."""
     with hold_interrupts():
-        called_at = time.time()
-        client.terminate(pod_id)
-    logger.info(f"terminated pod {pod_id}")
-    return called_at
-
-
-@contextlib.contextmanager
-def terminate_on_exit_error(client: Any, state: BatchState, logger: Any = log) -> Iterator[None]:
-    """Any exception leaving the block (incl. DagsterExecutionInterruptedError when the run is
-    cancelled, which is a BaseException) terminates the pod before propagating."""
-    try:
-        yield
-    except BaseException:
-        if state.pod is not None:
-            logger.error(f"op failed or was interrupted; terminating pod {state.pod.pod_id}")
-            try:
-                terminate_pod_now(client, state.pod.pod_id, logger)
-            except Exception as exc:  # the reaper and failure sensor retry; keep the first error
-                logger.error(f"terminate of {state.pod.pod_id} failed: {type(exc).__name__}")
-        raise
+        if pod.terminated_at is None:
+            pod.terminated_at = time.time()
+        try:
+            client.terminate(pod.pod_id, confirm_timeout_s=confirm_s)
+        except Exception as exc:
+            log.warning("terminate of pod %s unconfirmed: %s", pod.pod_id, exc)
+            pod.terminate_confirmed = False
+            return
+    pod.terminate_confirmed = True
