@@ -60,6 +60,35 @@ def latest_by_partition(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
     return found
 
 
+def settled_by_partition(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
+    """The latest settled-cost observation of each generated_video partition."""
+    records = instance.fetch_observations(AssetKey("generated_video"), limit=1000).records
+    found: dict[str, dict[str, Any]] = {}
+    for record in records:  # newest first
+        md = record.asset_observation.metadata  # type: ignore[union-attr]
+        if record.partition_key not in found and "cost_settled" in md:
+            found[record.partition_key] = {k: getattr(v, "value", v) for k, v in md.items()}
+    return found
+
+
+def materialization_times(instance: DagsterInstance, run_id: str) -> list[float]:
+    """Event timestamps of the run's generated_video materializations, in order."""
+    from dagster import DagsterEventType, EventRecordsFilter
+
+    records = instance.get_event_records(
+        EventRecordsFilter(
+            event_type=DagsterEventType.ASSET_MATERIALIZATION,
+            asset_key=AssetKey("generated_video"),
+        ),
+        limit=1000,
+    )
+    return sorted(r.timestamp for r in records if r.run_id == run_id)
+
+
+def run_messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    return [entry.user_message for entry in instance.all_logs(run_id)]
+
+
 def pods_of_run(emulator: Any, run_id: str) -> list[dict[str, Any]]:
     return [p for p in emulator.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]
 

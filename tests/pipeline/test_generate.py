@@ -20,6 +20,7 @@ from tests.pipeline.helpers import (
     preview_and_catalog,
     r2_now,
     register_requests,
+    settled_by_partition,
     with_settings,
     write_prompts,
 )
@@ -27,7 +28,7 @@ from tests.pipeline.helpers import (
 REQUIRED_METADATA = {
     "r2_key", "presigned_url", "size_bytes", "sha256", "width", "height", "frames", "fps",
     "duration_s", "generation_time_s", "queue_wait_s", "upload_latency_s", "pod_id", "gpu_type",
-    "cost_usd", "pod_billed_s", "prompt", "negative_prompt", "seed", "workflow", "workflow_hash",
+    "cost_usd", "pod_seconds", "prompt", "negative_prompt", "seed", "workflow", "workflow_hash",
     "poster", "r2_source",
 }  # fmt: skip
 
@@ -72,12 +73,15 @@ def test_batch_of_three_shares_one_pod_and_its_cost(
     assert len({found[k]["r2_key"] for k in keys}) == 3
     assert {found[k]["pod_id"] for k in keys} == {pods[0]["id"]}
     assert {found[k]["batch_size"] for k in keys} == {3}
-    shares = [found[k]["cost_usd"] for k in keys]
-    md = found[keys[0]]
-    # Each share is reported to 6 decimals, so their sum may differ from the pod's cost by up to
-    # half a micro-dollar per share.
-    assert sum(shares) == pytest.approx(
-        md["cost_per_hr"] * md["pod_billed_s"] / 3600, abs=len(shares) * 5e-7 + 1e-7
+    # Settled shares (observations after terminate) add up to the pod's bill: to the cent
+    # against the emulator's own billing, to rounding against the pod's billed seconds.
+    settled = settled_by_partition(instance)
+    assert set(settled) == set(keys)
+    total = sum(settled[k]["cost_usd"] for k in keys)
+    assert total == pytest.approx(pods[0]["cost"], abs=0.01)
+    md = settled[keys[0]]
+    assert total == pytest.approx(
+        pods[0]["cost_per_hr"] * md["pod_billed_s"] / 3600, abs=len(keys) * 5e-7 + 1e-6
     )
     # downstream: previews and the catalogue cover all three
     assert preview_and_catalog(instance, resources).success
@@ -139,28 +143,24 @@ def test_invalid_request_from_launch_config_launches_no_pod(
 def test_pod_slot_limit_holds_a_second_pod_back(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    """At most max_live_pods pods of in-progress runs: another run's live pod blocks a launch."""
-    from dagster import DagsterRunStatus
-    from dagster._core.test_utils import create_run_for_test
-
-    from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+    """At most max_live_pods pods at once: another run holding the pool's only slot keeps this
+    run from launching, and it says so."""
+    from rp_pipeline.ops.slots import POD_POOL
 
     [key] = write_prompts(prompts_dir, "slot", 1)
     register_requests(instance, resources)
-    other = create_run_for_test(
-        instance, job_name="generate_videos", status=DagsterRunStatus.STARTED
-    )
-    client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
-    busy = client.launch(
-        PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"}),
-        other.run_id,
-    )
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots(POD_POOL, 1)
+    assert storage.claim_concurrency_slot(POD_POOL, "other-run", "pod-0").is_claimed
     try:
         result = generate(instance, with_settings(resources, pod_slot_wait_s=1.0), [key])
     finally:
-        client.terminate(busy.id)
+        storage.free_concurrency_slot_for_step("other-run", "pod-0")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key.endswith("launch_pod")
-    assert "limit is 1" in str(failure.event_specific_data.error)
+    assert "held by other runs" in str(failure.event_specific_data.error)
     assert pods_of_run(devstack.emulator, result.run_id) == []
+    # the refused run left no claim behind
+    info = storage.get_concurrency_info(POD_POOL)
+    assert [c.run_id for c in info.claimed_slots] == []
