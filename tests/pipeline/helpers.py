@@ -73,15 +73,7 @@ def settled_by_partition(instance: DagsterInstance) -> dict[str, dict[str, Any]]
 
 def materialization_times(instance: DagsterInstance, run_id: str) -> list[float]:
     """Event timestamps of the run's generated_video materializations, in order."""
-    from dagster import DagsterEventType, EventRecordsFilter
-
-    records = instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_MATERIALIZATION,
-            asset_key=AssetKey("generated_video"),
-        ),
-        limit=1000,
-    )
+    records = instance.fetch_materializations(AssetKey("generated_video"), limit=1000).records
     return sorted(r.timestamp for r in records if r.run_id == run_id)
 
 
