@@ -83,6 +83,22 @@ def find_orphans(
     return orphans
 
 
+def lapsed_lease(pod: Any, lease: dict[str, Any] | None, now: float) -> Orphan | None:
+    """An Orphan when the pod's run lease has expired (the run stopped renewing it); a pod
+    without a lease is left to the other rules."""
+    if not lease:
+        return None
+    try:
+        expires_at = float(lease["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if expires_at >= now:
+        return None
+    return Orphan(
+        pod.id, pod_run_id(pod), f"lease expired {now - expires_at:.0f} s ago (run process gone)"
+    )
+
+
 def terminate_pods_of_run(client: Any, run_id: str) -> list[str]:
     """Terminate every live pod tagged with `run_id`; the ids terminated."""
     done = []

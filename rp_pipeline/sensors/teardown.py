@@ -16,9 +16,20 @@ from dagster import (
     sensor,
 )
 
+from rp_pipeline.ops.lease import read_lease
 from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.ops.slots import free_run_slots
+from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
-from rp_pipeline.sensors.reaper import GONE, find_orphans, is_ours, terminate_pods_of_run
+from rp_pipeline.sensors.reaper import (
+    GONE,
+    IN_PROGRESS,
+    find_orphans,
+    is_ours,
+    lapsed_lease,
+    pod_run_id,
+    terminate_pods_of_run,
+)
 
 
 def _run_status(context: SensorEvaluationContext):
@@ -31,10 +42,14 @@ def _run_status(context: SensorEvaluationContext):
 
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
 def pod_reaper(
-    context: SensorEvaluationContext, runpod: RunPodResource, settings: GenerationSettings
+    context: SensorEvaluationContext,
+    runpod: RunPodResource,
+    settings: GenerationSettings,
+    r2: R2Resource,
 ):
-    """Every minute: terminate pods whose Dagster run is over or unknown, and pods older than
-    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides)."""
+    """Every minute: terminate pods whose Dagster run is over or unknown, pods older than
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), and pods whose run stopped
+    renewing its lease (its process died): such a run is marked failed and its slots freed."""
     client = runpod.get_client()
     lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
     now = time.time()
@@ -43,6 +58,7 @@ def pod_reaper(
     seen = json.loads(context.cursor) if context.cursor else {}
     seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
     orphans = find_orphans(pods, _run_status(context), lifetime, now, first_seen=seen)
+    orphans += _lapsed_runs(context, r2, pods, {o.pod_id for o in orphans}, now)
     for orphan in orphans:
         context.log.warning(f"reaping pod {orphan.pod_id}: {orphan.reason}")
         client.terminate(orphan.pod_id)
@@ -55,10 +71,35 @@ def pod_reaper(
     )
 
 
+def _lapsed_runs(
+    context: SensorEvaluationContext, r2: R2Resource, pods: list, skip: set[str], now: float
+) -> list:
+    """Pods of in-progress runs whose lease lapsed: the run's process is gone (e.g. SIGKILL),
+    so the run is marked failed (it would stay STARTED forever) and its pod slots freed."""
+    found = []
+    for pod in pods:
+        run_id = pod_run_id(pod)
+        if pod.id in skip or not run_id:
+            continue
+        run = context.instance.get_run_by_id(run_id)
+        if run is None or run.status not in IN_PROGRESS:
+            continue
+        orphan = lapsed_lease(pod, read_lease(r2, pod.id), now)
+        if orphan is None:
+            continue
+        found.append(orphan)
+        context.instance.report_run_failed(
+            run, f"the run stopped renewing its pod lease ({orphan.reason}); its process is gone"
+        )
+        free_run_slots(context.instance, run_id)
+    return found
+
+
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
 def terminate_pods_of_failed_run(context: RunFailureSensorContext, runpod: RunPodResource):
     """A failed run's pod is terminated even if the failing op could not do it itself."""
     ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    free_run_slots(context.instance, context.dagster_run.run_id)
     if ids:
         context.log.warning(f"terminated pod(s) {ids} of failed run {context.dagster_run.run_id}")
 
@@ -67,5 +108,6 @@ def terminate_pods_of_failed_run(context: RunFailureSensorContext, runpod: RunPo
 def terminate_pods_of_canceled_run(context: RunStatusSensorContext, runpod: RunPodResource):
     """Same for runs cancelled from the UI (the op's own finally normally got there first)."""
     ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    free_run_slots(context.instance, context.dagster_run.run_id)
     if ids:
         context.log.warning(f"terminated pod(s) {ids} of canceled run {context.dagster_run.run_id}")

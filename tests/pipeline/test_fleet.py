@@ -3,6 +3,10 @@ the pod limit under simultaneous runs, leases. Real devstack pods, real Dagster 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,10 +14,12 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
 from rp_agent.keys import lease_key
 from rp_devstack.comfyui_standin import executor as standin_executor
 from rp_devstack.stack import Devstack
+from rp_pipeline.definitions import resources_for
 from rp_pipeline.ops.lease import LeaseKeeper, read_lease
 from tests.pipeline.helpers import (
     generate,
@@ -31,6 +37,7 @@ from tests.pipeline.helpers import (
 # 20 sampler steps of 0.1 s: a video takes ~2 s, long enough for a pod to hold a queue.
 SLOW = {"COMFY_STANDIN_STEP_SECONDS": "0.1"}
 GONE = {"TERMINATED"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fleet_resources(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -160,13 +167,18 @@ def test_one_failing_prompt_fails_only_its_partition(
 
 
 def test_pod_limit_holds_for_simultaneous_runs(
-    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+    devstack: Devstack, pipeline_env: dict[str, str], prompts_dir: Path, tmp_path: Path
 ) -> None:
-    """Three one-video runs started at once with RP_MAX_PODS=1: never two live pods."""
+    """Three one-video runs started at once (three processes, one instance) with
+    RP_MAX_PODS=1: never two live pods; every run succeeds in turn."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     keys = write_prompts(prompts_dir, "race", 3)
-    register_requests(instance, resources)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RP_MAX_PODS": "1"}
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        register_requests(instance, resources_for("devstack"))
     before = {p["id"] for p in devstack.emulator.pods()}
-    limited = fleet_resources(resources, max_live_pods=1)
     peak = {"live": 0}
     stop = threading.Event()
 
@@ -180,23 +192,28 @@ def test_pod_limit_holds_for_simultaneous_runs(
             peak["live"] = max(peak["live"], len(live))
             time.sleep(0.05)
 
-    results: list[Any] = []
-
-    def one(key: str) -> None:
-        results.append(generate(instance, limited, [key]))
-
     watcher = threading.Thread(target=monitor, daemon=True)
     watcher.start()
-    runs = [threading.Thread(target=one, args=(key,)) for key in keys]
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join(timeout=300)
-    stop.set()
-    watcher.join(timeout=5)
-    assert len(results) == 3 and all(r.success for r in results)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.pipeline.run_batch_process", key, json.dumps(SLOW)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for key in keys
+    ]  # fmt: skip
+    try:
+        codes = [proc.wait(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stop.set()
+        watcher.join(timeout=5)
+    assert codes == [0, 0, 0]
     assert peak["live"] == 1
-    assert all(p["desired_status"] in GONE for p in devstack.emulator.pods())
+    new = [p for p in devstack.emulator.pods() if p["id"] not in before]
+    assert len(new) == 3 and all(p["desired_status"] in GONE for p in new)
 
 
 def test_lease_is_written_renewed_and_removed(pipeline_env: dict[str, str]) -> None:
