@@ -230,3 +230,49 @@ def test_lease_is_written_renewed_and_removed(pipeline_env: dict[str, str]) -> N
             time.sleep(0.05)
         leases.release("pod-lease-test")
     assert read_lease(r2, "pod-lease-test") is None
+
+
+def test_reaper_fails_a_run_whose_lease_lapsed(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """A run left STARTED by a killed process: its lease lapses, the reaper terminates the pod,
+    marks the run failed and frees its pod slots. A run renewing its lease is spared."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from rp_pipeline.ops.lease import lease_body
+    from rp_pipeline.ops.slots import POD_POOL
+    from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+    from rp_pipeline.sensors.teardown import pod_reaper
+    from tests.pipeline.helpers import tick
+
+    client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
+    spec = PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"})
+    killed = create_run_for_test(
+        instance, job_name="generate_videos", status=DagsterRunStatus.STARTED
+    )
+    alive = create_run_for_test(
+        instance, job_name="generate_videos", status=DagsterRunStatus.STARTED
+    )
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots(POD_POOL, 2)
+    assert storage.claim_concurrency_slot(POD_POOL, killed.run_id, "pod-0").is_claimed
+    r2 = r2_now()
+    pods = {run.run_id: client.launch(spec, run.run_id) for run in (killed, alive)}
+    try:
+        now = time.time()
+        lapsed = lease_body(pods[killed.run_id].id, killed.run_id, 300, now=now - 400)
+        fresh = lease_body(pods[alive.run_id].id, alive.run_id, 300, now=now)
+        r2.put_bytes(lease_key(pods[killed.run_id].id, r2.prefix), lapsed, "application/json")
+        r2.put_bytes(lease_key(pods[alive.run_id].id, r2.prefix), fresh, "application/json")
+        result, _ = tick(pod_reaper, instance, resources)
+        assert "reaped 1 pod(s)" in str(result.skip_message)
+        status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
+        assert status[pods[killed.run_id].id] == "TERMINATED"
+        assert status[pods[alive.run_id].id] == "RUNNING"
+        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
+        assert storage.get_concurrency_info(POD_POOL).claimed_slots == []
+    finally:
+        for pod in pods.values():
+            client.terminate(pod.id)
