@@ -1,8 +1,9 @@
-"""`make demo`: one batch of three videos through Dagster on the embedded devstack.
+"""`make demo`: one batch of four videos through Dagster on the embedded devstack.
 
 Starts the devstack (local S3, RunPod emulator with local pods running the ComfyUI stand-in and
 rp-agent) in a temp dir, a real Dagster instance in a temporary DAGSTER_HOME, materializes
-`video_requests`, then three `generated_video` partitions in ONE run (one pod), then
+`video_requests`, then four `generated_video` partitions in ONE run on a fleet of two pods
+(RP_MAX_PODS=2, RP_VIDEOS_PER_POD=2 unless set), then
 `video_preview` + `video_catalog`; prints the assets and their metadata, checks that no pod is
 left running, and always stops the devstack. Exit 0 on success, 1 with a reason otherwise.
 """
@@ -21,7 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False, width=max(Console().width, 120))
-DEMO_VIDEOS = 3
+DEMO_VIDEOS = 4
+# Two pods side by side, two videos each, unless the environment says otherwise.
+DEMO_FLEET = {"RP_MAX_PODS": "2", "RP_VIDEOS_PER_POD": "2"}
 # Dagster's console logger would print every event; the demo prints its own progress lines.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -81,10 +84,10 @@ def print_videos(instance: Any, keys: list[str]) -> None:
     first = {k: _value(v) for k, v in records[keys[0]].asset_materialization.metadata.items()}
     console.print(
         f"  metadata keys per partition: {', '.join(sorted(first))}\n"
-        f"  pod {first['pod_id']} ({first['gpu_type']}, ${first['cost_per_hr']}/h) served "
-        f"{first['batch_size']} videos; e.g. seed={first['seed']} workflow={first['workflow']} "
+        f"  e.g. pod {first['pod_id']} ({first['gpu_type']}, ${first['cost_per_hr']}/h), batch of "
+        f"{first['batch_size']}; seed={first['seed']} workflow={first['workflow']} "
         f"hash={str(first['workflow_hash'])[:12]} sha256={str(first['sha256'])[:16]}... "
-        f"billed={first['pod_billed_s']:.1f}s presigned_url={str(first['presigned_url'])[:60]}..."
+        f"pod_seconds={first['pod_seconds']:.1f}s presigned_url={str(first['presigned_url'])[:60]}..."
     )
 
 
@@ -118,6 +121,8 @@ def run_demo(workdir: Path) -> None:
         stack.start()
         os.environ.update(stack.env)
         os.environ["RP_ENV"] = "devstack"
+        for name, value in DEMO_FLEET.items():
+            os.environ.setdefault(name, value)
         home = workdir / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -155,7 +160,10 @@ def materialize_batch(stack: Any) -> None:
         missing = [k for k in keys if k not in registered]
         if missing:
             raise DemoError(f"partitions not registered: {missing}")
-        step(f"{len(registered)} partitions registered; generating {len(keys)} in ONE run:")
+        step(
+            f"{len(registered)} partitions registered; generating {len(keys)} in ONE run on up "
+            f"to {os.environ['RP_MAX_PODS']} pods:"
+        )
         for key in keys:
             console.print(f"    - {key}")
         started = time.time()
@@ -165,11 +173,13 @@ def materialize_batch(stack: Any) -> None:
         step(f"batch run {result.run_id[:8]} succeeded in {time.time() - started:.1f} s")
         pods = [p for p in stack.emulator.pods() if p.get("name", "").startswith("dagster-")]
         batch_pods = [p for p in pods if result.run_id[:8] in p.get("name", "")]
+        limit = int(os.environ["RP_MAX_PODS"])
         step(
-            f"pods launched for the batch: {len(batch_pods)} (one pod boot for {len(keys)} videos)"
+            f"pods launched for the batch: {len(batch_pods)} side by side for {len(keys)} videos "
+            f"(RP_MAX_PODS={limit}); billed ${sum(p['cost'] for p in batch_pods):.5f} in all"
         )
-        if len(batch_pods) != 1:
-            raise DemoError(f"expected one pod for the batch, the emulator saw {len(batch_pods)}")
+        if not 1 <= len(batch_pods) <= limit:
+            raise DemoError(f"expected 1..{limit} pods for the batch, saw {len(batch_pods)}")
         step("materializing video_preview + video_catalog")
         result = materialize(
             [generated_video, video_preview, video_catalog],

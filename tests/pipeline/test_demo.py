@@ -1,4 +1,4 @@
-"""`make demo` end to end: exit 0, one pod for the batch, zero pods left."""
+"""`make demo` end to end: exit 0, two pods side by side for the batch, zero pods left."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_demo_runs_one_batch_and_leaves_no_pod() -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "pods launched for the batch: 1 (one pod boot for 3 videos)" in out
+    assert "pods launched for the batch: 2 side by side for 4 videos" in out
     assert "pods left running on the emulator: 0" in out
-    assert out.count("agent") + out.count("pipeline_fallback") >= 3
+    assert out.count("agent") + out.count("pipeline_fallback") >= 4
     assert "demo ok" in out
