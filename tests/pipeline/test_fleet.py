@@ -276,3 +276,50 @@ def test_reaper_fails_a_run_whose_lease_lapsed(
     finally:
         for pod in pods.values():
             client.terminate(pod.id)
+
+
+def test_hung_prompts_are_interrupted_at_their_deadline(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+) -> None:
+    """Every prompt hangs (the stand-in's pod-wide fault): each is interrupted at its deadline,
+    the pod moves on to the next, and the run names both partitions."""
+    keys = write_prompts(prompts_dir, "hangs", 2)
+    register_requests(instance, resources)
+    hanging = with_settings(
+        resources, extra_pod_env={"COMFY_STANDIN_FAULT": "hang"}, prompt_deadline_s=3.0
+    )
+    result = generate(instance, hanging, keys)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key.endswith("terminate_pod")
+    message = str(failure.event_specific_data.error)
+    assert "2 of 2 video(s) failed" in message
+    assert all(f"{key}: did not finish within 3 s; interrupted" in message for key in keys)
+    [pod] = pods_of_run(devstack.emulator, result.run_id)
+    assert pod["desired_status"] in GONE
+
+
+def test_terminate_refused_is_reported_unconfirmed_and_videos_still_count(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+) -> None:
+    """RunPod answers 5xx to every terminate: the video is materialized anyway, terminate is
+    retried for a bounded time, and the run says the pod's termination is unconfirmed."""
+    [key] = write_prompts(prompts_dir, "noterm", 1)
+    register_requests(instance, resources)
+    devstack.emulator.fail_next(25, "5xx", operation="podTerminate")
+    try:
+        result = generate(instance, with_settings(resources, terminate_confirm_s=2.0), [key])
+        assert key in latest_by_partition(instance)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key.endswith("terminate_pod")
+        assert "not confirmed" in str(failure.event_specific_data.error)
+        settled = settled_by_partition(instance)[key]
+        assert settled["terminate_confirmed"] is False
+        # Our billed time runs to the first terminate call; the pod really ran on through at
+        # least one full confirm window of retries (the emulator still bills it).
+        [pod] = pods_of_run(devstack.emulator, result.run_id)
+        assert pod["desired_status"] == "RUNNING"
+        assert pod["seconds"] - settled["pod_billed_s"] >= 2.0
+    finally:
+        devstack.emulator.reset()  # clears the remaining faults and ends the refused pod
