@@ -574,7 +574,7 @@ def without_retry_advice(exc: Exception) -> str:
 
 
 def sweep_run_pods(
-    client: Any, run_id: str, keep: Iterable[str], wait_s: float = 60.0
+    client: Any, run_id: str, keep: Iterable[str], wait_s: float = 60.0, confirm_s: float = 60.0
 ) -> list[str]:
     """Terminate every pod named for the run but not in `keep`; the pod list is retried while
     RunPod errors, up to `wait_s`. Returns the ids terminated."""
@@ -591,7 +591,7 @@ def sweep_run_pods(
     done = []
     for pod in strays:
         try:
-            client.terminate(pod.id)
+            client.terminate(pod.id, confirm_timeout_s=confirm_s)
             done.append(pod.id)
         except RunPodError as exc:
             log.error("could not terminate stray pod %s of run %s: %s", pod.id, run_id, exc)

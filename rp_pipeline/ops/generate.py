@@ -199,7 +199,10 @@ def fleet_teardown(
             if pod.terminate_confirmed:
                 slots.free(pod.slot_key)
         try:
-            sweep_run_pods(client, context.run_id, keep=[], wait_s=30.0)
+            sweep_run_pods(
+                client, context.run_id, keep=[p.pod_id for p in live], wait_s=30.0,
+                confirm_s=settings.terminate_confirm_s,
+            )  # fmt: skip
         except Exception as exc:  # the failure sensor and reaper try again
             context.log.error(f"could not list this run's pods to sweep them: {exc}")
         raise
@@ -270,7 +273,9 @@ def launch_pod(
         finally:
             # The op owns every pod named for its run from the moment it asked for one: a pod
             # whose create answer was lost is terminated here, never left to bill.
-            strays = sweep_run_pods(client, context.run_id, keep=state.pods)
+            strays = sweep_run_pods(
+                client, context.run_id, keep=state.pods, confirm_s=settings.terminate_confirm_s
+            )
             if strays:
                 context.log.warning(f"terminated pod(s) of this run nobody tracked: {strays}")
         if not state.pods:
@@ -532,7 +537,11 @@ def terminate_pod(
     pending = [pod for pod in state.pods.values() if not pod.terminate_confirmed]
     in_parallel(pending, lambda pod: terminate_confirmed(client, pod, settings.terminate_confirm_s))
     try:
-        strays = sweep_run_pods(client, context.run_id, keep=[], wait_s=30.0)
+        # Pods of the state were just handled above; this catches any other pod of the run.
+        strays = sweep_run_pods(
+            client, context.run_id, keep=state.pods, wait_s=30.0,
+            confirm_s=settings.terminate_confirm_s,
+        )  # fmt: skip
         if strays:
             context.log.warning(f"terminated pod(s) of this run still running: {strays}")
     except Exception as exc:
