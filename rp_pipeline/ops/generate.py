@@ -556,6 +556,10 @@ def terminate_pod(
         p.cost_per_hr * ((p.terminated_at or now) - p.launched_at) / 3600
         for p in state.pods.values()
     )
+    last_visible: dict[str, float] = {}
+    for key, record in state.records.items():
+        producer = state.served_by.get(key, "")
+        last_visible[producer] = max(last_visible.get(producer, 0.0), record.visible_at)
     for key in state.partition_keys:
         pod_id = state.served_by.get(key)
         yield AssetObservation(
@@ -566,6 +570,7 @@ def terminate_pod(
                 pod=state.pods.get(pod_id) if pod_id else None,
                 now=now,
                 produced=key in state.records,
+                pod_last_visible_at=last_visible.get(pod_id or ""),
             ),
         )
     context.log.info(

@@ -80,7 +80,12 @@ def video_metadata(
 
 
 def settled_metadata(
-    *, cost_usd: float, pod: PodInfo | None, now: float, produced: bool
+    *,
+    cost_usd: float,
+    pod: PodInfo | None,
+    now: float,
+    produced: bool,
+    pod_last_visible_at: float | None = None,
 ) -> dict[str, Any]:
     """The AssetObservation a partition gets once every pod of its run is terminated: its share
     of the billed pod time (the shares of a run add up to the billed cost of its pods)."""
@@ -96,4 +101,8 @@ def settled_metadata(
             "pod_billed_s": MetadataValue.float(round(billed, 3)),
             "terminate_confirmed": pod.terminate_confirmed,
         }
+        if pod_last_visible_at is not None and pod.terminated_at is not None:
+            # How promptly the pod was terminated after its last video was in R2.
+            lag = pod.terminated_at - pod_last_visible_at
+            metadata["terminate_after_last_object_s"] = MetadataValue.float(round(lag, 3))
     return metadata
