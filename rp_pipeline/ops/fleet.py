@@ -416,7 +416,12 @@ class PodWorker(threading.Thread):
         with self.fleet.lock:
             self.fleet.todo.extendleft(reversed(unfinished))
             others = self.fleet.live_workers - 1
-            replace = others == 0 and bool(self.fleet.todo) and self.fleet.replacements_left > 0
+            replace = (
+                others == 0
+                and bool(self.fleet.todo)
+                and self.fleet.replacements_left > 0
+                and not self.fleet.stop.is_set()
+            )
             if replace:
                 self.fleet.replacements_left -= 1
             else:
