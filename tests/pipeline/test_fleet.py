@@ -323,3 +323,52 @@ def test_terminate_refused_is_reported_unconfirmed_and_videos_still_count(
         assert pod["seconds"] - settled["pod_billed_s"] >= 2.0
     finally:
         devstack.emulator.reset()  # clears the remaining faults and ends the refused pod
+
+
+def test_r2_outage_is_ridden_out_and_the_pod_kept_until_its_videos_are_in(
+    devstack: Devstack,
+    instance: DagsterInstance,
+    pipeline_env: dict[str, str],
+    prompts_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R2 refuses connections for a while mid-batch (for the pods' agents and for Dagster): every
+    video still materializes, and the pod is terminated only after the outage, once its last
+    video is in R2."""
+    from urllib.parse import urlparse
+
+    from tests.agent.test_retry import FlakyProxy
+
+    proxy = FlakyProxy(urlparse(pipeline_env["R2_ENDPOINT"]).port or 80)
+    monkeypatch.setenv("R2_ENDPOINT", f"http://127.0.0.1:{proxy.port}")
+    try:
+        resources = resources_for("devstack")
+        keys = write_prompts(prompts_dir, "r2down", 3)
+        register_requests(instance, resources)
+        restored: list[float] = []
+
+        def outage() -> None:
+            give_up = time.monotonic() + 120
+            while time.monotonic() < give_up:
+                if instance.fetch_materializations(AssetKey("generated_video"), limit=1).records:
+                    proxy.down()
+                    time.sleep(6.0)
+                    restored.append(time.time())
+                    proxy.up.set()
+                    return
+                time.sleep(0.05)
+
+        cut = threading.Thread(target=outage, daemon=True)
+        cut.start()
+        result = generate(instance, fleet_resources(resources), keys)
+        cut.join(timeout=10)
+    finally:
+        proxy.up.set()
+        proxy.close()
+    assert restored, "the outage never started"
+    assert result.success
+    assert set(latest_by_partition(instance)) >= set(keys)
+    [pod] = pods_of_run(devstack.emulator, result.run_id)
+    assert pod["desired_status"] in GONE
+    assert pod["terminated_at"] > restored[0], "the pod was terminated during the outage"
+    assert "R2 error" in "\n".join(run_messages(instance, result.run_id)), "no retry was needed"
