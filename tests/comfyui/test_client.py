@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -202,11 +203,15 @@ def test_cached_prompt_reports_old_files_and_writes_nothing(
     workflow = t2v(seed=1234, filename_prefix="video/cache_test")
     first = client.wait(client.submit(workflow).prompt_id, 60)
     files_after_first = output_files(standin.output_dir)
+    assert (first.cached, first.no_new_output) == (False, False)
+    assert first.new_outputs == first.outputs
 
     second_sub = client.submit(workflow)
     second = client.wait(second_sub.prompt_id, 60)
+    # ComfyUI says "success" with the old file: the result must say it is a cache answer.
     assert second.status == "success"
-    assert second.outputs == first.outputs
+    assert (second.cached, second.no_new_output, second.new_outputs) == (True, True, [])
+    assert second.outputs == [replace(out, cached=True) for out in first.outputs]
     assert set(second.cached_nodes) == set(workflow)
     assert output_files(standin.output_dir) == files_after_first
 
@@ -216,6 +221,7 @@ def test_cached_prompt_reports_old_files_and_writes_nothing(
     )
     assert third.outputs[0].filename == "cache_b_00001_.mp4"
     assert set(third.cached_nodes) == set(workflow) - {"80"}
+    assert (third.cached, third.new_outputs) == (False, third.outputs)
 
 
 def test_concurrent_clients_see_only_their_own_events(standin: ComfyStandin) -> None:
@@ -317,11 +323,13 @@ def test_unreachable_server(tmp_path: Path) -> None:
 def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) -> None:
     from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 
-    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5)
+    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5, prompt_deadline_s=7)
     client = resource.get_client(standin.base_url, client_id="run-1")
     assert (client.client_id, client.poll_interval_s, client.request_timeout_s) == ("run-1", 0.5, 5)
+    assert client.prompt_deadline_s == 7
     assert client.is_ready()
-    with pytest.raises(ValueError, match="no ComfyUI base URL"):
+    assert resource.uses_external_comfyui is False
+    with pytest.raises(ValueError, match="no ComfyUI URL"):
         resource.get_client()
 
 
