@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -213,6 +214,8 @@ class ComfyUIClient:
         self.session.headers.update(self._auth_headers)
         # Kept open between wait() calls: events of the next prompt queue up in it meanwhile.
         self._ws: websocket.WebSocket | None = None
+        # Prompts whose end this socket announced while we waited for another one.
+        self._ended: deque[str] = deque(maxlen=1000)
 
     def __repr__(self) -> str:
         return f"ComfyUIClient({self.base_url!r}, client_id={self.client_id!r})"
@@ -248,7 +251,13 @@ class ComfyUIClient:
         return response.status_code == 200
 
     def submit(self, workflow: dict[str, Any]) -> Submission:
-        """Queue an API-format workflow. Raises PromptValidationError on HTTP 400."""
+        """Queue an API-format workflow. Raises PromptValidationError on HTTP 400.
+
+        The event socket is opened first (as ComfyUI's own frontend does), so wait() hears the
+        prompt from its first event; without a socket wait() still works, by polling.
+        """
+        if self._ws is None:
+            self._ws = self._connect_ws(time.monotonic() + self.ws_connect_timeout_s)
         submitted_at = time.time()
         response = self._request(
             "POST", "/prompt", json={"prompt": workflow, "client_id": self.client_id}
@@ -364,7 +373,10 @@ class ComfyUIClient:
         deadline = time.monotonic() + deadline_s
         self._outage_since = None
         self._last_queue_check = time.monotonic()
-        entry = self._poll_history(prompt_id)
+        # An open socket has held every event since the previous wait(): read the prompt's
+        # progress from it rather than jumping to its history (which would skip that progress).
+        following = self._ws is not None and prompt_id not in self._ended
+        entry = None if following else self._poll_history(prompt_id)
         while entry is None:
             if time.monotonic() >= deadline:
                 raise ComfyUITimeout(prompt_id, deadline_s, self.base_url)
@@ -478,19 +490,24 @@ class ComfyUIClient:
         except json.JSONDecodeError:
             return False
         data = message.get("data") if isinstance(message, dict) else None
-        if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        if not isinstance(data, dict) or "prompt_id" not in data:
             return False
         kind = message.get("type")
+        ended = (kind == "executing" and data.get("node") is None) or kind in (
+            "execution_error",
+            "execution_interrupted",
+        )
+        if data["prompt_id"] != prompt_id:
+            if ended:
+                self._ended.append(str(data["prompt_id"]))
+            return False
         if kind == "progress" and on_progress is not None:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 value, max_ = int(data["value"]), int(data["max"])
                 on_progress(prompt_id, str(data.get("node")), value, max_)
         elif kind == "executing" and data.get("node") is not None:
             log.debug("prompt %s executing node %s", prompt_id, data["node"])
-        return (kind == "executing" and data.get("node") is None) or kind in (
-            "execution_error",
-            "execution_interrupted",
-        )
+        return ended
 
     def _history_when_written(self, prompt_id: str, deadline: float) -> dict[str, Any] | None:
         # execution_error arrives before ComfyUI stores history; give it a moment.

@@ -350,9 +350,7 @@ def test_only_the_submitting_client_hears_its_prompt(cold_recorded_like: ComfySt
         response = requests.post(cold_recorded_like.base_url + "/prompt", json=body, timeout=10)
         assert response.status_code == 200
         prompt_id = response.json()["prompt_id"]
-        heard = _until(
-            submitter, lambda m: m["type"] == "executing" and m["data"]["node"] is None
-        )
+        heard = _until(submitter, lambda m: m["type"] == "executing" and m["data"]["node"] is None)
         # Barrier: the server answers feature_flags after everything it queued for that socket.
         bystander.send(json.dumps({"type": "feature_flags", "data": {}}))
         overheard = _until(bystander, lambda m: m["type"] == "feature_flags")[:-1]
