@@ -510,12 +510,15 @@ class ComfyUIClient:
         return ended
 
     def _history_when_written(self, prompt_id: str, deadline: float) -> dict[str, Any] | None:
-        # execution_error arrives before ComfyUI stores history; give it a moment.
+        # execution_error arrives before ComfyUI stores history; give it a moment, backing off
+        # so a server that never writes it is not hammered until the deadline.
+        pause = 0.05
         while True:
             entry = self._poll_history(prompt_id)
             if entry is not None or time.monotonic() >= deadline:
                 return entry
-            time.sleep(0.05)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, self.poll_interval_s)
 
     def _result(self, prompt_id: str, entry: dict[str, Any]) -> PromptResult:
         status_block = entry.get("status") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
 from PIL import Image
 
@@ -313,3 +315,29 @@ def test_savevideo_codec_is_checked_when_the_node_runs(client: ComfyUIClient) ->
     with pytest.raises(PromptExecutionError) as info:
         client.wait(submission.prompt_id, 60)
     assert (info.value.class_type, info.value.exception_type) == ("SaveVideo", "ValueError")
+
+
+def test_prompt_without_client_id_tells_no_socket_it_ran(standin: ComfyStandin) -> None:
+    """As in ComfyUI's code: without a client id, node and execution events go nowhere (only
+    the progress ticks and `status` are broadcast), so the only way to the result is /history."""
+    ws = websocket.create_connection(standin.base_url.replace("http", "ws") + "/ws", timeout=30)
+    try:
+        ws.recv()  # the connect status
+        body = {"prompt": t2v("a fox")}
+        prompt_id = requests.post(standin.base_url + "/prompt", json=body, timeout=10).json()[
+            "prompt_id"
+        ]
+        heard = []
+        while True:  # the last status (queue empty) comes after the prompt's last event
+            message = json.loads(ws.recv())
+            heard.append(message["type"])
+            if (
+                message["type"] == "status"
+                and message["data"]["status"]["exec_info"]["queue_remaining"] == 0
+            ):
+                break
+    finally:
+        ws.close()
+    assert ComfyUIClient(standin.base_url).wait(prompt_id, 60).status == "success"
+    assert "progress" in heard
+    assert set(heard) <= {"status", "progress", "progress_state"}
