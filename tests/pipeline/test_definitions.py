@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ from tests.tools import uv_command
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_dg_check_defs_is_green() -> None:
+def test_dg_check_defs_is_green(tmp_path: Path) -> None:
+    # uv leaves a lock file per environment in the temp dir (kept on purpose, for reuse):
+    # this test's dir takes it.
     proc = subprocess.run(
         [*uv_command(), "run", "dg", "check", "defs"],
         cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=180,
