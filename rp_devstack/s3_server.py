@@ -38,15 +38,16 @@ class AtomicConditionalWrites:
         self.app = app
         self._lock = threading.Lock()
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        conditional = environ.get("REQUEST_METHOD") in WRITE_METHODS and any(
-            environ.get(h) for h in CONDITIONAL_HEADERS
+    def __call__(self, request: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        # `request` is the WSGI environ: the HTTP request, not process environment variables.
+        conditional = request.get("REQUEST_METHOD") in WRITE_METHODS and any(
+            request.get(h) for h in CONDITIONAL_HEADERS
         )
         if not conditional:
-            return self.app(environ, start_response)
+            return self.app(request, start_response)
         with self._lock:
             # Drain the answer inside the lock: moto may do the work lazily while iterating.
-            return [b"".join(self.app(environ, start_response))]
+            return [b"".join(self.app(request, start_response))]
 
 
 def main(argv: list[str] | None = None) -> None:
