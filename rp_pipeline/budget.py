@@ -212,7 +212,8 @@ class RunBudget:
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def pod_started(self, pod_id: str, cost_per_hr: float, at: float | None = None) -> None:
-        """From launch (or adoption: pass the claim time), the pod bills this run."""
+        """From launch the pod bills this run; for an adopted pod pass
+        at=claim.claimed_at - claim.idle_s, since the run pays the idle time it took over."""
         with self._lock:
             self._pods[pod_id] = _PodClock(cost_per_hr, self.clock() if at is None else at)
 

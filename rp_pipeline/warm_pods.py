@@ -207,6 +207,15 @@ def read_leases(
     return leases
 
 
+def lease_bodies(
+    s3: Any, bucket: str, pod_ids: Iterable[str], prefix: str = DEFAULT_PREFIX
+) -> dict[str, dict[str, Any]]:
+    """pod id -> lease JSON, the shape `sensors.reaper` takes."""
+    return {
+        pod_id: lease.body for pod_id, lease in read_leases(s3, bucket, pod_ids, prefix).items()
+    }
+
+
 def _put_if_match(s3: Any, bucket: str, key: str, body: dict[str, Any], etag: str) -> str | None:
     """Write `body` only if the object still has `etag`: the new ETag, or None if someone
     else wrote it first (412) or it vanished (404)."""

@@ -91,10 +91,16 @@ def find_orphans(
     return orphans
 
 
-def terminate_pods_of_run(client: Any, run_id: str) -> list[str]:
-    """Terminate every live pod tagged with `run_id`; the ids terminated."""
+def terminate_pods_of_run(
+    client: Any, run_id: str, leases: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """Terminate every live pod tagged with `run_id`; the ids terminated. With `leases`, a pod
+    the run released (idle) or that another run adopted since is not the run's any more."""
     done = []
     for pod in client.list_pods():
+        lease = (leases or {}).get(pod.id) or {}
+        if lease.get("state") == "idle" or lease.get("run_id") not in (None, run_id):
+            continue
         if (
             pod_run_id(pod) == run_id
             and str(getattr(pod, "desired_status", "")).upper() not in GONE

@@ -17,7 +17,7 @@ from rp_agent.r2 import R2Settings
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_pipeline import cli, warm_pods
 from rp_pipeline.resources.runpod import Pod, PodSpec, RunPodClient
-from rp_pipeline.sensors.reaper import find_orphans
+from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
 from rp_pipeline.warm_pods import PodNeeds, WarmPodConfigError
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
@@ -345,3 +345,19 @@ def test_rp_launch_list_without_r2_marks_nothing(
     for name in ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     assert warm_pods.idle_pod_ids_from_env(p.id for p in pods) == set()
+
+
+def test_a_failed_runs_sensor_spares_pods_it_no_longer_holds(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    """The launching run failed after releasing its pod (or after another run adopted it): its
+    failure sensor must not end a pod that is idle or someone else's now."""
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[0], GPU_4090, now)
+    write_busy_lease(r2_client, bucket, pods[1].id, "run-adopter", now)
+    ids = [p.id for p in pods]
+    leases = warm_pods.lease_bodies(r2_client, bucket, ids)
+    assert leases[pods[0].id]["state"] == "idle" and leases[pods[1].id]["run_id"] == "run-adopter"
+    for pod in pods:
+        assert terminate_pods_of_run(client, str(pod.run_id), leases=leases) == []
+    assert [getattr(client.get(i), "desired_status", None) for i in ids] == ["RUNNING"] * 2
