@@ -10,15 +10,19 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from dagster import DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
 
 from rp_agent.keys import lease_key
-from rp_agent.r2 import R2Settings
+from rp_agent.r2 import R2Settings, make_r2_client
 from rp_devstack.runpod_emulator import RunPodEmulator
+from rp_devstack.stack import Devstack
 from rp_pipeline import cli, warm_pods
 from rp_pipeline.resources.runpod import Pod, PodSpec, RunPodClient
 from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
+from rp_pipeline.sensors.teardown import pod_reaper
 from rp_pipeline.warm_pods import PodNeeds, WarmPodConfigError
+from tests.pipeline.helpers import tick
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
 GPU_A6000 = "NVIDIA RTX A6000"
@@ -361,3 +365,42 @@ def test_a_failed_runs_sensor_spares_pods_it_no_longer_holds(
     for pod in pods:
         assert terminate_pods_of_run(client, str(pod.run_id), leases=leases) == []
     assert [getattr(client.get(i), "desired_status", None) for i in ids] == ["RUNNING"] * 2
+
+
+def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """The real sensor on the devstack: the run that used both pods crashed; the pod still in its
+    idle time stays, the one past it is terminated."""
+    env = devstack.env
+    client = RunPodClient(env["RUNPOD_API_KEY"], env["RUNPOD_API_BASE_URL"])
+    s3 = make_r2_client(R2Settings.from_env(env))
+    bucket, prefix = env["R2_BUCKET"], PREFIX  # the pipeline's R2 prefix (R2_PREFIX unset)
+    crashed = create_run_for_test(
+        instance, job_name="generate_videos", status=DagsterRunStatus.FAILURE
+    )
+    spec = PodSpec(image=IMAGE, gpu_types=[GPU_4090], env={"ENABLE_R2_SYNC": "false"})
+    warm, over = (client.launch(spec, crashed.run_id) for _ in range(2))
+    try:
+        now = time.time()
+        for pod, idle_s in ((warm, 600.0), (over, 0.001)):
+            body = {
+                "pod_id": pod.id,
+                "run_id": crashed.run_id,
+                "renewed_at": now,
+                "expires_at": now + 60,
+            }
+            s3.put_object(
+                Bucket=bucket, Key=lease_key(pod.id, prefix), Body=json.dumps(body).encode()
+            )
+            needs = PodNeeds(IMAGE, GPU_4090, None)
+            assert warm_pods.release_to_idle(
+                s3, bucket, pod.id, crashed.run_id, needs, idle_s, prefix
+            )
+        result, _ = tick(pod_reaper, instance, resources)
+        assert f"reaped 1 pod(s): {over.id}" == str(result.skip_message)
+        status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
+        assert (status[warm.id], status[over.id]) == ("RUNNING", "TERMINATED")
+    finally:
+        for pod in (warm, over):
+            client.terminate(pod.id)
