@@ -323,6 +323,25 @@ def claim_idle_pod(
     return None
 
 
+def evict_idle_pod(
+    client: Any, s3: Any, bucket: str, run_id: str, prefix: str = DEFAULT_PREFIX
+) -> str | None:
+    """End one idle pod to make room under RP_MAX_PODS when none of them fits this run: the one
+    closest to its end first. It is claimed with the same conditional write before it is ended,
+    so no other run adopts it meanwhile; the id ended, or None when there was no idle pod."""
+    now = time.time()
+    live = [p.id for p in client.list_pods() if _ours(p) and p.desired_status == "RUNNING"]
+    leases = read_leases(s3, bucket, live, prefix)
+    for _, pod_id in sorted((lease.expires_at, i) for i, lease in leases.items() if lease.idle):
+        # expires_at = now: should our terminate fail, the pod's own watcher ends it.
+        body = {"pod_id": pod_id, "run_id": run_id, "state": "evicted", "expires_at": now}
+        if _put_if_match(s3, bucket, lease_key(pod_id, prefix), body, leases[pod_id].etag):
+            log.info("run %s ends idle pod %s to make room for a pod that fits", run_id, pod_id)
+            client.terminate(pod_id)
+            return pod_id
+    return None
+
+
 # ---------------------------------------------------------------- counting and reaping
 
 

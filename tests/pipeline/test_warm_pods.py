@@ -404,3 +404,22 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
     finally:
         for pod in (warm, over):
             client.terminate(pod.id)
+
+
+def test_an_idle_pod_that_fits_nobody_is_evicted_to_make_room(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    extra = client.launch(PodSpec(image=IMAGE, gpu_types=[GPU_4090]), run_id="run-extra")
+    try:
+        make_idle(r2_client, bucket, extra, GPU_4090, now, idle_s=60)  # ends first: evicted
+        make_idle(r2_client, bucket, pods[0], GPU_4090, now, idle_s=600)
+        write_busy_lease(r2_client, bucket, pods[1].id, "run-a", now)
+        assert warm_pods.evict_idle_pod(client, r2_client, bucket, "run-b") == extra.id
+        assert client.get(extra.id) is None
+        assert lease_body(r2_client, bucket, extra.id)["state"] == "evicted"
+        assert lease_body(r2_client, bucket, pods[0].id)["state"] == "idle"
+        usage = warm_pods.fleet_usage(client, r2_client, bucket)
+        assert (usage.busy, usage.idle) == (1, 1)
+    finally:
+        client.terminate(extra.id)
