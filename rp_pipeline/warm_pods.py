@@ -88,6 +88,14 @@ class PodNeeds:
         )
 
 
+def needs_of(client: Any, pod: Any, image: str, volume: str | None) -> PodNeeds:
+    """The needs an idle lease records for `pod`: RunPod reports a pod's GPU by display name
+    ("RTX 4090"), runs ask by type id ("NVIDIA GeForce RTX 4090"), so map it through the catalog."""
+    ids = {g.display_name: g.id for g in client.gpu_types()}
+    gpu = str(pod.gpu_type or "")
+    return PodNeeds(image, ids.get(gpu, gpu), volume or None)
+
+
 @dataclass(frozen=True)
 class Lease:
     """A lease object as read from R2, with the ETag a conditional write must match."""

@@ -423,3 +423,10 @@ def test_an_idle_pod_that_fits_nobody_is_evicted_to_make_room(
         assert (usage.busy, usage.idle) == (1, 1)
     finally:
         client.terminate(extra.id)
+
+
+def test_needs_name_the_gpu_type_the_way_runs_ask_for_it(
+    client: RunPodClient, pods: list[Pod]
+) -> None:
+    assert pods[1].gpu_type == "RTX A6000"  # what RunPod reports on the pod
+    assert warm_pods.needs_of(client, pods[1], IMAGE, None) == PodNeeds(IMAGE, GPU_A6000, None)
