@@ -41,6 +41,7 @@ from rp_pipeline.resources.runpod_errors import (
     RunPodTransientError,
     UnknownGpuError,
 )
+from rp_pipeline.warm_pods import idle_pod_ids_from_env
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (RunPodAuthError, 3),
@@ -225,14 +226,16 @@ def cmd_terminate(client: RunPodClient, args: argparse.Namespace) -> dict[str, A
 
 def cmd_list(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, Any]]:
     pods = client.list_pods(name_prefix=args.prefix)
+    idle = idle_pod_ids_from_env(p.id for p in pods)  # warm pods waiting for a run (R2 leases)
     if not args.json:
         for pod in pods:
             print(
                 f"{pod.id:16} {pod.desired_status:10} ${pod.cost_per_hr}/hr  {pod.gpu_type}  {pod.name}"
+                + ("  [idle]" if pod.id in idle else "")
             )
         if not pods:
             print("no pods")
-    return [p.summary() for p in pods]
+    return [{**p.summary(), "idle": p.id in idle} for p in pods]
 
 
 def cmd_gpus(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 One module per job: `catalog` (GPU types, prices, datacenters), `state` (the account: pods,
 volumes, templates, stock, faults), `graphql_api` (`POST /graphql`), `server` (HTTP routing and
-`RunPodEmulator`), `admin` (`EmulatorAdmin`, the admin API over HTTP), `cli` (run it alone:
+`RunPodEmulator`), `admin` (`EmulatorAdmin`, the admin API over HTTP), `preemption` (spot
+preemption of interruptible pods), `cli` (run it alone:
 `python -m rp_devstack.runpod_emulator --state-dir DIR`).
 
 Wire behaviour copied from RunPod and the SDK (`runpod/api/graphql.py`):
@@ -23,6 +24,8 @@ and on `EmulatorAdmin` (an HTTP handle for other processes):
   POST /_emulator/faults      {"count": N, "mode": "5xx"|"hang", "operation": opt, "hang_seconds": s}
   POST /_emulator/stock       {"gpu_type_id": .., "count": N, "datacenter": opt}
   POST /_emulator/pods/<id>/crash
+  POST /_emulator/pods/<id>/preempt   spot preemption (interruptible pods only: else 400)
+  POST /_emulator/preemption  {"rate_per_hour": r, "seed": opt} random preemption (0: off)
   POST /_emulator/boot_delay  {"seconds": s}
   POST /_emulator/reset       terminate every pod, clear faults, restore stock
 """

@@ -47,6 +47,12 @@ class EmulatorAdmin:
     def crash_pod(self, pod_id: str) -> None:
         self._call("POST", f"pods/{pod_id}/crash", {})
 
+    def preempt_pod(self, pod_id: str) -> None:
+        self._call("POST", f"pods/{pod_id}/preempt", {})
+
+    def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
+        self._call("POST", "preemption", {"rate_per_hour": rate_per_hour, "seed": seed})
+
     def set_boot_delay(self, seconds: float) -> None:
         self._call("POST", "boot_delay", {"seconds": seconds})
 

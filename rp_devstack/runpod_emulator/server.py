@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 
 from rp_devstack.local_pods import ComfyCommand, standin_command
 from rp_devstack.runpod_emulator import graphql_api
-from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorState
+from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorError, EmulatorState
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,21 @@ class _Handler(BaseHTTPRequestHandler):
                 e.reset()
             elif m := re.fullmatch(r"/_emulator/pods/([^/]+)/crash", path):
                 e.crash_pod(m.group(1))
+            elif m := re.fullmatch(r"/_emulator/pods/([^/]+)/preempt", path):
+                e.preempt_pod(m.group(1))
+            elif path == "/_emulator/preemption":
+                seed = args.get("seed")
+                e.set_preemption_rate(
+                    float(args["rate_per_hour"]), None if seed is None else int(seed)
+                )
             else:
                 self._json(404, {"error": f"no route {path}"})
                 return
         except (KeyError, ValueError) as exc:
             self._json(400, {"error": str(exc)})
+            return
+        except EmulatorError as exc:
+            self._json(exc.status, {"error": exc.message})
             return
         self._json(200, {"ok": True})
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rp_devstack.local_pods import ComfyCommand, LocalPod, standin_command
+from rp_devstack.runpod_emulator import preemption
 from rp_devstack.runpod_emulator.catalog import (
     CAPACITY_MESSAGE,
     DATACENTERS,
@@ -114,6 +115,7 @@ class EmulatorState:
         self._templates: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._stock: dict[tuple[str, str], int] = {}
+        self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self.reset_stock()
 
     @property
@@ -183,6 +185,14 @@ class EmulatorState:
         if local is not None:
             local.kill()
 
+    def preempt_pod(self, pod_id: str) -> None:
+        """Spot preemption of an interruptible pod (see `preemption`)."""
+        preemption.preempt(self, pod_id)
+
+    def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
+        """Preempt running interruptible pods at random, `rate_per_hour` each (0: off)."""
+        preemption.set_random_rate(self, rate_per_hour, seed)
+
     def pods(self, include_terminated: bool = True) -> list[dict[str, Any]]:
         now = time.time()
         with self._lock:
@@ -201,6 +211,7 @@ class EmulatorState:
             return self._pods[pod_id].local
 
     def reset(self) -> None:
+        preemption.set_random_rate(self, 0.0)
         with self._lock:
             live = [p for p in self._pods.values() if p.status != "TERMINATED"]
             for pod in live:
@@ -210,6 +221,7 @@ class EmulatorState:
         self.reset_stock()
 
     def stop_every_pod(self) -> None:
+        preemption.set_random_rate(self, 0.0)
         with self._lock:
             live = [p for p in self._pods.values() if p.local is not None]
             for pod in live:
