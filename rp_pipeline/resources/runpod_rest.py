@@ -217,9 +217,10 @@ class RestBackend:
             ) from None
         except requests.ConnectionError as exc:
             refused = _connection_refused(exc)
-            what = "could not connect to" if refused else "lost the answer from"
+            what = "could not connect" if refused else "the answer was lost"
             raise RunPodTransientError(
-                f"{what} the RunPod API at {self.base_url}: {type(exc).__name__}",
+                f"network error talking to the RunPod API at {self.base_url}: {what} "
+                f"({type(exc).__name__})",
                 maybe_applied=not refused,
             ) from None
 
