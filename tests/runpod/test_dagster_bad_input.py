@@ -79,3 +79,24 @@ def test_bad_runpod_input_fails_the_run_in_one_line_without_a_pod(
     assert expected in message and len(message.splitlines()) == 1, message
     assert "rpa-wrong-key" not in message
     assert pods_of_run(emulator, result.run_id) == []
+
+
+def test_one_video_run_speaks_only_rest_v2(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], tmp_path, capsys
+) -> None:
+    """Acceptance: a one-video run on the devstack sends no GraphQL request; the v2 requests it
+    makes are printed (run with -s to read them)."""
+    [key] = write_prompts(tmp_path / "prompts", "v2-only", 1)
+    register_requests(instance, resources)
+    emulator = devstack.emulator
+    emulator.reset_request_counts()
+    result = generate(instance, resources, [key])
+    assert result.success
+    counts = emulator.request_counts()
+    assert "POST /graphql" not in counts and counts["POST /v2/pods"] == 1, counts
+    assert all(route.split()[1].startswith("/v2/") for route in counts), counts
+    assert emulator.contract_violations == []
+    with capsys.disabled():
+        print(f"\none-video run: {sum(counts.values())} REST v2 requests: {counts}")
+    [pod] = pods_of_run(emulator, result.run_id)
+    assert pod["desired_status"] == "TERMINATED"
