@@ -163,3 +163,37 @@ def test_answer_validation_catches_a_broken_answer() -> None:
     assert op is not None
     errors = contract.response_errors(op, 200, "application/json", {"id": "abc", "name": "x"})
     assert "$.status: missing required property" in errors
+
+
+def test_rest_backend_sends_only_documented_fields() -> None:
+    """Every body RestBackend builds, from the richest request we make, passes the document."""
+    from rp_pipeline.resources.runpod_client import PodSpec, _deploy_request
+    from rp_pipeline.resources.runpod_rest import create_body, template_body
+
+    contract = load_contract()
+    spec = PodSpec(env={"A": "1"}, template_id="tpl1", network_volume_id="vol1")
+    with_volume = _deploy_request(spec, "dagster-x", "run", "SECURE", "EU-RO-1", "vol1")
+    no_volume = _deploy_request(PodSpec(cloud_type="ALL"), "dagster-y", "run", "ALL", None)
+    for request in (with_volume, no_volume):
+        body = create_body({**request, "gpuTypeId": GPU_4090})
+        assert contract.schema_errors("CreatePodRequest", body) == [], body
+    assert create_body({**with_volume, "gpuTypeId": GPU_4090})["mounts"] == {
+        "network": [{"volumeId": "vol1", "path": "/workspace"}]
+    }
+    template = {
+        "name": "wan22",
+        "imageName": "img",
+        "containerDiskInGb": 20,
+        "volumeInGb": 100,
+        "volumeMountPath": "/workspace",
+        "ports": "8188/http,22/tcp",
+        "env": [{"key": "A", "value": "1"}],
+        "dockerArgs": "",
+        "readme": "ignored by v2",
+        "isServerless": False,
+        "isPublic": False,
+        "startSsh": True,
+        "containerRegistryAuthId": "",
+    }
+    assert contract.schema_errors("CreateTemplateRequest", template_body(template)) == []
+    assert contract.schema_errors("UpdateTemplateRequest", template_body(template)) == []
