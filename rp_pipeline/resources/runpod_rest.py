@@ -118,9 +118,8 @@ class RestBackend:
 
     def terminate_pod(self, pod_id: str) -> None:
         try:
-            self._call(
-                "POST", f"/v2/pods/{pod_id}/action", "podAction", json_body={"action": "terminate"}
-            )
+            # deletePod: "equivalent to" the terminate action, and answers 404 once it is gone.
+            self._call("DELETE", f"/v2/pods/{pod_id}", "deletePod")
         except RunPodNotFoundError:
             return  # already gone: terminate is idempotent
 

@@ -117,7 +117,7 @@ def test_acceptance_rest_v2_end_to_end_without_graphql(runpod_emulator: RunPodEm
     assert gone.returncode == 0, gone.stderr
     counts = runpod_emulator.request_counts()
     assert counts and all(route.split()[1].startswith("/v2/") for route in counts), counts
-    assert counts["POST /v2/pods"] == 1 and counts["POST /v2/pods/{id}/action"] == 1
+    assert counts["POST /v2/pods"] == 1 and counts["DELETE /v2/pods/{id}"] == 1
     assert runpod_emulator.contract_violations == []
     assert [p["desired_status"] for p in runpod_emulator.pods()] == ["TERMINATED"]
 
