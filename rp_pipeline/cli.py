@@ -232,7 +232,8 @@ def cmd_list(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, A
     if not args.json:
         for pod in pods:
             print(
-                f"{pod.id:16} {pod.desired_status:10} ${pod.cost_per_hr}/hr  {pod.gpu_type}  {pod.name}"
+                f"{pod.id:16} {pod.status or pod.desired_status:12} ${pod.cost_per_hr}/hr  "
+                f"{pod.gpu_type}  {pod.datacenter or '-'}  {pod.name}"
             )
         if not pods:
             print("no pods")
