@@ -428,5 +428,6 @@ def test_an_idle_pod_that_fits_nobody_is_evicted_to_make_room(
 def test_needs_name_the_gpu_type_the_way_runs_ask_for_it(
     client: RunPodClient, pods: list[Pod]
 ) -> None:
-    assert pods[1].gpu_type == "RTX A6000"  # what RunPod reports on the pod
+    # GraphQL reports a pod's GPU by display name, REST v2 by type id: both map to the id.
+    assert pods[1].gpu_type in ("RTX A6000", GPU_A6000)
     assert warm_pods.needs_of(client, pods[1], IMAGE, None) == PodNeeds(IMAGE, GPU_A6000, None)

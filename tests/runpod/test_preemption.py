@@ -21,6 +21,12 @@ from rp_pipeline.resources.runpod import PodNotReadyError, RunPodClient
 SPOT = PodMarket("interruptible")
 
 
+@pytest.fixture
+def api() -> str:
+    """Spot pods exist only in RunPod's GraphQL API (REST v2 has no interruptible option)."""
+    return "graphql"
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
