@@ -209,14 +209,19 @@ def _describe(bounds: Bounds) -> str:
     return f"an integer {span}"
 
 
-def _bounds_problem(key: str, value: Any, bounds: Bounds, hint: str = "") -> str | None:
+def _bounds_problem(
+    key: str, value: Any, bounds: Bounds, step_hint: str = "", cap_hint: str = ""
+) -> str | None:
+    """One line if `value` is outside `bounds`; the hints say why a step or the cap exists."""
     if bounds.kind == "INT" and not _is_int(value):
         return f"{key} must be an integer, got {type(value).__name__} {value!r}"
     if not _is_number(value):
         return f"{key} must be a number, got {type(value).__name__} {value!r}"
     low, high = bounds.low, bounds.high
     off_step = bounds.kind == "INT" and (value - int(low or 0)) % bounds.step != 0
-    if (low is not None and value < low) or (high is not None and value > high) or off_step:
+    over = high is not None and value > high
+    if (low is not None and value < low) or over or off_step:
+        hint = (step_hint if off_step else "") + (cap_hint if over else "")
         return f"{key} must be {_describe(bounds)}, got {value!r}{hint}"
     return None
 
@@ -274,7 +279,7 @@ def _problems(spec: WorkflowSpec, params: dict[str, Any]) -> list[str]:
         if value is None:
             continue
         hint = " (WAN encodes time in blocks of 4)" if key == "frames" else ""
-        problem = _bounds_problem(key, value, _role_bounds(spec, role, fallback), hint)
+        problem = _bounds_problem(key, value, _role_bounds(spec, role, fallback), step_hint=hint)
         if problem:
             problems.append(problem)
         else:
@@ -295,7 +300,7 @@ def _problems(spec: WorkflowSpec, params: dict[str, Any]) -> list[str]:
         cap = max_steps()
         high = min(comfy.high, cap) if comfy.high is not None else cap
         hint = " (RP_MAX_STEPS)" if high == cap else ""
-        problem = _bounds_problem("steps", steps, Bounds("INT", low, high), hint)
+        problem = _bounds_problem("steps", steps, Bounds("INT", low, high), cap_hint=hint)
         if problem:
             problems.append(problem)
 
