@@ -16,6 +16,7 @@ Outside a window bytes pass through untouched (plain HTTP: the proxy never parse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import select
 import socket
@@ -107,10 +108,9 @@ class FaultProxy:
 
     def _close_listener(self) -> None:
         if self._listener is not None:
-            try:  # shutdown first: stops listening now, even while accept() waits on it
+            # shutdown first: stops listening now, even while accept() waits on it
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
 
