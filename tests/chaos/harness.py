@@ -265,7 +265,13 @@ class World:
                 continue
             if event.event_type == DagsterEventType.STEP_FAILURE:
                 error = event.event_specific_data.error
-                found.append((error.cls_name or "?", error.message.strip()))
+                cls, message = error.cls_name or "?", error.message.strip()
+                # A crash in an op arrives wrapped; what the user reads first is the cause.
+                while cls == "DagsterExecutionStepExecutionError" and error.cause is not None:
+                    error = error.cause
+                    cls = f"{error.cls_name} (crash in op)"
+                    message = error.message.strip()
+                found.append((cls, message))
         return found
 
     def _await_cleanup(self, ended_at: float, window_s: float) -> float | None:
