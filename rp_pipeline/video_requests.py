@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from rp_pipeline.workflows import WorkflowParamError, validate_params
+
 DEFAULT_WORKFLOW = "wan22_ti2v_5b"
 DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 # Keys become file name prefixes and partition keys: keep them short and portable.
@@ -111,8 +113,6 @@ class VideoRequest:
 
 def check_request(request: VideoRequest) -> None:
     """Raise RequestError (one line) if the request's workflow cannot run its parameters."""
-    from rp_pipeline.workflows import WorkflowParamError, validate_params
-
     try:
         validate_params(request.workflow, request.workflow_params())
     except WorkflowParamError as exc:
