@@ -18,10 +18,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from rp_agent.keys import pipeline_partition_key
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.media import is_video_key, png_bytes, poster_image, poster_markdown, probe
 from rp_pipeline.request_store import load_request
-from rp_pipeline.requests import pipeline_partition_key
 from rp_pipeline.resources.r2 import R2Resource
 
 PREVIEWS_PREFIX = "previews"
@@ -164,6 +164,7 @@ def video_catalog(context: AssetExecutionContext, r2: R2Resource) -> Materialize
             "videos": MetadataValue.int(len(entries)),
             "external_videos": MetadataValue.int(sum(e["origin"] == "external" for e in entries)),
             "index_key": MetadataValue.path(f"{CATALOG_PREFIX}/index.json"),
-            "gallery_url": MetadataValue.url(r2.presign(f"{CATALOG_PREFIX}/index.html")),
+            # No presigned link here (it carries the access key id); `rp-video url` makes one.
+            "gallery_url": MetadataValue.url(r2.object_url(f"{CATALOG_PREFIX}/index.html")),
         }
     )

@@ -186,12 +186,18 @@ class R2Resource(ConfigurableResource):
     # -- URLs ---------------------------------------------------------------------------------
 
     def presign(self, key: str, expires_s: int | None = None) -> str:
+        """A GET link valid `expires_s` (default `presign_expiry_s`, the one setting, at most 7
+        days). It embeds the access key id: hand it to a person, never store it in metadata."""
         url: str = self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=min(expires_s or self.presign_expiry_s, MAX_PRESIGN_EXPIRY_S),
         )
         return url
+
+    def object_url(self, key: str) -> str:
+        """`s3://<bucket>/<key>`: names the object, grants nothing (safe to store and log)."""
+        return f"s3://{self.bucket}/{key}"
 
     def public_url(self, key: str) -> str | None:
         if not self.public_base_url:
