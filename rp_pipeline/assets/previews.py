@@ -18,6 +18,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from rp_agent.keys import control_prefix
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.media import is_video_key, png_bytes, poster_image, poster_markdown, probe
 from rp_pipeline.request_store import load_request
@@ -55,8 +56,9 @@ class PreviewConfig(Config):
 def videos_without_preview(r2: R2Resource) -> list[str]:
     """Catch-up mode: a full listing, acceptable for an explicit run (the sensor never does it)."""
     videos: list[str] = []
+    control = control_prefix(r2.prefix)
     for page in r2.iter_keys(f"{r2.prefix}/"):
-        videos += [key for key in page.keys if is_video_key(key)]
+        videos += [key for key in page.keys if is_video_key(key) and not key.startswith(control)]
     done: set[str] = set()
     for page in r2.iter_keys(f"{PREVIEWS_PREFIX}/"):
         done |= {
