@@ -19,12 +19,20 @@ from typing import Any
 from rp_agent.keys import object_key
 from rp_agent.receipts import Receipt
 from rp_agent.uploader import file_sha256
-from rp_pipeline.media import VIDEO_SUFFIXES, poster_image, poster_markdown, probe
+from rp_pipeline.media import VIDEO_SUFFIXES, png_bytes, poster_image, poster_markdown, probe
 from rp_pipeline.ops.state import VideoRecord
 from rp_pipeline.pod_reports import wait_for_receipt
 from rp_pipeline.resources.r2 import ObjectHead, R2Resource
 
 log = logging.getLogger(__name__)
+
+PREVIEWS_PREFIX = "previews"
+POSTER_WIDTH = 640
+
+
+def preview_png_key(video_key: str) -> str:
+    """The poster frame of a video, beside its preview facts (see assets/previews.py)."""
+    return f"{PREVIEWS_PREFIX}/{video_key}.png"
 
 
 def output_relpath(output: Any) -> str:
@@ -117,7 +125,10 @@ def inspect_video(
                 f"sha256 of {head.key} in R2 is {digest[:12]}..., the pod uploaded {claimed[:12]}..."
             )
         facts = probe(local).as_dict()
-        poster = poster_markdown(poster_image(local), caption=partition_key)
+        image = poster_image(local)
+    # Stored now, while the frame is decoded, so video_preview need not fetch the video again.
+    r2.put_bytes(preview_png_key(head.key), png_bytes(image, POSTER_WIDTH), "image/png")
+    poster = poster_markdown(image, caption=partition_key)
     return VideoRecord(
         partition_key=partition_key,
         r2_key=head.key,

@@ -3,6 +3,7 @@ real rp-agent, real S3 server, real Dagster)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,19 @@ from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_j
 
 from rp_agent.keys import receipts_prefix
 from rp_devstack.stack import Devstack
+from rp_pipeline.assets.previews import FACT_NAMES, preview_json_key
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.checks import video_check_evaluations, video_checks
 from rp_pipeline.pod_reports import find_receipt
 from rp_pipeline.sensors.r2_scan import scan
-from tests.pipeline.helpers import latest_by_partition, r2_now, register_requests, write_prompts
+from tests.pipeline.helpers import (
+    latest_by_partition,
+    preview_and_catalog,
+    r2_now,
+    register_requests,
+    write_prompts,
+)
 
 
 def run_checks(instance: DagsterInstance, resources: dict[str, Any], key: str) -> Any:
@@ -83,3 +91,12 @@ def test_checks_pass_after_a_real_run_and_catch_a_corrupted_object(
     assert not sha.passed
     assert "!= agent receipt" in (sha.description or "")
     assert sha.metadata["sha256_expected"].value == receipt.sha256
+
+    # video_preview reuses the harvest's facts and poster: it never reads the video again
+    # (garbage in place of the video would make a probe fail).
+    r2.put_bytes(md["r2_key"], b"not a video any more", "video/mp4")
+    preview = preview_and_catalog(instance, resources, raise_on_error=False)
+    assert preview.success
+    doc = json.loads(r2.get_bytes(preview_json_key(md["r2_key"])))
+    assert doc["facts"] == {name: md[name] for name in FACT_NAMES}
+    assert doc["facts"]["frames"] == 9
