@@ -218,29 +218,37 @@ class UploadQueue:
         return row[0] if row else None
 
     def mark_done(self, job: Job, sha256: str, upload_start: float | None, uploaded: bool) -> bool:
-        """Record success; False when the file changed meanwhile (the newer row stays pending)."""
+        """Record success; False when the file changed meanwhile (the newer row stays pending).
+
+        One transaction (one WAL commit) for the row and the key's sha256."""
         now = time.time()
         with self._lock:
-            cur = self._db.execute(
-                """UPDATE files SET state='done', sha256=?, last_error=NULL, upload_start=?,
-                       uploaded_at=?, attempts=attempts + ?, updated_at=?, receipt_seq=NULL
-                   WHERE path=? AND generation=?""",
-                (
-                    sha256,
-                    upload_start,
-                    now,
-                    int(uploaded),
-                    now,
-                    os.fsencode(job.path),
-                    job.generation,
-                ),
-            )
-            self._db.execute(
-                """INSERT INTO objects (key, sha256, size, uploaded_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (key) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,
-                       uploaded_at=excluded.uploaded_at""",
-                (job.key, sha256, job.size, now),
-            )
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute(
+                    """UPDATE files SET state='done', sha256=?, last_error=NULL, upload_start=?,
+                           uploaded_at=?, attempts=attempts + ?, updated_at=?, receipt_seq=NULL
+                       WHERE path=? AND generation=?""",
+                    (
+                        sha256,
+                        upload_start,
+                        now,
+                        int(uploaded),
+                        now,
+                        os.fsencode(job.path),
+                        job.generation,
+                    ),
+                )
+                self._db.execute(
+                    """INSERT INTO objects (key, sha256, size, uploaded_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (key) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,
+                           uploaded_at=excluded.uploaded_at""",
+                    (job.key, sha256, job.size, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cur.rowcount == 1
 
     # -- receipts ------------------------------------------------------------------------------

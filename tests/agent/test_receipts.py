@@ -195,3 +195,20 @@ def test_redactor_masks_env_values_and_secret_shapes() -> None:
         "RUNPOD_API_KEY=*** R2_ACCESS_KEY_ID: set"
     )
     assert redact("home is /root") == "home is /root"  # not a secret name
+
+
+def test_uploads_are_not_hashed_twice_and_the_server_accepts_them(
+    r2_settings: R2Settings,
+) -> None:
+    """The body's sha256 is not recomputed for the signature (UNSIGNED-PAYLOAD): the agent's
+    own sha256 already protects it; the S3 server stores the object all the same."""
+    client = make_r2_client(r2_settings)
+    sent: list[str] = []
+    client.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: sent.append(request.headers["X-Amz-Content-SHA256"].decode()),
+    )
+    client.put_object(Bucket=r2_settings.bucket, Key="k.png", Body=b"x" * 4096)
+    assert sent == ["UNSIGNED-PAYLOAD"]
+    body = client.get_object(Bucket=r2_settings.bucket, Key="k.png")["Body"].read()
+    assert body == b"x" * 4096
