@@ -8,10 +8,10 @@
 The three checks share one download and decode of each object per process (keyed by the ETag,
 so a replaced object is read again). A failure names the property and the difference.
 
-Run them from the Checks tab (one partition at a time). The asset's ops materialize partitions
+They run from the Checks tab (one partition at a time). The asset's ops materialize partitions
 with explicit events rather than an output, so check steps planned in the same run would be
-skipped; the op that materializes yields `video_check_evaluations(...)` instead, which records
-all three per partition, also in a run over a whole batch.
+skipped; instead, the op that materializes can yield `video_check_evaluations(...)` right after
+the materializations, which records all three for each partition, also in a run over a batch.
 """
 
 import tempfile
