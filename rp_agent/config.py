@@ -14,6 +14,7 @@ from rp_agent.r2 import R2Settings
 
 STATE_DIR_ENV = "RP_AGENT_STATE_DIR"
 EXTENSIONS_ENV = "RP_AGENT_EXTENSIONS"
+DEFAULT_WORKERS = 16
 
 
 class AgentConfigError(ValueError):
@@ -44,7 +45,9 @@ class AgentConfig:
     prefix: str = DEFAULT_PREFIX
     pod_id: str | None = None
     extensions: frozenset[str] = DEFAULT_EXTENSIONS
-    workers: int = 8
+    # Uploads in flight. Small files are bound by round trips, not bandwidth: 16 beat 8 by about
+    # 13% on a 300-file burst even against a local server on 2 cores.
+    workers: int = DEFAULT_WORKERS
     rescan_interval: float = 30.0
     grace: float = 20.0
     # A file with no close event is uploaded once its size and mtime held still this long.
@@ -74,7 +77,7 @@ class AgentConfig:
         watch_dir: str,
         *,
         state_dir: str | None = None,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
         rescan_interval: float = 30.0,
         grace: float = 20.0,
         extensions: str | None = None,
