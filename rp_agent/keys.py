@@ -46,6 +46,27 @@ def receipts_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{control_prefix(prefix)}receipts/{pod_id}/"
 
 
+def receipt_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """Receipt number `seq` of `pod_id`: zero-padded so keys list in write order."""
+    return f"{receipts_prefix(pod_id, prefix)}{seq:08d}.jsonl"
+
+
+def logs_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where the agent on `pod_id` ships the pod's log lines (agent, ComfyUI, start.sh)."""
+    return f"{control_prefix(prefix)}logs/{pod_id}/"
+
+
+def log_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{logs_prefix(pod_id, prefix)}{seq:08d}.jsonl"
+
+
+def seq_of(key: str) -> int | None:
+    """The sequence number of a receipt or log object key, None for any other key."""
+    name = key.rsplit("/", 1)[-1]
+    stem, _, ext = name.partition(".")
+    return int(stem) if ext == "jsonl" and stem.isdigit() else None
+
+
 # -- Pipeline renders -------------------------------------------------------------------------
 # A pipeline render's ComfyUI `filename_prefix` is `video/<workflow>/<partition key>-<run id[:8]>`
 # and ComfyUI appends `_00001_.mp4`, so the object lands at

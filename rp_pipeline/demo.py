@@ -71,7 +71,7 @@ def print_videos(instance: Any, keys: list[str]) -> None:
             f"{md['duration_s']:.2f}",
             _fmt(md["generation_time_s"]),
             _fmt(md["queue_wait_s"]),
-            _fmt(md["upload_latency_s"]),
+            _fmt(md["upload_latency_s"], 3),  # a small upload takes milliseconds
             f"{md['cost_usd']:.5f}",
         )
     console.print(table)
@@ -88,8 +88,8 @@ def print_videos(instance: Any, keys: list[str]) -> None:
     )
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.2f}"
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
 
 
 def print_assets(instance: Any) -> None:

@@ -103,21 +103,6 @@ def test_schedule_tick_adds_partitions_and_requests_one_batch_run(
     assert isinstance(again, SkipReason)
 
 
-def test_candidate_keys_cover_the_agents_key_across_midnight() -> None:
-    from datetime import UTC, datetime
-
-    from rp_agent.keys import object_key
-    from rp_pipeline.ops.harvest import candidate_keys
-
-    # ComfyUI reported success just after midnight; the agent saw the file closed just before.
-    finished = datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC).timestamp()
-    mtime = finished - 3
-    agent_key = object_key("video/x_00001_.mp4", mtime, "pod1", "outputs")
-    keys = candidate_keys("video/x_00001_.mp4", finished, "pod1", "outputs")
-    assert keys[0] == "outputs/2026-01-02/pod1/video/x_00001_.mp4"
-    assert agent_key in keys
-
-
 def test_production_dagster_yaml_example_is_valid_instance_config(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
