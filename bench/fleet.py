@@ -43,7 +43,7 @@ def one_batch(instance: Any, resources: dict[str, Any], stack: Any, prompts: Pat
 
     from rp_pipeline.assets.requests import video_requests
     from rp_pipeline.batch import materialize_batch
-    from rp_pipeline.requests import load_request_file
+    from rp_pipeline.video_requests import load_request_file
 
     path = prompts / f"fleet{k}.yaml"
     entries = [

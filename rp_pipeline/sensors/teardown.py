@@ -3,6 +3,8 @@
 import json
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from dagster import (
     DagsterRunStatus,
@@ -16,7 +18,6 @@ from dagster import (
     sensor,
 )
 
-from rp_pipeline.ops.lease import read_lease
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import free_run_slots
 from rp_pipeline.resources.r2 import R2Resource
@@ -30,6 +31,7 @@ from rp_pipeline.sensors.reaper import (
     pod_run_id,
     terminate_pods_of_run,
 )
+from rp_pipeline.warm_pods import lease_bodies
 
 
 def _run_status(context: SensorEvaluationContext):
@@ -48,8 +50,9 @@ def pod_reaper(
     r2: R2Resource,
 ):
     """Every minute: terminate pods whose Dagster run is over or unknown, pods older than
-    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), and pods whose run stopped
-    renewing its lease (its process died): such a run is marked failed and its slots freed."""
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), warm pods whose idle time is
+    over, and pods whose run stopped renewing its lease (its process died): such a run is marked
+    failed and its pod slots freed."""
     client = runpod.get_client()
     lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
     now = time.time()
@@ -57,8 +60,10 @@ def pod_reaper(
     # The cursor remembers when each live pod was first seen: its age when RunPod gives none.
     seen = json.loads(context.cursor) if context.cursor else {}
     seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
-    orphans = find_orphans(pods, _run_status(context), lifetime, now, first_seen=seen)
-    orphans += _lapsed_runs(context, r2, pods, {o.pod_id for o in orphans}, now)
+    # Leases in R2 tell warm (idle) pods and pods adopted by a later run apart from orphans.
+    leases = lease_bodies(r2.client, r2.bucket, [p.id for p in pods], r2.prefix)
+    orphans = find_orphans(pods, _run_status(context), lifetime, now, seen, leases)
+    orphans += _lapsed_runs(context, leases, pods, {o.pod_id for o in orphans}, now)
     for orphan in orphans:
         context.log.warning(f"reaping pod {orphan.pod_id}: {orphan.reason}")
         client.terminate(orphan.pod_id)
@@ -72,19 +77,24 @@ def pod_reaper(
 
 
 def _lapsed_runs(
-    context: SensorEvaluationContext, r2: R2Resource, pods: list, skip: set[str], now: float
+    context: SensorEvaluationContext,
+    leases: Mapping[str, Mapping[str, Any]],
+    pods: list,
+    skip: set[str],
+    now: float,
 ) -> list:
     """Pods of in-progress runs whose lease lapsed: the run's process is gone (e.g. SIGKILL),
     so the run is marked failed (it would stay STARTED forever) and its pod slots freed."""
     found = []
     for pod in pods:
-        run_id = pod_run_id(pod)
+        lease = dict(leases.get(pod.id) or {})
+        run_id = lease.get("run_id") or pod_run_id(pod)
         if pod.id in skip or not run_id:
             continue
         run = context.instance.get_run_by_id(run_id)
         if run is None or run.status not in IN_PROGRESS:
             continue
-        orphan = lapsed_lease(pod, read_lease(r2, pod.id), now)
+        orphan = lapsed_lease(pod, lease, now)
         if orphan is None:
             continue
         found.append(orphan)

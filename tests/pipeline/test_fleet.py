@@ -152,7 +152,7 @@ def test_one_failing_prompt_fails_only_its_partition(
     entries = yaml.safe_load((prompts_dir / "onefails.yaml").read_text())["requests"]
     entries[1]["prompt"] += " [[fail]]"
     (prompts_dir / "onefails.yaml").write_text(yaml.safe_dump({"requests": entries}))
-    from rp_pipeline.requests import VideoRequest
+    from rp_pipeline.video_requests import VideoRequest
 
     keys = [VideoRequest.from_dict({**e, "workflow": "wan22_ti2v_5b"}).key for e in entries]
     register_requests(instance, resources)
@@ -306,7 +306,7 @@ def test_terminate_refused_is_reported_unconfirmed_and_videos_still_count(
     retried for a bounded time, and the run says the pod's termination is unconfirmed."""
     [key] = write_prompts(prompts_dir, "noterm", 1)
     register_requests(instance, resources)
-    devstack.emulator.fail_next(25, "5xx", operation="podTerminate")
+    devstack.emulator.fail_next(25, "5xx", operation="terminate_pod")
     try:
         result = generate(instance, with_settings(resources, terminate_confirm_s=2.0), [key])
         assert key in latest_by_partition(instance)
