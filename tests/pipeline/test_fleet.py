@@ -17,7 +17,6 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 
 from rp_agent.keys import lease_key
-from rp_devstack.comfyui_standin import executor as standin_executor
 from rp_devstack.stack import Devstack
 from rp_pipeline.definitions import resources_for
 from rp_pipeline.ops.lease import LeaseKeeper, read_lease
@@ -139,30 +138,45 @@ def test_last_pod_dying_gets_a_replacement(
     assert {found[k]["pod_id"] for k in keys} == {p["id"] for p in pods}
 
 
-@pytest.mark.skipif(
-    "[[fail]]" not in Path(standin_executor.__file__).read_text(),
-    reason="needs the ComfyUI stand-in's per-prompt [[fail]] marker (not in this stand-in yet)",
-)
-def test_one_failing_prompt_fails_only_its_partition(
-    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
-) -> None:
+def _prompts_with_marker(prompts_dir: Path, tag: str, count: int, marked: int, marker: str):
+    """`count` requests, the `marked`-th one carrying the stand-in's per-prompt fault marker."""
     import yaml
 
-    keys = write_prompts(prompts_dir, "onefails", 3)
-    entries = yaml.safe_load((prompts_dir / "onefails.yaml").read_text())["requests"]
-    entries[1]["prompt"] += " [[fail]]"
-    (prompts_dir / "onefails.yaml").write_text(yaml.safe_dump({"requests": entries}))
     from rp_pipeline.video_requests import VideoRequest
 
-    keys = [VideoRequest.from_dict({**e, "workflow": "wan22_ti2v_5b"}).key for e in entries]
+    write_prompts(prompts_dir, tag, count)
+    path = prompts_dir / f"{tag}.yaml"
+    entries = yaml.safe_load(path.read_text())["requests"]
+    entries[marked]["prompt"] += f" {marker}"
+    path.write_text(yaml.safe_dump({"requests": entries}))
+    return [VideoRequest.from_dict({**e, "workflow": "wan22_ti2v_5b"}).key for e in entries]
+
+
+@pytest.mark.parametrize(
+    ("marker", "reason"),
+    [("[[fail]]", "failed in node"), ("[[hang]]", "did not finish within 6 s; interrupted")],
+)
+def test_one_bad_prompt_fails_only_its_partition(
+    devstack: Devstack,
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    prompts_dir: Path,
+    marker: str,
+    reason: str,
+) -> None:
+    """One prompt of three fails (execution error) or hangs (interrupted at its deadline): the
+    other two are materialized, the run fails naming that partition and why, no pod is left."""
+    keys = _prompts_with_marker(prompts_dir, "onebad", 3, 1, marker)
     register_requests(instance, resources)
-    result = generate(instance, fleet_resources(resources, max_live_pods=2), keys)
+    result = generate(instance, fleet_resources(resources, prompt_deadline_s=6.0), keys)
     assert not result.success
     found = latest_by_partition(instance)
     assert keys[0] in found and keys[2] in found and keys[1] not in found
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key.endswith("terminate_pod")
-    assert keys[1] in str(failure.event_specific_data.error)
+    message = str(failure.event_specific_data.error)
+    assert "1 of 3 video(s) failed" in message
+    assert f"{keys[1]}: " in message and reason in message
     assert all(p["desired_status"] in GONE for p in pods_of_run(devstack.emulator, result.run_id))
 
 
