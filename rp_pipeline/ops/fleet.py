@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 PROMPTS_PER_POD = 2
 DEAD_STATUSES = {"EXITED", "ERROR", "TERMINATED", "DEAD", "FAILED"}
 PROGRESS_EVERY_S = 10.0
+# Creates tried per pod slot when RunPod fails before a pod exists (checked by name each time).
+CREATE_TRIES = 3
 
 
 class PodDied(Exception):
@@ -509,21 +511,30 @@ class Launcher:
 
     def launch(self, slot: str, attempt: int = 0) -> PodInfo:
         """Create one pod with a fresh token in its env. When RunPod's answer is lost, the pod
-        is looked for by its name once the API answers again and adopted if it exists."""
+        is looked for by its name once the API answers again and adopted if it exists; only
+        when no pod carries the name is the create tried again (never a blind duplicate)."""
         client = self.runpod.get_client()
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
         spec = self.runpod.pod_spec(env=env, name=label)
-        launched_at = time.time()
-        try:
-            pod = client.launch(spec, self.run_id)
-        except RunPodError as exc:
-            if isinstance(exc, (NoCapacityError, UnknownGpuError, RunPodAuthError)):
-                raise
-            pod = self._find_lost_create(client, label)
-            if pod is None:
-                raise LaunchFailed(without_retry_advice(exc)) from None
-            log.warning("create of %s answered %s, but the pod exists: using it", label, exc)
+        for tries_left in range(CREATE_TRIES - 1, -1, -1):
+            launched_at = time.time()
+            try:
+                pod = client.launch(spec, self.run_id)
+                break
+            except RunPodError as exc:
+                if isinstance(exc, (NoCapacityError, UnknownGpuError, RunPodAuthError)):
+                    raise
+                found = self._find_lost_create(client, label)
+                if found is not None:
+                    log.warning(
+                        "create of %s answered %s, but the pod exists: using it", label, exc
+                    )
+                    pod = found
+                    break
+                if not tries_left:
+                    raise LaunchFailed(without_retry_advice(exc)) from None
+                log.warning("create of %s failed (%s) and no such pod exists; again", label, exc)
         info = PodInfo(
             pod_id=pod.id,
             name=pod.name,

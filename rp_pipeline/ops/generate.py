@@ -57,7 +57,7 @@ from rp_pipeline.request_store import UnknownRequestError, resolve_requests
 from rp_pipeline.resources.comfyui import ComfyUIError, PromptValidationError
 from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.r2 import R2Resource
-from rp_pipeline.resources.runpod import RunPodResource
+from rp_pipeline.resources.runpod import RunPodResource, RunPodTransientError
 from rp_pipeline.video_requests import RequestError
 from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
 
@@ -145,11 +145,27 @@ def running_cost_per_hr(client: Any) -> float:
     )
 
 
+def patiently(call: Any, what: str, wait_s: float = 60.0) -> Any:
+    """A read of the RunPod API, retried while RunPod answers 5xx / is unreachable (reads are
+    safe to repeat); one clear Failure if it stays down."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            return call()
+        except RunPodTransientError as exc:
+            if time.monotonic() >= give_up:
+                raise Failure(
+                    f"RunPod's API kept failing for {wait_s:.0f} s while {what} "
+                    f"({type(exc).__name__}); no pod was launched"
+                ) from None
+            time.sleep(2.0)
+
+
 def pods_within_cost_cap(client: Any, runpod: RunPodResource, cap: float) -> tuple[int, float]:
     """(how many more pods fit under the account-wide $/h cap, the spend now). A pod is assumed
     to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create."""
-    spend = running_cost_per_hr(client)
-    catalog = {gpu.id: gpu for gpu in client.gpu_types()}
+    spend = patiently(lambda: running_cost_per_hr(client), "reading the running pods' cost")
+    catalog = {gpu.id: gpu for gpu in patiently(client.gpu_types, "reading GPU prices")}
     prices = [
         price
         for gpu_id in runpod.gpu_types
@@ -300,7 +316,11 @@ def _enforce_cost_cap(
     slots: PodSlots,
 ) -> None:
     """After the creates: if GPU fallbacks took spend over the cap, drop our newest pods."""
-    spend = running_cost_per_hr(client)
+    try:
+        spend = patiently(lambda: running_cost_per_hr(client), "checking the cost cap", 30.0)
+    except Failure:  # the fleet was sized under the cap before the creates; keep it
+        context.log.warning("could not re-check the cost cap after launch: RunPod's API is down")
+        return
     for pod in reversed(list(state.pods.values())):
         if spend <= settings.max_total_cost_per_hr + 1e-9 or len(state.pods) == 1:
             break
