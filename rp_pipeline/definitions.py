@@ -85,7 +85,9 @@ def generation_settings(env: str) -> GenerationSettings:
         options["max_live_pods"] = int(os.environ["RP_MAX_PODS"])
     if os.environ.get("RP_VIDEOS_PER_POD"):
         options["videos_per_pod"] = int(os.environ["RP_VIDEOS_PER_POD"])
-    options["pod_lease_s"] = float(os.environ.get("RP_POD_LEASE_S") or DEFAULT_LEASE_S)
+    # The devstack's leases are short, so a killed run's pods end within a minute or two.
+    lease_default = 60.0 if env == "devstack" else DEFAULT_LEASE_S
+    options["pod_lease_s"] = float(os.environ.get("RP_POD_LEASE_S") or lease_default)
     if os.environ.get("RP_POD_MAX_LIFETIME_S"):
         options["max_pod_lifetime_s"] = float(os.environ["RP_POD_MAX_LIFETIME_S"])
     extra = {name: os.environ[name] for name in ("WAN_720P", "GPU_TIER") if os.environ.get(name)}
