@@ -61,7 +61,9 @@ def render_instance(template: Path, dagster_home: Path, env: Mapping[str, str]) 
     try:
         text = template.read_text()
     except OSError as exc:
-        raise ServiceConfigError(f"cannot read the instance template {template}: {exc.strerror}")
+        raise ServiceConfigError(
+            f"cannot read the instance template {template}: {exc.strerror}"
+        ) from None
     values = sizing(env)
     unknown = sorted(set(PLACEHOLDER.findall(text)) - set(values))
     if unknown:
