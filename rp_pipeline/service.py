@@ -2,10 +2,10 @@
 
     python -m rp_pipeline.service --template deploy/dagster.yaml -- dagster-daemon run
 
-1. renders `$DAGSTER_HOME/dagster.yaml` from the template: `${NAME}` placeholders take the
-   sizing knobs below from the environment (Dagster reads plain integers there, not env vars);
-   the PostgreSQL credentials stay `{env: DAGSTER_PG_...}` references, so the file holds no
-   secret;
+1. with --template, renders `$DAGSTER_HOME/dagster.yaml` from it: `${NAME}` placeholders take
+   the sizing knobs below from the environment (Dagster reads plain integers there, not env
+   vars); the PostgreSQL credentials stay `{env: DAGSTER_PG_...}` references, so the file holds
+   no secret. Without it the instance file is someone else's (the Helm chart mounts its own);
 2. connects to PostgreSQL once with the same driver Dagster will use (psycopg2) and, if that
    fails, prints ONE line naming what to fix (never the password) and exits 2;
 3. replaces itself with the service command (same pid: signals reach the service directly).
@@ -147,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m rp_pipeline.service",
         description="Render dagster.yaml, check PostgreSQL, then run a Dagster service.",
     )
-    parser.add_argument("--template", required=True, type=Path, help="deploy/dagster.yaml")
+    parser.add_argument(
+        "--template", type=Path, help="render $DAGSTER_HOME/dagster.yaml from this file first"
+    )
     parser.add_argument(
         "--pg-wait-s",
         type=float,
@@ -164,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         home = os.environ.get("DAGSTER_HOME")
         if not home:
             raise ServiceConfigError("DAGSTER_HOME not set: the directory for dagster.yaml")
-        render_instance(args.template, Path(home), os.environ)
+        if args.template is not None:
+            render_instance(args.template, Path(home), os.environ)
         check_postgres(os.environ, wait_s=args.pg_wait_s)
     except ServiceConfigError as exc:
         print(f"{name}: not started: {exc}", file=sys.stderr)
