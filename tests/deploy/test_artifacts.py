@@ -225,3 +225,9 @@ def test_helm_values_hold_no_secret_literal() -> None:
 def test_no_credential_shaped_string(path: Path) -> None:
     text = path.read_text()
     assert not re.search(r"(?i)(rpa_[A-Z0-9]{20,}|[0-9a-f]{32,}|AKIA[0-9A-Z]{16})", text)
+
+
+def test_docs_example_is_the_rendered_template(tmp_path: Path) -> None:
+    example = yaml.safe_load((REPO_ROOT / "docs" / "dagster.yaml.example").read_text())
+    rendered = yaml.safe_load(render_instance(DEPLOY / "dagster.yaml", tmp_path, {}).read_text())
+    assert example == rendered

@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster import DagsterInstance
 
 from rp_devstack.runpod_emulator import EmulatorAdmin
 from rp_devstack.stack import Devstack
 from tests.deploy.postgres import PostgresCluster
-from tests.deploy.team_stack import TeamDagster
+from tests.deploy.team_stack import DEPLOY, TeamDagster
+from tests.e2e.browser import UI, browser_available, make_driver
 from tests.e2e.graphql_api import GraphQLApi
 from tests.e2e.requests_config import new_partition_key, request_spec, run_config
+from tests.pipeline.helpers import tick
 
 pytestmark = [
     pytest.mark.postgres,
@@ -45,6 +50,25 @@ RUN_STATUSES = """
 query($ids: [String!]) {
   runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId status } } }
 }"""
+RUN_TIMES = """
+query($ids: [String!]) {
+  runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId startTime endTime } } }
+}"""
+SENSOR_TICKS = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 20) { status error { message } } } }
+  }
+}"""
+START_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status } }
+    ... on PythonError { message }
+  }
+}"""
 ACTIVE_RUNS = """
 { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
     ... on Runs { results { runId status } } } }"""
@@ -56,6 +80,19 @@ class TeamStack:
         self.dagster = dagster
         self.admin = EmulatorAdmin(devstack.emulator.base_url)
         self.api = GraphQLApi(dagster.url)
+
+    def most_runs_at_once(self, run_ids: list[str]) -> int:
+        """From the runs' start and end times in the instance."""
+        runs = self.dagster.graphql(RUN_TIMES, {"ids": run_ids})["runsOrError"]["results"]
+        edges = sorted(
+            [(r["startTime"], 1) for r in runs] + [(r["endTime"], -1) for r in runs],
+            key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
+        )
+        most = current = 0
+        for _, step in edges:
+            current += step
+            most = max(most, current)
+        return most
 
     def live_pods(self) -> list[dict[str, Any]]:
         return [p for p in self.admin.pods() if p["desired_status"] not in GONE]
@@ -85,7 +122,8 @@ def team(
 ) -> Iterator[TeamStack]:
     root = tmp_path_factory.mktemp("team")
     postgres.create_database("team")
-    devstack = Devstack(root / "devstack", boot_delay_s=0.3, agent_grace_s=10.0)
+    # Pods take 2 s to boot (a sleep, no CPU) so that a pod lives across other runs' starts.
+    devstack = Devstack(root / "devstack", boot_delay_s=2.0, agent_grace_s=10.0)
     devstack.start()
     env = {
         **devstack.env,
@@ -183,6 +221,9 @@ def test_twelve_queued_runs_never_exceed_the_pod_limit_and_survive_a_daemon_kill
     assert sampler.errors == []
     assert sampler.samples > 0
     assert 1 <= sampler.peak <= MAX_PODS
+    # The queue did run jobs side by side (the limit, not a serial queue, kept pods at 2).
+    runs_at_once = team.most_runs_at_once(run_ids)
+    assert runs_at_once == MAX_PODS
     # The queue drained: nothing queued or running is left anywhere in the instance.
     assert team.dagster.graphql(ACTIVE_RUNS)["runsOrError"]["results"] == []
     # One pod per run, every one terminated: no run lost its pod, no pod lost its run.
@@ -192,6 +233,7 @@ def test_twelve_queued_runs_never_exceed_the_pod_limit_and_survive_a_daemon_kill
 
     for name, value in {
         "peak_live_pods": sampler.peak,
+        "most_runs_at_once": runs_at_once,
         "queue_total_s": round(total_s, 1),
         "submit_s": round(submitted_s, 1),
         "queued_at_daemon_kill": len(queued_at_kill),
@@ -200,7 +242,161 @@ def test_twelve_queued_runs_never_exceed_the_pod_limit_and_survive_a_daemon_kill
         record_property(name, value)
     print(
         f"\n12-run queue: peak live pods {sampler.peak} (limit {MAX_PODS}), "
+        f"{runs_at_once} runs at once, "
         f"{total_s:.1f} s from first submit to last finish ({submitted_s:.1f} s to submit), "
         f"daemon SIGKILLed with {len(queued_at_kill)} run(s) queued and restarted: "
         f"{sum(s == 'SUCCESS' for s in final.values())}/{RUNS} succeeded, 0 pods left"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_a_run_past_its_maximum_run_time_is_cancelled_and_its_pod_terminated(
+    team: TeamStack,
+) -> None:
+    """Run monitoring (in the daemon) cancels it; the pod does not outlive the run."""
+    key = new_partition_key("team-max-runtime")
+    team.api.add_partition(key)
+    spec = request_spec("A clock tower at dusk, pigeons", seed=4100)
+    team.admin.set_boot_delay(600.0)  # the pod never gets ready: the run can only time out
+    try:
+        run_id = team.api.client.submit_job_execution(
+            "generate_videos",
+            run_config=run_config(key, spec),
+            tags={"dagster/partition": key, "dagster/max_runtime": "25"},
+        )
+        deadline = time.monotonic() + 120
+        while not [p for p in team.admin.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]:
+            assert time.monotonic() < deadline, team.statuses([run_id])
+            time.sleep(0.5)
+        assert team.wait_statuses([run_id], FINISHED, timeout_s=180) == {run_id: "CANCELED"}
+    finally:
+        team.admin.set_boot_delay(2.0)
+    deadline = time.monotonic() + 120
+    while [p for p in team.live_pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]:
+        assert time.monotonic() < deadline, "the cancelled run's pod is still live"
+        time.sleep(1.0)
+    pods = [p for p in team.admin.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]
+    assert [p["desired_status"] for p in pods] == ["TERMINATED"]
+
+
+def sensor_ticks(team: TeamStack, name: str) -> list[dict[str, Any]]:
+    selector = {**team.api.repository_selector(), "sensorName": name}
+    sensor = team.dagster.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]
+    assert sensor["__typename"] == "Sensor", sensor
+    return list(sensor["sensorState"]["ticks"])
+
+
+@pytest.mark.timeout(300)
+def test_the_reaper_and_the_r2_sensor_tick_under_the_daemon(team: TeamStack) -> None:
+    """The daemon evaluates them (through the code server); their ticks are in PostgreSQL."""
+    selector = {**team.api.repository_selector(), "sensorName": "r2_new_objects"}
+    started = team.dagster.graphql(START_SENSOR, {"selector": selector})["startSensor"]
+    assert started["__typename"] == "Sensor", started
+    deadline = time.monotonic() + 180
+    while not (sensor_ticks(team, "r2_new_objects") and sensor_ticks(team, "pod_reaper")):
+        assert time.monotonic() < deadline, team.dagster.log_tail("daemon")
+        time.sleep(1.0)
+    for name in ("r2_new_objects", "pod_reaper"):
+        ticks = sensor_ticks(team, name)
+        assert [t for t in ticks if t["status"] == "FAILURE"] == [], (name, ticks)
+
+
+def list_request_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every S3 List* call any R2 client makes from now on, counted by a botocore event hook
+    on the clients the R2 resource creates."""
+    import rp_pipeline.resources.r2 as r2_module
+
+    calls: list[str] = []
+    make_client = r2_module.make_r2_client
+
+    def counting_client(*args: Any, **kwargs: Any) -> Any:
+        client = make_client(*args, **kwargs)
+
+        def count(model: Any, **_: Any) -> None:
+            if model.name.startswith("List"):
+                calls.append(model.name)
+
+        client.meta.events.register("before-call.s3", count)
+        return client
+
+    monkeypatch.setattr(r2_module, "make_r2_client", counting_client)
+    return calls
+
+
+def open_instance(home: Path, pg: dict[str, str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for name, value in pg.items():
+        monkeypatch.setenv(name, value)
+    return DagsterInstance.from_config(str(home))
+
+
+@pytest.mark.timeout(600)
+def test_a_thousand_request_partitions_cost_the_sensor_nothing_and_open_in_the_browser(
+    team: TeamStack,
+    postgres: PostgresCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record_property: Any,
+) -> None:
+    from rp_pipeline.resources.r2 import R2Resource
+    from rp_pipeline.resources.runpod import RunPodResource
+    from rp_pipeline.sensors.r2_objects import r2_new_objects
+    from rp_pipeline.service import render_instance
+
+    env = team.devstack.env
+    resources = {
+        "r2": R2Resource(
+            endpoint=env["R2_ENDPOINT"],
+            bucket=env["R2_BUCKET"],
+            access_key_id=env["R2_ACCESS_KEY_ID"],
+            secret_access_key=env["R2_SECRET_ACCESS_KEY"],
+        ),
+        "runpod": RunPodResource(
+            api_key=env["RUNPOD_API_KEY"], api_base_url=env["RUNPOD_API_BASE_URL"]
+        ),
+    }
+    keys = [f"scale-{n:04d}-{uuid.uuid4().hex[:6]}" for n in range(1000)]
+
+    # The same R2 bucket (the queue test's videos in it), a fresh instance: 10, then 1,000.
+    postgres.create_database("scale")
+    home = tmp_path / "scale_home"
+    render_instance(DEPLOY / "dagster.yaml", home, {})
+    calls = list_request_counter(monkeypatch)
+    with open_instance(home, postgres.env("scale"), monkeypatch) as instance:
+        instance.add_dynamic_partitions("video_requests", keys[:10])
+        _, cursor = tick(r2_new_objects, instance, resources)  # the bookmark tick
+        calls.clear()
+        tick(r2_new_objects, instance, resources, cursor)
+        with_10 = len(calls)
+        instance.add_dynamic_partitions("video_requests", keys[10:])
+        assert len(instance.get_dynamic_partitions("video_requests")) == 1000
+        calls.clear()
+        tick(r2_new_objects, instance, resources, cursor)
+        with_1000 = len(calls)
+    assert with_10 > 0
+    assert with_1000 == with_10
+
+    # The team instance behind the webserver gets the 1,000 too; the asset page lists them.
+    with open_instance(team.dagster.home, postgres.env("team"), monkeypatch) as instance:
+        instance.add_dynamic_partitions("video_requests", keys)
+        total = len(instance.get_dynamic_partitions("video_requests"))
+    assert total >= 1000
+    if not browser_available():
+        pytest.fail("chromium + chromedriver are needed (apt-get install chromium chromium-driver)")
+    driver = make_driver()
+    try:
+        ui = UI(driver, team.dagster.url, tmp_path / "shots")
+        ui.shots_dir.mkdir(parents=True, exist_ok=True)
+        opened = time.monotonic()
+        ui.open("/assets/generated_video?view=partitions")
+        ui.find(f"//*[contains(normalize-space(), '{total:,}')]", what=f"{total:,} partitions")
+        ui.find(f"//*[contains(normalize-space(), '{keys[-1]}')]", what="a partition key")
+        page_s = time.monotonic() - opened
+        ui.screenshot("partitions-1000")
+    finally:
+        driver.quit()
+    record_property("list_requests_10_vs_1000", f"{with_10} vs {with_1000}")
+    record_property("partitions_page_s", round(page_s, 1))
+    print(
+        f"\nR2 sensor tick: {with_10} list requests with 10 partitions, {with_1000} with 1,000; "
+        f"partitions page with {total:,} partitions open in {page_s:.1f} s"
     )
