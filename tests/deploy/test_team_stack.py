@@ -43,6 +43,9 @@ pytestmark = [
 
 MAX_PODS = 2
 RUNS = 12
+# Pods take this long to boot (a sleep, no CPU): long against a run's own start-up, so pods
+# of runs started together are live at the same time and the pod limit is what holds them.
+BOOT_DELAY_S = 6.0
 GONE = {"TERMINATED", "EXITED"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
@@ -60,6 +63,10 @@ query($selector: SensorSelector!) {
     __typename
     ... on Sensor { sensorState { status ticks(limit: 20) { status error { message } } } }
   }
+}"""
+RUN_EVENTS = """
+query($runId: ID!) {
+  logsForRun(runId: $runId) { ... on EventConnection { events { __typename message } } }
 }"""
 START_SENSOR = """
 mutation($selector: SensorSelector!) {
@@ -122,8 +129,7 @@ def team(
 ) -> Iterator[TeamStack]:
     root = tmp_path_factory.mktemp("team")
     postgres.create_database("team")
-    # Pods take 2 s to boot (a sleep, no CPU) so that a pod lives across other runs' starts.
-    devstack = Devstack(root / "devstack", boot_delay_s=2.0, agent_grace_s=10.0)
+    devstack = Devstack(root / "devstack", boot_delay_s=BOOT_DELAY_S, agent_grace_s=10.0)
     devstack.start()
     env = {
         **devstack.env,
@@ -250,10 +256,11 @@ def test_twelve_queued_runs_never_exceed_the_pod_limit_and_survive_a_daemon_kill
 
 
 @pytest.mark.timeout(300)
-def test_a_run_past_its_maximum_run_time_is_cancelled_and_its_pod_terminated(
+def test_a_run_past_its_maximum_run_time_is_stopped_and_its_pod_terminated(
     team: TeamStack,
 ) -> None:
-    """Run monitoring (in the daemon) cancels it; the pod does not outlive the run."""
+    """Run monitoring (in the daemon) terminates it and marks it failed; the pod does not
+    outlive the run."""
     key = new_partition_key("team-max-runtime")
     team.api.add_partition(key)
     spec = request_spec("A clock tower at dusk, pigeons", seed=4100)
@@ -262,21 +269,29 @@ def test_a_run_past_its_maximum_run_time_is_cancelled_and_its_pod_terminated(
         run_id = team.api.client.submit_job_execution(
             "generate_videos",
             run_config=run_config(key, spec),
-            tags={"dagster/partition": key, "dagster/max_runtime": "25"},
+            # No automatic retry here: this run is meant to end as it is.
+            tags={
+                "dagster/partition": key,
+                "dagster/max_runtime": "25",
+                "dagster/max_retries": "0",
+            },
         )
         deadline = time.monotonic() + 120
         while not [p for p in team.admin.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]:
             assert time.monotonic() < deadline, team.statuses([run_id])
             time.sleep(0.5)
-        assert team.wait_statuses([run_id], FINISHED, timeout_s=180) == {run_id: "CANCELED"}
+        assert team.wait_statuses([run_id], FINISHED, timeout_s=180) == {run_id: "FAILURE"}
     finally:
-        team.admin.set_boot_delay(2.0)
+        team.admin.set_boot_delay(BOOT_DELAY_S)
+    events = team.dagster.graphql(RUN_EVENTS, {"runId": run_id})["logsForRun"]["events"]
+    assert any("Exceeded maximum runtime of 25 seconds" in (e.get("message") or "") for e in events)
     deadline = time.monotonic() + 120
     while [p for p in team.live_pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]:
         assert time.monotonic() < deadline, "the cancelled run's pod is still live"
         time.sleep(1.0)
     pods = [p for p in team.admin.pods() if p["env"].get("DAGSTER_RUN_ID") == run_id]
     assert [p["desired_status"] for p in pods] == ["TERMINATED"]
+    assert team.statuses([run_id]) == {run_id: "FAILURE"}  # and not retried: still the one run
 
 
 def sensor_ticks(team: TeamStack, name: str) -> list[dict[str, Any]]:
