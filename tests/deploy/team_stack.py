@@ -145,7 +145,8 @@ class TeamDagster:
         response = requests.post(
             f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
         )
-        response.raise_for_status()
+        if not response.ok:
+            raise ServiceError(f"GraphQL {response.status_code}: {response.text[:500]}")
         body = response.json()
         if body.get("errors"):
             raise ServiceError(str(body["errors"]))
