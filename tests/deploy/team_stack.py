@@ -93,6 +93,9 @@ class TeamDagster:
     def start(self) -> TeamDagster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_workspace()
+        # The 'Join the Dagster community' dialog would cover the first page; mark it seen.
+        (self.home / ".nux").mkdir(parents=True, exist_ok=True)
+        (self.home / ".nux" / "nux.yaml").write_text("seen: 1\n")
         try:
             self._spawn(
                 "code-server",
