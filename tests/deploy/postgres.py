@@ -41,10 +41,12 @@ class PostgresCluster:
         self.password = password
         self.port = free_port()
         self.host = "127.0.0.1"
-        self.root = Path(tempfile.mkdtemp(prefix="rp-pg-"))
+        self._as_nobody = os.geteuid() == 0
+        # `nobody` must reach the directory: the test session's own temp dir is private to
+        # root, so then the cluster lives directly under /tmp (and stop() removes it).
+        self.root = Path(tempfile.mkdtemp(prefix="rp-pg-", dir="/tmp" if self._as_nobody else None))
         self.data = self.root / "data"
         self.log_path = self.root / "postgres.log"
-        self._as_nobody = os.geteuid() == 0
         self._started = False
 
     def _run(self, argv: list[str]) -> None:
