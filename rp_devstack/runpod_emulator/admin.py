@@ -63,6 +63,7 @@ class EmulatorAdmin:
 
     def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
         self._call("POST", "preemption", {"rate_per_hour": rate_per_hour, "seed": seed})
+
     def error_pod(self, pod_id: str, reason: str = "container failed to start") -> None:
         self._call("POST", f"pods/{pod_id}/error", {"reason": reason})
 

@@ -237,6 +237,7 @@ class EmulatorState:
     def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
         """Preempt running interruptible pods at random, `rate_per_hour` each (0: off)."""
         preemption.set_random_rate(self, rate_per_hour, seed)
+
     def error_pod(self, pod_id: str, reason: str = "container failed to start") -> None:
         """The pod's container is in an unrecoverable error state (REST v2 status ERROR)."""
         with self._lock:
