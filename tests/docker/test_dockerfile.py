@@ -154,7 +154,7 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
         cwd=context, env=env, check=True, capture_output=True,
     )  # fmt: skip
     pinned = {line.split("==")[0] for line in requirements.read_text().splitlines() if "==" in line}
-    assert {"boto3", "watchdog", "rich"} <= pinned
+    assert {"boto3", "watchdog", "rich", "aiohttp"} <= pinned
     assert not pinned & {"dagster", "runpod", "moto", "pytest"}  # the pod gets the agent only
     assert "--hash=sha256:" in requirements.read_text()
 
