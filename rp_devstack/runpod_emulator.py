@@ -4,6 +4,9 @@ Wire behaviour copied from RunPod and the SDK (`runpod/api/graphql.py`):
 - `POST {base}/graphql` with `{"query": ...}`; the key arrives as `Authorization: Bearer KEY`
   (or `?api_key=`); a missing or wrong key is HTTP 401, which the SDK turns into
   `AuthenticationError`.
+- Like RunPod, every pod gets `RUNPOD_POD_ID` and a `RUNPOD_API_KEY` good for that pod only
+  (here: read, stop or terminate it; anything else is an error naming the limit), plus
+  `RUNPOD_API_BASE_URL` pointing here.
 - Errors are HTTP 200 with `errors[0].message` (the SDK raises `QueryError`), e.g. RunPod's
   capacity message `There are no longer any instances available ...`; an unknown pod is `pod: null`.
 - Documents are parsed and validated against a schema (graphql-core) holding the fields the SDK
@@ -275,6 +278,7 @@ class RunPodEmulator:
         self._volumes: dict[str, NetworkVolume] = {}
         self._templates: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
+        self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
         self._stock: dict[tuple[str, str], int] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -396,10 +400,29 @@ class RunPodEmulator:
     # ---------------------------------------------------------------- request handling
 
     def authorized(self, header: str | None, query_key: str | None) -> bool:
-        presented = query_key
-        if header and header.lower().startswith("bearer "):
-            presented = header[7:].strip()
+        presented = _presented_key(header, query_key)
         return bool(presented) and secrets.compare_digest(presented or "", self._api_key)
+
+    def pod_scope(self, header: str | None, query_key: str | None) -> str | None:
+        """The pod a pod-scoped key belongs to, or None when it is not one."""
+        presented = _presented_key(header, query_key) or ""
+        with self._lock:
+            for key, pod_id in self._pod_keys.items():
+                if secrets.compare_digest(presented, key):
+                    return pod_id
+        return None
+
+    def execute_for_pod(
+        self, pod_id: str, query: str, variables: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """A request made with a pod's own key: only that pod, only read/stop/terminate."""
+        result = graphql_sync(
+            SCHEMA, query, root_value=_PodScopedRoot(self, pod_id), variable_values=variables
+        )
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [{"message": e.message, "path": e.path} for e in result.errors]
+        return body
 
     def take_fault(self, operation: str | None) -> Fault | None:
         with self._lock:
@@ -584,12 +607,18 @@ class RunPodEmulator:
         pod.status_changed_at = now
         pod.running_since = now
         pod.booted_at = now + self.boot_delay_s
+        pod_key = next((k for k, p in self._pod_keys.items() if p == pod.id), None)
+        if pod_key is None:
+            pod_key = f"pod-{pod.id}-{secrets.token_urlsafe(24)}"
+            self._pod_keys[pod_key] = pod.id
         pod.local = LocalPod(
             pod_id=pod.id,
             root=self.state_dir / "pods" / pod.id,
             env=self._resolve_secrets(pod.env),
             comfy_command=self.comfy_command,
             agent_grace_s=self.agent_grace_s,
+            api_base_url=self.base_url,
+            api_key=pod_key,
         )
         try:
             pod.local.start()
@@ -810,6 +839,34 @@ class _Root:
         return self.e.save_template(input)
 
 
+class _PodScopedRoot:
+    """GraphQL root for a pod-scoped key: its own pod's read, stop and terminate, nothing else."""
+
+    def __init__(self, emulator: RunPodEmulator, pod_id: str) -> None:
+        self.e = emulator
+        self.pod_id = pod_id
+
+    def _own(self, input: dict[str, Any] | None) -> str:
+        pod_id = (input or {}).get("podId")
+        if pod_id != self.pod_id:
+            raise GraphQLError(f"this API key is limited to pod {self.pod_id}")
+        return pod_id
+
+    def pod(self, _info: Any, input: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        return self.e.get_pod(self._own(input))
+
+    def podStop(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        return self.e.stop_pod(self._own(input))
+
+    def podTerminate(self, _info: Any, input: dict[str, Any]) -> None:
+        self.e.terminate_pod(self._own(input))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise GraphQLError(f"this API key is limited to pod {self.pod_id}: {name} not allowed")
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: RunPodEmulator
     protocol_version = "HTTP/1.1"
@@ -839,9 +896,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no route {url.path}"})
             return
         query_key = next(iter(parse_qs(url.query).get("api_key", [])), None)
-        if not self.emulator.authorized(self.headers.get("Authorization"), query_key):
-            self._text(401, "401 Unauthorized")
-            return
+        header = self.headers.get("Authorization")
+        scope = None
+        if not self.emulator.authorized(header, query_key):
+            scope = self.emulator.pod_scope(header, query_key)
+            if scope is None:
+                self._text(401, "401 Unauthorized")
+                return
         try:
             payload = json.loads(raw or b"{}")
             query = payload["query"]
@@ -852,7 +913,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.mode == "5xx":
             self._text(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
             return
-        body = self.emulator.execute(query, payload.get("variables"))
+        if scope is not None:
+            body = self.emulator.execute_for_pod(scope, query, payload.get("variables"))
+        else:
+            body = self.emulator.execute(query, payload.get("variables"))
         if fault and fault.mode == "hang":
             time.sleep(fault.hang_seconds)
         self._json(200, body)
@@ -946,6 +1010,12 @@ class EmulatorAdmin:
 
     def reset(self) -> None:
         self._call("POST", "reset", {})
+
+
+def _presented_key(header: str | None, query_key: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return query_key
 
 
 def _operation_name(query: str) -> str | None:

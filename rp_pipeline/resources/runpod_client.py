@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from rp_pipeline.resources.pod_token import pod_token
 from rp_pipeline.resources.runpod_backend import GraphQLBackend, RunPodBackend
 from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
@@ -307,11 +308,14 @@ class RunPodClient:
         deadline_s: float = 300.0,
         terminate_on_timeout: bool = True,
         on_state: Callable[[str], None] | None = None,
+        token: str | None = None,
     ) -> ReadyPod:
         """Poll until the pod runs, maps `port`, and ComfyUI answers `GET /system_stats`.
 
-        Fails fast on EXITED/TERMINATED. On timeout or exit the pod is terminated unless
-        `terminate_on_timeout` is False (a dead or late pod only costs money).
+        ComfyUI sits behind the pod's token proxy: the probe sends `token`, by default the one
+        in the pod's env (RP_POD_TOKEN). Fails fast on EXITED/TERMINATED. On timeout or exit
+        the pod is terminated unless `terminate_on_timeout` is False (a dead or late pod only
+        costs money).
         """
         deadline = time.monotonic() + deadline_s
         state = ""
@@ -330,7 +334,8 @@ class RunPodClient:
                 new_state = _describe(pod, url, port)
                 if pod.desired_status in GONE_STATUSES:
                     self._give_up(pod_id, f"it is {pod.desired_status}", terminate_on_timeout)
-                if pod.desired_status == "RUNNING" and url and _comfy_answers(url):
+                probe_token = token or pod_token(pod)
+                if pod.desired_status == "RUNNING" and url and _comfy_answers(url, probe_token):
                     log.info("pod %s ready: ComfyUI at %s", pod_id, url)
                     return ReadyPod(pod=pod, comfyui_url=url)
             if new_state != state:
@@ -496,10 +501,11 @@ def _describe(pod: Pod, url: str | None, port: int) -> str:
     return f"RUNNING, waiting for ComfyUI at {url}"
 
 
-def _comfy_answers(url: str) -> bool:
+def _comfy_answers(url: str, token: str | None = None) -> bool:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     for path in ("/system_stats", "/queue"):
         try:
-            if requests.get(url + path, timeout=5).status_code == 200:
+            if requests.get(url + path, headers=headers, timeout=5).status_code == 200:
                 return True
         except requests.RequestException:
             return False
