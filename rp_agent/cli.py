@@ -30,6 +30,7 @@ from rp_agent.lease import (
     DEFAULT_POLL_S,
     LEASE_ENV,
     OUTAGE_ENV,
+    POLL_ENV,
     LeaseWatcher,
 )
 from rp_agent.paths import DEFAULT_EXTENSIONS
@@ -109,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_OUTAGE_S:.0f}).",
     )
     lease.add_argument(
-        "--poll", type=float, default=DEFAULT_POLL_S, help="seconds between reads (default 10)"
+        "--poll",
+        type=float,
+        help=f"seconds between reads (default ${POLL_ENV}, else {DEFAULT_POLL_S:.0f})",
     )
     return parser
 
@@ -253,8 +256,9 @@ def cmd_lease_watch(args: argparse.Namespace) -> int:
         if lease_s <= 0:
             print(f"rp-agent: {LEASE_ENV}={lease_s:g}: lease disabled, nothing to watch")
             return 0
-        if args.poll <= 0:
-            raise AgentConfigError("--poll must be > 0")
+        poll_s = args.poll if args.poll is not None else _seconds_env(POLL_ENV, DEFAULT_POLL_S)
+        if poll_s <= 0:
+            raise AgentConfigError(f"the poll interval must be > 0, got {poll_s:g}")
         settings = R2Settings.from_env()
         pod = PodIdentity.from_env()
     except (R2ConfigError, AgentConfigError, ValueError) as exc:
@@ -265,13 +269,18 @@ def cmd_lease_watch(args: argparse.Namespace) -> int:
         os.environ.get("R2_PREFIX") or DEFAULT_PREFIX,
         pod,
         lease_s=lease_s,
-        poll_s=args.poll,
+        poll_s=poll_s,
         outage_s=outage_s,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return watcher.run(stop)
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # Nothing to flush: leave at once, even from the middle of an API call (the pod's own
+        # terminate call is answered by stopping this very process).
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return watcher.run(threading.Event())
 
 
 COMMANDS = {
