@@ -112,13 +112,17 @@ r2_settings_complete() {
 # up to 30 s between crashes (reset after a minute of healthy running). SIGTERM is passed to
 # the agent, which finishes its uploads before exiting; the loop then ends.
 AGENT_CHILD=""
-# Invoked from the TERM trap that supervise_agent installs.
+# Invoked from the TERM trap that supervise_agent installs. It stops every job of this subshell,
+# not just $AGENT_CHILD: a TERM can land between `rp-agent ... &` and `AGENT_CHILD=$!`, and an
+# agent missed there would outlive the pod's stop (skipping its flush, and holding stdout open).
 # shellcheck disable=SC2329
 stop_supervised_agent() {
-    if [ -n "$AGENT_CHILD" ]; then
-        kill -TERM "$AGENT_CHILD" 2>/dev/null
-        wait "$AGENT_CHILD" 2>/dev/null
-    fi
+    local pid
+    trap '' TERM
+    for pid in $(jobs -p); do
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
     exit 0
 }
 
@@ -217,11 +221,24 @@ stop_pid() {
     wait "$pid" 2>/dev/null
 }
 
+# A stop can land between `cmd &` and the line that records its pid. Such a job is always the
+# one started last, and shutdown stops in reverse start order, so it goes first. Its pid is also
+# tried as a process group: the download runs as the leader of its own.
+stop_unrecorded_jobs() {
+    local pid known=" $DOWNLOAD_PID $COMFY_PID $AGENT_PID ${HELPER_PIDS[*]} "
+    for pid in $(jobs -p); do
+        case "$known" in *" $pid "*) continue ;; esac
+        kill -TERM -- "-$pid" 2>/dev/null
+        stop_pid "$pid"
+    done
+}
+
 # Stops everything in dependency order and exits with $1.
 shutdown() {
     local status="$1" pid
     STOPPING=1
     trap '' TERM INT
+    stop_unrecorded_jobs
     if [ -n "$DOWNLOAD_PID" ]; then
         log "stopping the model download (the partial file stays for the next start)"
         kill -TERM -- "-$DOWNLOAD_PID" 2>/dev/null
@@ -241,9 +258,15 @@ shutdown() {
 }
 
 main() {
-    # Background jobs of a non-interactive shell ignore SIGINT, so children always get TERM.
-    trap 'log "SIGTERM received"; shutdown 0' TERM
-    trap 'log "SIGINT received"; shutdown 0' INT
+    # A shell cannot trap a signal that was ignored when it started (as a background job of
+    # another shell ignores SIGINT): say so, rather than leave a Ctrl-C that silently does nothing.
+    if [ "$(trap -p INT)" = "trap -- '' SIGINT" ]; then
+        log "SIGINT was ignored when this started: stop it with SIGTERM"
+    fi
+    # Further stop signals are ignored from the first one on: shutdown runs once. Background
+    # jobs of a non-interactive shell ignore SIGINT, so children always get TERM.
+    trap 'trap "" TERM INT; log "SIGTERM received"; shutdown 0' TERM
+    trap 'trap "" TERM INT; log "SIGINT received"; shutdown 0' INT
     describe_env
     start_sshd
     start_jupyter

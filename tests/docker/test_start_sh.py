@@ -1,15 +1,24 @@
 """docker/start.sh run for real as a process tree: a stand-in ComfyUI (main.py answering
 /system_stats), a stand-in `rp-agent` on PATH, the real download_models.sh with an empty
 manifest. Checks ordering, agent supervision, signal forwarding and that secrets never print.
+
+A stop can reach a pod at any moment, so it is sent in every phase (model download, the agent's
+restart backoff, the agent running) and each time start.sh must exit cleanly within the stop
+grace period, leaving no process behind. The script is started with default signal dispositions
+whatever the suite inherited: CI starts the suite from a background shell, which ignores SIGINT,
+and a shell cannot trap a signal that was ignored when it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +29,9 @@ from rp_devstack.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = REPO_ROOT / "docker" / "start.sh"
+# A container stop waits this long before SIGKILL; the stand-ins flush at once, so a start.sh
+# still running after it has hung (a lost signal, or an orphan holding stdout open).
+STOP_GRACE_S = 30
 SECRET = "r2-secret-value-should-never-print"
 KEY_ID = "r2-key-id-should-never-print"
 
@@ -46,18 +58,63 @@ if "--crash" in sys.argv:
 server.serve_forever()
 """
 
-# First run dies at once (the supervisor must restart it); later runs wait for SIGTERM and
-# "flush" before exiting, as the real agent does.
+# By default the first run dies at once (the supervisor must restart it); later runs wait for
+# SIGTERM and "flush" before exiting, as the real agent does. FAKE_AGENT_CRASHES says how many
+# runs die ("always": every one).
 FAKE_AGENT = """#!/usr/bin/env bash
 log="{events}"
 runs_file="{state}/runs"
 runs=$(( $(cat "$runs_file" 2>/dev/null || echo 0) + 1 ))
 echo "$runs" > "$runs_file"
 echo "agent-start $* key=${{R2_ACCESS_KEY_ID:+yes}}" >> "$log"
-if [ "$runs" -eq 1 ]; then exit 3; fi
+crashes="${{FAKE_AGENT_CRASHES:-1}}"
+if [ "$crashes" = always ] || [ "$runs" -le "$crashes" ]; then
+    echo "agent-exit 3" >> "$log"
+    exit 3
+fi
 trap 'echo agent-flushed >> "$log"; exit 0' TERM
 while true; do sleep 0.1; done
 """
+
+# `sleep` as start.sh finds it on PATH: the supervisor's restart backoff (whole seconds) is
+# logged and, with FAKE_BACKOFF_HOLD set, held until the test stops the pod, so "a stop during
+# the backoff" does not depend on the timing of a shared machine.
+FAKE_SLEEP = """#!/usr/bin/env bash
+case "$1" in
+    *[!0-9]*) ;;
+    *)
+        echo "backoff $1" >> "{events}"
+        if [ -n "${{FAKE_BACKOFF_HOLD:-}}" ]; then exec {sleep} 3600; fi
+        ;;
+esac
+exec {sleep} "$@"
+"""
+
+
+def default_signals_own_session() -> None:
+    """preexec_fn: a session of its own (so the test can find and kill all of it), and SIGINT,
+    SIGQUIT, SIGTERM back to their defaults: a suite started from a background shell inherits
+    them ignored, exec passes "ignored" on, and bash could then never trap them."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def processes_marked(marker: str) -> list[str]:
+    """Live processes whose environment carries `marker`: everything start.sh started, even in
+    sessions of its own (the download), or reparented after their parent died."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append(f"{entry.name} {command}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 @dataclass
@@ -66,6 +123,15 @@ class Pod:
     events: Path
     port: int
     output_dir: Path
+    marker: str
+
+    def leftover_processes(self) -> list[str]:
+        return processes_marked(self.marker)
+
+    def kill_everything(self) -> None:
+        for line in self.leftover_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
 
     def event_lines(self) -> list[str]:
         return self.events.read_text().splitlines() if self.events.exists() else []
@@ -91,7 +157,7 @@ class Pod:
 
 @pytest.fixture
 def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
-    started: list[subprocess.Popen[str]] = []
+    started: list[Pod] = []
 
     def start(extra_env: dict[str, str] | None = None, comfy_args: str = "") -> Pod:
         comfy_dir = tmp_path / "ComfyUI-code"
@@ -103,11 +169,16 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
         agent = bin_dir / "rp-agent"
         agent.write_text(FAKE_AGENT.format(events=events, state=tmp_path))
         agent.chmod(0o755)
+        fake_sleep = bin_dir / "sleep"
+        fake_sleep.write_text(FAKE_SLEEP.format(events=events, sleep=shutil.which("sleep")))
+        fake_sleep.chmod(0o755)
         manifest = tmp_path / "manifest.txt"
         manifest.write_text("")
         port = free_port()
         data_dir = tmp_path / "data"
+        marker = f"RP_START_SH_TEST={uuid.uuid4().hex}"
         env = {
+            marker.split("=")[0]: marker.split("=")[1],
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "HOME": str(tmp_path),
             "COMFYUI_DIR": str(comfy_dir),
@@ -129,18 +200,18 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,
+            preexec_fn=default_signals_own_session,
         )
-        started.append(process)
-        return Pod(process, events, port, data_dir / "output")
+        pod = Pod(process, events, port, data_dir / "output", marker)
+        started.append(pod)
+        return pod
 
     try:
         yield start
     finally:
-        for process in started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        for pod in started:
+            pod.kill_everything()
+            pod.process.communicate()
 
 
 def session_alive(pod: Pod) -> bool:
@@ -152,8 +223,18 @@ def session_alive(pod: Pod) -> bool:
 
 
 def stop(pod: Pod, sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """Sends the stop and returns (status, output) once start.sh has exited and its stdout is
+    closed, failing if that takes longer than the grace period or leaves any process behind."""
     pod.process.send_signal(sig)
-    out, _ = pod.process.communicate(timeout=60)
+    try:
+        out, _ = pod.process.communicate(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(
+            f"start.sh not done {STOP_GRACE_S}s after {signal.Signals(sig).name}: "
+            f"exited={pod.process.poll() is not None} processes={pod.leftover_processes()} "
+            f"events={pod.event_lines()} output={e.output!r}"
+        )
+    assert pod.leftover_processes() == [], out
     return pod.process.returncode, out
 
 
@@ -189,8 +270,10 @@ def test_models_are_in_place_before_comfyui_starts(start_pod) -> None:
     pod = start_pod()
     pod.wait_for(pod.comfy_answers, "ComfyUI answering")
 
-    _, out = stop(pod, signal.SIGINT)
+    status, out = stop(pod, signal.SIGINT)
 
+    assert status == 0, out
+    assert "SIGINT received" in out
     assert out.index("[models] all selected models present") < out.index("ComfyUI starting")
     [comfy_start] = [line for line in pod.event_lines() if line.startswith("comfy-start")]
     assert f"--output-directory {pod.output_dir}" in comfy_start
@@ -245,20 +328,43 @@ def test_output_dir_is_per_pod_on_runpod(start_pod) -> None:
 def test_sigterm_during_model_download_leaves_a_resumable_partial(
     start_pod, model_hub, tmp_path: Path
 ) -> None:
-    size = 4 * 1024 * 1024
+    # Slow enough (about 13 s) that the stop surely lands while it is in flight.
+    size = 16 * 1024 * 1024
     model_hub.add("/Org/repo/resolve/main/big.safetensors", b"x" * size, chunk_delay=0.05)
     manifest = tmp_path / "models-manifest.txt"
     manifest.write_text("wan720p any Org/repo big.safetensors diffusion_models 3 -\n")
     pod = start_pod(
-        {"WAN_720P": "true", "HF_ENDPOINT": model_hub.base_url, "MODELS_MANIFEST": str(manifest)}
+        {
+            "WAN_720P": "true",
+            "HF_ENDPOINT": model_hub.base_url,
+            "MODELS_MANIFEST": str(manifest),
+            "FAKE_AGENT_CRASHES": "0",
+        }
     )
     part = tmp_path / "data" / "models" / "diffusion_models" / "big.safetensors.part"
     pod.wait_for(lambda: part.exists() and part.stat().st_size > 0, "download in progress")
+    pod.wait_for(lambda: "agent-start" in " ".join(pod.event_lines()), "rp-agent running")
 
-    status, out = stop(pod)
+    status, out = stop(pod)  # also fails if curl (in a session of its own) outlived the stop
 
     assert status == 0, out
     assert not pod.comfy_answers()  # ComfyUI never started: models come first
     assert 0 < part.stat().st_size < size  # kept for the next start to resume
     assert not part.with_suffix("").exists()
-    assert not session_alive(pod)  # curl was stopped too, nothing orphaned
+    assert "agent-flushed" in pod.event_lines()  # the agent got its flush, not a kill
+    assert not session_alive(pod)
+
+
+def test_sigterm_during_the_agent_restart_backoff(start_pod) -> None:
+    pod = start_pod({"FAKE_AGENT_CRASHES": "always", "FAKE_BACKOFF_HOLD": "1"})
+    pod.wait_for(pod.comfy_answers, "ComfyUI answering")
+    pod.wait_for(lambda: "backoff 1" in pod.event_lines(), "rp-agent restart backoff")
+
+    status, out = stop(pod)  # also fails if the held backoff `sleep` outlived the stop
+
+    assert status == 0, out
+    assert "rp-agent exited with status 3; restarting in 1s" in out
+    events = pod.event_lines()
+    assert "comfy-stopped" in events
+    # The backoff was still running: the agent had started once, and was not started again.
+    assert sum(line.startswith("agent-start") for line in events) == 1

@@ -1,0 +1,3 @@
+from rp_devstack.runpod_emulator.cli import main
+
+raise SystemExit(main())

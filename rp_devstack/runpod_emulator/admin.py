@@ -1,0 +1,54 @@
+"""`EmulatorAdmin`: the emulator's admin API over HTTP, for tests and tools in another process."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+
+class EmulatorAdmin:
+    """The admin API over HTTP, for tests and tools in another process than the emulator."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "pods"))
+
+    def billing(self) -> dict[str, Any]:
+        return dict(self._call("GET", "billing"))
+
+    def fail_next(
+        self, count: int = 1, mode: str = "5xx", operation: str | None = None, hang_seconds=5.0
+    ) -> None:
+        self._call(
+            "POST",
+            "faults",
+            {"count": count, "mode": mode, "operation": operation, "hang_seconds": hang_seconds},
+        )
+
+    def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
+        self._call(
+            "POST", "stock", {"gpu_type_id": gpu_type_id, "count": count, "datacenter": datacenter}
+        )
+
+    def crash_pod(self, pod_id: str) -> None:
+        self._call("POST", f"pods/{pod_id}/crash", {})
+
+    def set_boot_delay(self, seconds: float) -> None:
+        self._call("POST", "boot_delay", {"seconds": seconds})
+
+    def reset(self) -> None:
+        self._call("POST", "reset", {})

@@ -1,0 +1,520 @@
+"""The emulated RunPod account: pods (local processes), network volumes, templates, secrets,
+GPU stock, billing and pending faults. Both APIs (GraphQL and REST v2) act on this one state.
+
+Model errors raise `EmulatorError`; each API turns it into the error shape it speaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import string
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rp_devstack.local_pods import ComfyCommand, LocalPod, standin_command
+from rp_devstack.runpod_emulator.catalog import (
+    CAPACITY_MESSAGE,
+    DATACENTERS,
+    GPU_CATALOG,
+    GpuOffer,
+    gpu_offer,
+    on_demand_price,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_KEY = "devstack-runpod-key"
+_SECRET_REF = re.compile(r"\{\{\s*RUNPOD_SECRET_([A-Za-z0-9_.\-]+)\s*\}\}")
+
+
+class EmulatorError(Exception):
+    """A request RunPod refuses: `field` names the offending input when there is one."""
+
+    def __init__(self, message: str, *, status: int = 400, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+@dataclass
+class NetworkVolume:
+    id: str
+    name: str
+    size: int
+    datacenter: str
+
+
+@dataclass
+class EmulatedPod:
+    id: str
+    name: str
+    image: str
+    gpu: GpuOffer
+    datacenter: str
+    cost_per_hr: float
+    pod_type: str  # RESERVED (on-demand) or INTERRUPTABLE (spot)
+    env: dict[str, str]
+    spec: dict[str, Any]
+    created_at: float
+    status: str = "RUNNING"
+    status_changed_at: float = 0.0
+    running_since: float | None = None
+    billed_seconds: float = 0.0
+    booted_at: float = 0.0  # runtime may appear from this moment (boot delay)
+    terminated_at: float | None = None
+    local: LocalPod | None = None
+
+    def seconds_running(self, now: float) -> float:
+        extra = now - self.running_since if self.running_since is not None else 0.0
+        return self.billed_seconds + extra
+
+    @property
+    def volume(self) -> NetworkVolume | None:
+        return self.spec.get("networkVolume")
+
+
+@dataclass
+class Fault:
+    mode: str  # "5xx": fail before doing anything; "hang": do it, then answer too late
+    operation: str | None
+    hang_seconds: float
+
+
+class EmulatorState:
+    """Everything the emulated account holds; thread-safe (one lock)."""
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        api_key: str = DEFAULT_API_KEY,
+        *,
+        boot_delay_s: float = 1.0,
+        stock_per_datacenter: int = 8,
+        secrets_store: dict[str, str] | None = None,
+        comfy_command: ComfyCommand = standin_command,
+        agent_grace_s: float = 15.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self._api_key = api_key
+        self.boot_delay_s = boot_delay_s
+        self.comfy_command = comfy_command
+        self.agent_grace_s = agent_grace_s
+        self.default_stock = stock_per_datacenter
+        self._secrets: dict[str, str] = dict(secrets_store or {})
+        self._lock = threading.RLock()
+        self._pods: dict[str, EmulatedPod] = {}
+        self._volumes: dict[str, NetworkVolume] = {}
+        self._templates: dict[str, dict[str, Any]] = {}
+        self._faults: list[Fault] = []
+        self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
+        self._stock: dict[tuple[str, str], int] = {}
+        self.reset_stock()
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    @property
+    def base_url(self) -> str:
+        """Where the APIs are served (the server knows); pods get it as RUNPOD_API_BASE_URL."""
+        return "(not started)"
+
+    # ---------------------------------------------------------------- setup and admin
+
+    def add_secret(self, name: str, value: str) -> None:
+        with self._lock:
+            self._secrets[name] = value
+
+    def add_network_volume(
+        self, volume_id: str, name: str, datacenter: str = "EU-RO-1", size_gb: int = 100
+    ) -> None:
+        with self._lock:
+            self._volumes[volume_id] = NetworkVolume(volume_id, name, size_gb, datacenter)
+
+    def reset_stock(self) -> None:
+        with self._lock:
+            self._stock = {
+                (g.id, dc): self.default_stock for g in GPU_CATALOG for dc in DATACENTERS
+            }
+
+    def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
+        with self._lock:
+            for dc in [datacenter] if datacenter else DATACENTERS:
+                self._stock[(gpu_type_id, dc)] = count
+
+    def free_gpus(self, gpu_type_id: str, datacenter: str) -> int:
+        with self._lock:
+            return self._stock.get((gpu_type_id, datacenter), 0)
+
+    def set_boot_delay(self, seconds: float) -> None:
+        self.boot_delay_s = seconds
+
+    def fail_next(
+        self, count: int = 1, mode: str = "5xx", operation: str | None = None, hang_seconds=5.0
+    ) -> None:
+        """The next `count` GraphQL calls (of `operation`, if given) fail: "5xx" answers 502
+        with an HTML body before doing anything; "hang" does the work, then answers only after
+        `hang_seconds` (a lost response: the client times out although the call took effect)."""
+        if mode not in {"5xx", "hang"}:
+            raise ValueError(f"unknown fault mode {mode!r}; use '5xx' or 'hang'")
+        with self._lock:
+            self._faults.extend(Fault(mode, operation, hang_seconds) for _ in range(count))
+
+    def take_fault(self, operation: str | None) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self._faults):
+                if fault.operation is None or fault.operation == operation:
+                    return self._faults.pop(i)
+        return None
+
+    def authorized(self, header: str | None, query_key: str | None) -> bool:
+        presented = presented_key(header, query_key)
+        return bool(presented) and secrets.compare_digest(presented or "", self._api_key)
+
+    def pod_scope(self, header: str | None, query_key: str | None) -> str | None:
+        """Like RunPod, every pod gets an API key good for that pod only (`RUNPOD_API_KEY` in
+        its env): the pod such a key belongs to, or None when the key is not one."""
+        presented = presented_key(header, query_key) or ""
+        with self._lock:
+            for key, pod_id in self._pod_keys.items():
+                if secrets.compare_digest(presented, key):
+                    return pod_id
+        return None
+
+    def _pod_key(self, pod_id: str) -> str:
+        """The pod's own key (one per pod, kept across stop/resume). Called with the lock held."""
+        for key, owner in self._pod_keys.items():
+            if owner == pod_id:
+                return key
+        key = f"pod-{pod_id}-{secrets.token_urlsafe(24)}"
+        self._pod_keys[key] = pod_id
+        return key
+
+    def crash_pod(self, pod_id: str) -> None:
+        """The pod's container dies: processes killed at once, desiredStatus EXITED."""
+        with self._lock:
+            pod = self._pods[pod_id]
+            self._halt(pod, "EXITED")
+            local, pod.local = pod.local, None
+        if local is not None:
+            local.kill()
+
+    def pods(self, include_terminated: bool = True) -> list[dict[str, Any]]:
+        now = time.time()
+        with self._lock:
+            return [
+                self._admin_view(p, now)
+                for p in self._pods.values()
+                if include_terminated or p.status != "TERMINATED"
+            ]
+
+    def billing(self) -> dict[str, Any]:
+        rows = self.pods()
+        return {"total_cost": round(sum(r["cost"] for r in rows), 6), "pods": rows}
+
+    def local_pod(self, pod_id: str) -> LocalPod | None:
+        with self._lock:
+            return self._pods[pod_id].local
+
+    def reset(self) -> None:
+        with self._lock:
+            live = [p for p in self._pods.values() if p.status != "TERMINATED"]
+            for pod in live:
+                self._halt(pod, "TERMINATED")
+            self._faults.clear()
+        self._stop_all(live)
+        self.reset_stock()
+
+    def stop_every_pod(self) -> None:
+        with self._lock:
+            live = [p for p in self._pods.values() if p.local is not None]
+            for pod in live:
+                self._halt(pod, "TERMINATED")
+        self._stop_all(live)
+
+    # ---------------------------------------------------------------- the RunPod model
+
+    def deploy(self, spec: dict[str, Any], bid_per_gpu: float | None) -> EmulatedPod:
+        spec = self._apply_template(spec)
+        if not spec.get("imageName"):
+            raise EmulatorError("imageName or templateId is required", field="imageName")
+        try:
+            gpu = gpu_offer(spec.get("gpuTypeId"))
+        except LookupError as exc:
+            raise EmulatorError(str(exc), field="gpuTypeIds") from None
+        gpu_count = int(spec.get("gpuCount") or 1)
+        cloud = spec.get("cloudType") or "ALL"
+        datacenter = spec.get("dataCenterId")
+        volume = None
+        if spec.get("networkVolumeId"):
+            volume = self._volumes.get(spec["networkVolumeId"])
+            if volume is None:
+                raise EmulatorError(
+                    f"Network volume {spec['networkVolumeId']} not found", field="networkVolumeId"
+                )
+            if cloud == "COMMUNITY":
+                raise EmulatorError(
+                    "Network volumes are only available on Secure Cloud", field="cloudType"
+                )
+            if datacenter and datacenter != volume.datacenter:
+                raise EmulatorError(
+                    f"Network volume is in {volume.datacenter}, not in {datacenter}",
+                    field="dataCenterIds",
+                )
+            datacenter = volume.datacenter
+        if bid_per_gpu is not None and bid_per_gpu < gpu.spot_price:
+            raise EmulatorError(
+                f"Your bid price is too low; the minimum bid for {gpu.display_name} "
+                f"is ${gpu.spot_price:.2f}/hr"
+            )
+        env = {e["key"]: e.get("value") or "" for e in spec.get("env") or []}
+        with self._lock:
+            chosen = self._take_stock(gpu.id, gpu_count, datacenter)
+            now = time.time()
+            price = bid_per_gpu if bid_per_gpu is not None else on_demand_price(gpu, cloud)
+            pod = EmulatedPod(
+                id=new_id(),
+                name=spec.get("name") or "",
+                image=spec["imageName"],
+                gpu=gpu,
+                datacenter=chosen,
+                cost_per_hr=round(price * gpu_count, 4),
+                pod_type="INTERRUPTABLE" if bid_per_gpu is not None else "RESERVED",
+                env=env,
+                spec={**spec, "gpuCount": gpu_count, "networkVolume": volume},
+                created_at=now,
+            )
+            self._pods[pod.id] = pod
+            self._run(pod)
+            log.info("pod %s (%s) deployed on %s in %s", pod.id, pod.name, gpu.id, chosen)
+            return pod
+
+    def get_pod(self, pod_id: str) -> EmulatedPod | None:
+        with self._lock:
+            pod = self._pods.get(pod_id)
+            if pod is None or pod.status == "TERMINATED":
+                return None
+            self.refresh(pod)
+            return pod
+
+    def list_pods(self) -> list[EmulatedPod]:
+        with self._lock:
+            live = [p for p in self._pods.values() if p.status != "TERMINATED"]
+            for pod in live:
+                self.refresh(pod)
+            return live
+
+    def stop_pod(self, pod_id: str) -> EmulatedPod:
+        with self._lock:
+            pod = self._require(pod_id)
+            self._halt(pod, "EXITED")
+        self._stop_processes(pod)
+        return pod
+
+    def resume_pod(self, pod_id: str) -> EmulatedPod:
+        with self._lock:
+            pod = self._require(pod_id)
+            if pod.status != "RUNNING":
+                self._take_stock(pod.gpu.id, pod.spec["gpuCount"], pod.datacenter)
+                self._run(pod)
+            return pod
+
+    def terminate_pod(self, pod_id: str) -> None:
+        with self._lock:
+            pod = self._require(pod_id)
+            self._halt(pod, "TERMINATED")
+        self._stop_processes(pod)
+        log.info("pod %s terminated", pod_id)
+
+    def save_template(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            template_id = spec.get("id")
+            clash = [
+                t
+                for t in self._templates.values()
+                if t["name"] == spec["name"] and t["id"] != template_id
+            ]
+            if clash:
+                raise EmulatorError("Template name must be unique", field="name")
+            if template_id and template_id not in self._templates:
+                raise EmulatorError(f"Template {template_id} not found", status=404)
+            template_id = template_id or new_id()[:10]
+            template = {
+                "containerDiskInGb": 10,
+                "volumeInGb": 0,
+                "volumeMountPath": "/workspace",
+                "ports": "",
+                "dockerArgs": "",
+                "isServerless": False,
+                "startSsh": True,
+                "startJupyter": False,
+                "isPublic": False,
+                "readme": "",
+                "category": "NVIDIA",
+                **{k: v for k, v in spec.items() if v is not None},
+                "env": [dict(e) for e in spec.get("env") or []],
+                "id": template_id,
+            }
+            self._templates[template_id] = template
+            return dict(template)
+
+    def templates(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(t) for t in self._templates.values()]
+
+    def network_volumes(self) -> list[NetworkVolume]:
+        with self._lock:
+            return list(self._volumes.values())
+
+    def refresh(self, pod: EmulatedPod) -> None:
+        """A pod whose container's main process died shows as EXITED (as on RunPod)."""
+        local = pod.local
+        if pod.status == "RUNNING" and local is not None and local.comfy_exited():
+            self._halt(pod, "EXITED")
+            pod.local = None
+            threading.Thread(target=local.stop, daemon=True).start()
+
+    def comfy_port(self, pod: EmulatedPod) -> int | None:
+        """ComfyUI's local port once the pod has booted and ComfyUI listens, else None."""
+        local = pod.local
+        if pod.status != "RUNNING" or local is None:
+            return None
+        if time.time() < pod.booted_at or not local.comfy_listening():
+            return None
+        return local.comfy_port
+
+    # ---------------------------------------------------------------- internals
+
+    def _require(self, pod_id: str) -> EmulatedPod:
+        pod = self._pods.get(pod_id)
+        if pod is None or pod.status == "TERMINATED":
+            raise EmulatorError("pod not found", status=404)
+        return pod
+
+    def _apply_template(self, spec: dict[str, Any]) -> dict[str, Any]:
+        template_id = spec.get("templateId")
+        if not template_id:
+            return spec
+        template = self._templates.get(template_id)
+        if template is None:
+            raise EmulatorError(f"Template {template_id} not found", field="templateId")
+        merged = {
+            k: template.get(k) for k in ("imageName", "dockerArgs", "ports", "volumeMountPath")
+        }
+        merged["env"] = template.get("env") or []
+        merged.update({k: v for k, v in spec.items() if v not in (None, "", [])})
+        if spec.get("env") and template.get("env"):
+            # Pod env overrides the template's, key by key (as RunPod merges them).
+            keyed = {e["key"]: e for e in template["env"]}
+            keyed.update({e["key"]: e for e in spec["env"]})
+            merged["env"] = list(keyed.values())
+        return merged
+
+    def _take_stock(self, gpu_id: str, count: int, datacenter: str | None) -> str:
+        candidates = [datacenter] if datacenter else list(DATACENTERS)
+        best = max(candidates, key=lambda dc: self._stock.get((gpu_id, dc), 0))
+        if self._stock.get((gpu_id, best), 0) < count:
+            raise EmulatorError(CAPACITY_MESSAGE, status=500)
+        self._stock[(gpu_id, best)] -= count
+        return best
+
+    def _run(self, pod: EmulatedPod) -> None:
+        """Start (or restart) the pod's processes. Called with the lock held."""
+        now = time.time()
+        pod.status = "RUNNING"
+        pod.status_changed_at = now
+        pod.running_since = now
+        pod.booted_at = now + self.boot_delay_s
+        pod.local = LocalPod(
+            pod_id=pod.id,
+            root=self.state_dir / "pods" / pod.id,
+            env=self._resolve_secrets(pod.env),
+            comfy_command=self.comfy_command,
+            agent_grace_s=self.agent_grace_s,
+            api_base_url=self.base_url,
+            api_key=self._pod_key(pod.id),
+        )
+        try:
+            pod.local.start()
+        except Exception:
+            pod.local.stop()
+            pod.local = None
+            self._halt(pod, "EXITED")
+            raise
+
+    def _halt(self, pod: EmulatedPod, status: str) -> None:
+        """Stop billing and give GPUs back; processes are stopped by the caller, off the lock."""
+        now = time.time()
+        if pod.running_since is not None:
+            pod.billed_seconds += now - pod.running_since
+            pod.running_since = None
+            self._stock[(pod.gpu.id, pod.datacenter)] += pod.spec["gpuCount"]
+        pod.status = status
+        pod.status_changed_at = now
+        if status == "TERMINATED":
+            pod.terminated_at = now
+
+    def _stop_processes(self, pod: EmulatedPod) -> None:
+        with self._lock:
+            local, pod.local = pod.local, None
+        if local is not None:
+            local.stop()
+
+    def _stop_all(self, pods: list[EmulatedPod]) -> None:
+        """Stop pods side by side: each agent may take its grace period to flush."""
+        threads = [threading.Thread(target=self._stop_processes, args=(p,)) for p in pods]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _resolve_secrets(self, env: dict[str, str]) -> dict[str, str]:
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self._secrets:
+                log.warning("pod env refers to unknown secret %s; it resolves to ''", name)
+            return self._secrets.get(name, "")
+
+        return {k: _SECRET_REF.sub(lookup, v) for k, v in env.items()}
+
+    def _admin_view(self, pod: EmulatedPod, now: float) -> dict[str, Any]:
+        seconds = pod.seconds_running(now)
+        return {
+            "id": pod.id,
+            "name": pod.name,
+            "gpu_type_id": pod.gpu.id,
+            "datacenter": pod.datacenter,
+            "pod_type": pod.pod_type,
+            "desired_status": pod.status,
+            "cost_per_hr": pod.cost_per_hr,
+            "seconds": round(seconds, 3),
+            "cost": round(pod.cost_per_hr * seconds / 3600, 6),
+            "created_at": pod.created_at,
+            "terminated_at": pod.terminated_at,
+            "env": dict(pod.env),
+            "pids": pod.local.pids() if pod.local else [],
+            "root": str(self.state_dir / "pods" / pod.id),
+        }
+
+
+def new_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(14))
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def presented_key(header: str | None, query_key: str | None) -> str | None:
+    """The API key of a request: `Authorization: Bearer KEY`, else `?api_key=KEY`."""
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return query_key
