@@ -288,4 +288,5 @@ def serve(listen: str, upstream: str, token: str | None) -> None:
         )
     log.info("proxy on %s:%d -> ComfyUI at %s (token required)", host, port, upstream)
     # access_log=None: the default access line holds the query string, i.e. `?token=`.
-    web.run_app(proxy.app(), host=host, port=port, access_log=None, print=None)
+    # A short shutdown grace: a pod stop must not wait a minute for a browser's open /ws.
+    web.run_app(proxy.app(), host=host, port=port, access_log=None, print=None, shutdown_timeout=5)
