@@ -70,7 +70,9 @@ def usable_token(token: str | None) -> str | None:
 
 def matches(presented: str | None, token: str) -> bool:
     # Constant-time: the comparison must not tell a stranger how much of a guess was right.
-    return bool(presented) and hmac.compare_digest(presented.encode(), token.encode())  # type: ignore[union-attr]
+    if not presented:
+        return False
+    return hmac.compare_digest(presented.encode(), token.encode())
 
 
 def bearer(request: web.BaseRequest) -> str | None:
