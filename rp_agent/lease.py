@@ -129,9 +129,10 @@ class LeaseWatcher:
     def end_pod(self, stop: threading.Event) -> int:
         """Terminate through the API; retried (an API hiccup must not leave the pod billing)."""
         log.warning(
-            "lease of pod %s lapsed at %.0f (run %s): terminating the pod",
+            "lease of pod %s lapsed at %.0f, %.1f s ago (run %s): terminating the pod",
             self.pod.pod_id,
             self.deadline,
+            self.clock() - self.deadline,
             self.run_id or "none",
         )
         delay = 5.0
