@@ -92,7 +92,10 @@ resolve_tier() {
             return 2
             ;;
     esac
-    mib="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc '0-9')" || mib=""
+    # One line per GPU; `sed -n 1p` reads them all. `head -n 1` would exit after the first, and
+    # nvidia-smi, killed by SIGPIPE on its next line, would fail the pipeline (pipefail) and
+    # send an 80 GB GPU to the fp8 tier, depending on timing.
+    mib="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | sed -n 1p | tr -dc '0-9')" || mib=""
     if [ -z "$mib" ]; then
         echo fp8
     elif [ "$mib" -ge $((BF16_MIN_GPU_GIB * 1024)) ]; then

@@ -46,12 +46,10 @@ class VideoRequest:
 
     def workflow_params(self) -> dict[str, Any]:
         """Parameters for `workflows.render_workflow` / `validate_params`."""
-        return {
-            **dict(self.params),
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "seed": self.seed,
-        }
+        params = {**dict(self.params), "prompt": self.prompt, "seed": self.seed}
+        if self.negative_prompt:  # only when set: a custom workflow may have no negative input
+            params["negative_prompt"] = self.negative_prompt
+        return params
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

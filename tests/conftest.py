@@ -1,3 +1,4 @@
-"""Every test can use the devstack fixtures (real S3 server process, emulators, stand-ins)."""
+"""Every test can use the devstack fixtures (real S3 server process, emulators, stand-ins), and
+the session fails if the tests leave temp files or processes behind (tests/leakcheck.py)."""
 
-pytest_plugins = ["rp_devstack.pytest_plugin"]
+pytest_plugins = ["rp_devstack.pytest_plugin", "tests.leakcheck"]

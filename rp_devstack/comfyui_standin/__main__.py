@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--input-dir", default=None, help="default: <output-dir>/../input")
-    parser.add_argument("--temp-dir", default=None)
+    parser.add_argument("--temp-dir", default=None, help="default: <output-dir>/../temp")
     parser.add_argument("--step-seconds", type=float, default=0.01, help="sleep per sampler step")
     parser.add_argument(
         "--fault",

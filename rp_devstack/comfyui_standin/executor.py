@@ -4,7 +4,22 @@ It walks the graph in dependency order, reuses cached node results (a node whose
 and upstream signatures equal the previous prompt's is not re-run; cached output nodes re-send
 their old `executed` payload), sends the recorded WebSocket event sequence, ticks `progress` once
 per sampler step (sleeping `step_seconds`), writes real files for the save nodes and builds the
-history entry. Faults (`execution_error`, `oom`, `hang`) fire at the first sampler node.
+history entry.
+
+Faults, for the fault suite and the fleet tests. Each fires once per prompt, at the first sampler
+node (KSampler, KSamplerAdvanced) that runs; when no sampler runs (none in the graph, or its
+result is cached) at the first node that runs; a prompt answered entirely from cache runs nothing
+and so never faults.
+
+- Per prompt: a marker anywhere in a string input of the prompt (normally the positive
+  CLIPTextEncode text, e.g. "a fox [[fail]]") picks that prompt's fault, so one batch can mix
+  healthy and failing prompts:
+  `[[fail]]` -> `execution_error` (RuntimeError) at the sampler;
+  `[[oom]]`  -> `execution_error` shaped like the real server's out-of-memory report
+               (`exception_type` "torch.OutOfMemoryError", ComfyUI's OOM tips in the message);
+  `[[hang]]` -> the sampler hangs until `POST /interrupt`, then `execution_interrupted`.
+- Globally: `Executor.fault` (`ComfyStandin.fault`, `--fault`, env `COMFY_STANDIN_FAULT`) set to
+  "execution_error", "oom" or "hang" applies to every prompt without a marker.
 """
 
 from __future__ import annotations
@@ -35,7 +50,12 @@ from rp_devstack.comfyui_standin.media import (
 log = logging.getLogger(__name__)
 
 FAULTS = ("execution_error", "oom", "hang")
+# Per-prompt fault markers (in any string input of the prompt) -> the fault they inject.
+MARKERS = {"[[fail]]": "execution_error", "[[oom]]": "oom", "[[hang]]": "hang"}
 SAMPLERS = {"KSampler", "KSamplerAdvanced"}
+# SaveVideo's `format` / `codec` values, as ComfyUI's VideoContainer / VideoCodec enums know them.
+VIDEO_CONTAINERS = ("auto", "mp4")
+VIDEO_CODECS = ("auto", "h264")
 
 OOM_MESSAGE = (
     "Allocation on device \nThis error means you ran out of memory on your GPU.\n\n"
@@ -83,6 +103,9 @@ class RunState:
     ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
+    fault: str | None = None
+    # Where the fault fires: the first sampler that runs, else the first node that runs.
+    fault_at_sampler: bool = False
     fault_fired: bool = False
 
 
@@ -120,6 +143,10 @@ class Executor:
         self.cache = {sig: e for sig, e in self.cache.items() if sig in signatures.values()}
         order = self._execution_order(prompt, item.outputs_to_execute)
         cached = [n for n in order if signatures[n] in self.cache]
+        run.fault = prompt_fault(prompt) or self.fault
+        run.fault_at_sampler = any(
+            prompt[n]["class_type"] in SAMPLERS for n in order if n not in cached
+        )
         self._message(run, "execution_start", {"prompt_id": item.prompt_id})
         self._message(run, "execution_cached", {"nodes": cached, "prompt_id": item.prompt_id})
         results: dict[str, tuple[Any, ...]] = {}
@@ -237,6 +264,12 @@ class Executor:
         if run.client_id is not None or broadcast:
             self.send(event, data, run.client_id)
 
+    def _node_event(self, run: RunState, event: str, data: dict[str, Any]) -> None:
+        """`executing` / `executed`: ComfyUI sends them only when the prompt has a client id.
+        (Progress events have no such guard: a prompt queued without one broadcasts them.)"""
+        if run.client_id is not None:
+            self.send(event, data, run.client_id)
+
     def _progress_state(self, run: RunState) -> None:
         nodes = {k: dict(v) for k, v in run.progress.items()}
         self.send(
@@ -261,10 +294,10 @@ class Executor:
         prompt_id = run.item.prompt_id
         run.ui_outputs[node_id] = ui
         run.meta[node_id] = _meta(node_id)
-        self.send(
+        self._node_event(
+            run,
             "executed",
             {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
-            run.client_id,
         )
         self._set_progress(run, node_id, 1, 1, "finished")
         self._progress_state(run)
@@ -293,10 +326,10 @@ class Executor:
         self.current_node = node_id
         self._set_progress(run, node_id, 0.0, 1.0, "running")
         self._progress_state(run)
-        self.send(
+        self._node_event(
+            run,
             "executing",
             {"node": node_id, "display_node": node_id, "prompt_id": run.item.prompt_id},
-            run.client_id,
         )
         inputs = {}
         for name, val in node.get("inputs", {}).items():
@@ -311,7 +344,8 @@ class Executor:
         if ui is not None:
             run.ui_outputs[node_id] = ui
             run.meta[node_id] = _meta(node_id)
-            self.send(
+            self._node_event(
+                run,
                 "executed",
                 {
                     "node": node_id,
@@ -319,17 +353,15 @@ class Executor:
                     "output": ui,
                     "prompt_id": run.item.prompt_id,
                 },
-                run.client_id,
             )
         self._set_progress(run, node_id, 1.0, 1.0, "finished")
         self._progress_state(run)
 
     def _maybe_fault(self, run: RunState, node_id: str, class_type: str) -> None:
-        fault = self.fault
+        fault = run.fault
         if fault is None or run.fault_fired:
             return
-        has_sampler = any(n["class_type"] in SAMPLERS for n in run.item.prompt.values())
-        if has_sampler and class_type not in SAMPLERS:
+        if run.fault_at_sampler and class_type not in SAMPLERS:
             return
         run.fault_fired = True
         if fault == "hang":
@@ -364,6 +396,13 @@ class Executor:
     def _save_video(
         self, run: RunState, inputs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # ComfyUI 0.3.64 accepts any format/codec at validation (measured: HTTP 200 for "webm")
+        # and fails when the node runs, converting them to its VideoContainer / VideoCodec enums.
+        container, codec = inputs.get("format", "auto"), inputs.get("codec", "auto")
+        if container not in VIDEO_CONTAINERS:
+            raise ValueError(f"{container!r} is not a valid VideoContainer")
+        if codec not in VIDEO_CODECS:
+            raise ValueError("Only H264 codec is supported for now")
         video = inputs["video"]
         folder, filename, counter, subfolder = save_path(
             self.output_dir, str(inputs.get("filename_prefix", "video/ComfyUI"))
@@ -412,6 +451,20 @@ class Executor:
             "fullpath": str(folder / name),
         }
         return (["/".join(filter(None, [subfolder, name]))],), {"gifs": [gif]}
+
+
+def prompt_fault(prompt: dict[str, Any]) -> str | None:
+    """The fault a marker in one of the prompt's string inputs asks for (first marker wins)."""
+    texts = [
+        value
+        for node in prompt.values()
+        for value in node.get("inputs", {}).values()
+        if isinstance(value, str)
+    ]
+    for marker, fault in MARKERS.items():
+        if any(marker in text for text in texts):
+            return fault
+    return None
 
 
 def _links(node: dict[str, Any], prompt: dict[str, Any]) -> list[str]:

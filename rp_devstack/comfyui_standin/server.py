@@ -2,7 +2,8 @@
 
 Routes follow ComfyUI's `server.py` (0.3.64) and answer identically under `/api/`. One worker
 thread runs queued prompts one at a time (as ComfyUI's prompt_worker does) and hands events back
-to the event loop, which sends them only to the prompt's client (statuses go to everyone).
+to the event loop, which sends them only to the socket of the client id that queued the prompt
+(`status` goes to everyone); a socket with another client id hears nothing of the prompt.
 """
 
 from __future__ import annotations

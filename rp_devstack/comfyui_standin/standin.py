@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -24,7 +23,9 @@ class ComfyStandin:
     `fault` (None, "execution_error", "oom", "hang") defaults to `$COMFY_STANDIN_FAULT`; it can be
     changed while running via the `fault` attribute. `models` maps model folder -> file names the
     stand-in "has" (default: the files the shipped workflows load; `{}` simulates a pod whose
-    models are missing).
+    models are missing). `input_dir` and `temp_dir` default to `input` and `temp` beside the
+    output dir, ComfyUI's own layout: the stand-in then writes only under its caller's folder,
+    never into the system temp dir, so nothing outlives whoever made that folder.
     """
 
     def __init__(
@@ -39,11 +40,10 @@ class ComfyStandin:
         temp_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         output = Path(output_dir)
-        self._tmp = None if temp_dir else tempfile.TemporaryDirectory(prefix="comfy-standin-temp-")
         self.server = StandinServer(
             output_dir=output,
             input_dir=Path(input_dir) if input_dir else output.parent / "input",
-            temp_dir=Path(temp_dir) if temp_dir else Path(self._tmp.name),  # type: ignore[union-attr]
+            temp_dir=Path(temp_dir) if temp_dir else output.parent / "temp",
             step_seconds=step_seconds,
             fault=fault if fault is not None else os.environ.get(FAULT_ENV) or None,
             models=models,
@@ -132,9 +132,6 @@ class ComfyStandin:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=15)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     def __enter__(self) -> ComfyStandin:
         self.start()

@@ -5,6 +5,12 @@ reads the result from `/history/{prompt_id}`. The RunPod proxy cuts any request 
 nothing here holds one long request: the socket is read with short timeouts, reconnected when it
 drops, and `/history` is polled whenever the socket is unavailable (or quiet for a while, which
 also covers events sent before we connected). History is the source of truth for the result.
+
+ComfyUI sends a prompt's events only to the socket of the client id that queued it, so wait with
+the client (instance, or at least `client_id`) that submitted: any other client hears nothing and
+notices the end only by polling (measured on ComfyUI 0.3.64: ~2 s late, no progress at all). One
+client can submit a batch and then `wait()` for each prompt in turn; its socket stays open
+between waits (close it with `close()` or a `with` block), so no event is lost in between.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -93,7 +100,26 @@ class PromptExecutionError(ComfyUIError):
 
 
 class ComfyUITimeout(ComfyUIError):
-    """The prompt did not finish before the caller's deadline."""
+    """The prompt did not finish before the caller's deadline (it may still be queued/running)."""
+
+    def __init__(self, prompt_id: str, deadline_s: float, base_url: str) -> None:
+        self.prompt_id = prompt_id
+        self.deadline_s = deadline_s
+        super().__init__(
+            f"prompt {prompt_id} did not finish within {deadline_s:.0f} s on {base_url}"
+        )
+
+
+class PromptVanished(ComfyUIError):
+    """ComfyUI no longer knows the prompt (neither queued, running nor in history): it was
+    restarted, or the prompt was deleted from its queue. Only this prompt is lost."""
+
+    def __init__(self, prompt_id: str, base_url: str) -> None:
+        self.prompt_id = prompt_id
+        super().__init__(
+            f"prompt {prompt_id} is neither queued nor finished on {base_url}: "
+            "ComfyUI restarted or the prompt was deleted from its queue"
+        )
 
 
 class ComfyUIUnavailable(ComfyUIError):
@@ -114,6 +140,9 @@ class OutputFile:
     subfolder: str
     type: str
     animated: bool = False
+    # True when ComfyUI answered the node from its cache: the file is an EARLIER prompt's file,
+    # reported again; this prompt wrote nothing new for it.
+    cached: bool = False
 
     @property
     def relative_path(self) -> str:
@@ -133,6 +162,22 @@ class PromptResult:
     generation_time_s: float | None
     cached_nodes: list[str] = field(default_factory=list)
 
+    @property
+    def new_outputs(self) -> list[OutputFile]:
+        """The files this prompt actually wrote (outputs not served from ComfyUI's cache)."""
+        return [out for out in self.outputs if not out.cached]
+
+    @property
+    def cached(self) -> bool:
+        """True when ComfyUI answered the whole prompt from its cache: it reports "success" with
+        the files of an earlier identical prompt and wrote no new file (`no_new_output`)."""
+        return bool(self.outputs) and not self.new_outputs
+
+    @property
+    def no_new_output(self) -> bool:
+        """True when the prompt wrote no file at all (cached, or a graph without outputs)."""
+        return not self.new_outputs
+
 
 class ComfyUIClient:
     """Client for one ComfyUI server. Thread-compatible, not thread-safe (one per worker)."""
@@ -147,6 +192,7 @@ class ComfyUIClient:
         ws_connect_timeout_s: float = 10.0,
         unreachable_grace_s: float = 120.0,
         queue_check_s: float = 15.0,
+        prompt_deadline_s: float = 3600.0,
         session: requests.Session | None = None,
         token: str | None = None,
     ) -> None:
@@ -161,13 +207,30 @@ class ComfyUIClient:
         # How often wait() confirms the prompt is still queued (a restarted ComfyUI forgets it).
         self.queue_check_s = queue_check_s
         self._last_queue_check = 0.0
+        self.prompt_deadline_s = prompt_deadline_s  # wait()'s default deadline
         self.session = session or requests.Session()
         # The pod's proxy refuses requests without the pod's token (HTTP and the /ws upgrade).
         self._auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.session.headers.update(self._auth_headers)
+        # Kept open between wait() calls: events of the next prompt queue up in it meanwhile.
+        self._ws: websocket.WebSocket | None = None
+        # Prompts whose end this socket announced while we waited for another one.
+        self._ended: deque[str] = deque(maxlen=1000)
 
     def __repr__(self) -> str:
         return f"ComfyUIClient({self.base_url!r}, client_id={self.client_id!r})"
+
+    def close(self) -> None:
+        """Close the event socket (a later wait() reopens it)."""
+        if self._ws is not None:
+            _close_quietly(self._ws)
+            self._ws = None
+
+    def __enter__(self) -> ComfyUIClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- plain HTTP --------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -188,7 +251,13 @@ class ComfyUIClient:
         return response.status_code == 200
 
     def submit(self, workflow: dict[str, Any]) -> Submission:
-        """Queue an API-format workflow. Raises PromptValidationError on HTTP 400."""
+        """Queue an API-format workflow. Raises PromptValidationError on HTTP 400.
+
+        The event socket is opened first (as ComfyUI's own frontend does), so wait() hears the
+        prompt from its first event; without a socket wait() still works, by polling.
+        """
+        if self._ws is None:
+            self._ws = self._connect_ws(time.monotonic() + self.ws_connect_timeout_s)
         submitted_at = time.time()
         response = self._request(
             "POST", "/prompt", json={"prompt": workflow, "client_id": self.client_id}
@@ -288,33 +357,39 @@ class ComfyUIClient:
     def wait(
         self,
         prompt_id: str,
-        deadline_s: float,
+        deadline_s: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> PromptResult:
-        """Follow a prompt until it ends; raises PromptExecutionError / ComfyUITimeout.
+        """Follow a prompt until it ends and return its result (check `result.cached`).
 
-        Progress comes from the socket; completion is always confirmed from `/history`.
+        Raises PromptExecutionError (a node failed), PromptVanished (ComfyUI forgot the prompt,
+        e.g. it restarted), ComfyUITimeout (deadline_s, default prompt_deadline_s, passed) or
+        ComfyUIUnavailable (no answer for unreachable_grace_s). Progress comes from the socket
+        of this client's id (only the submitting client id hears it); completion is always
+        confirmed from `/history`.
         """
+        if deadline_s is None:
+            deadline_s = self.prompt_deadline_s
         deadline = time.monotonic() + deadline_s
         self._outage_since = None
         self._last_queue_check = time.monotonic()
-        entry = self._poll_history(prompt_id)
+        # An open socket has held every event since the previous wait(): read the prompt's
+        # progress from it rather than jumping to its history (which would skip that progress).
+        following = self._ws is not None and prompt_id not in self._ended
+        entry = None if following else self._poll_history(prompt_id)
         while entry is None:
             if time.monotonic() >= deadline:
-                raise ComfyUITimeout(
-                    f"prompt {prompt_id} did not finish within {deadline_s:.0f} s on {self.base_url}"
-                )
-            ws = self._connect_ws(deadline)
+                raise ComfyUITimeout(prompt_id, deadline_s, self.base_url)
+            fresh = self._ws is None
+            ws = self._ws or self._connect_ws(deadline)
             if ws is None:
                 # Socket unavailable (e.g. a proxy refusing upgrades): poll history instead.
                 time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
                 entry = self._poll_history(prompt_id)
                 continue
-            try:
-                entry = self._follow_socket(ws, prompt_id, deadline, on_progress)
-            finally:
-                _close_quietly(ws)
-            if entry is None:  # dropped: back off briefly before reconnecting
+            self._ws = ws
+            entry = self._follow_socket(ws, prompt_id, deadline, on_progress, fresh)
+            if entry is None and self._ws is None:  # dropped: back off before reconnecting
                 time.sleep(min(0.5, self.poll_interval_s, max(0.0, deadline - time.monotonic())))
         return self._result(prompt_id, entry)
 
@@ -347,10 +422,7 @@ class ComfyUIClient:
         # Queue first, then history: a prompt finishing in between is found in history.
         entry = self.history(prompt_id)
         if entry is None:
-            raise ComfyUIError(
-                f"prompt {prompt_id} is neither queued nor finished on {self.base_url}: "
-                "ComfyUI restarted or the prompt was deleted"
-            )
+            raise PromptVanished(prompt_id, self.base_url)
         return entry
 
     def _connect_ws(self, deadline: float) -> websocket.WebSocket | None:
@@ -372,13 +444,18 @@ class ComfyUIClient:
         prompt_id: str,
         deadline: float,
         on_progress: ProgressCallback | None,
+        fresh: bool,
     ) -> dict[str, Any] | None:
-        """Read events until the prompt ends (-> its history) or the socket drops (-> None)."""
-        # Events sent before we connected are lost: history is checked right after connecting
-        # and whenever the socket has been quiet for a poll interval.
-        entry = self._poll_history(prompt_id)
-        if entry is not None:
-            return entry
+        """Read events until the prompt ends (-> its history) or the socket drops (-> None,
+        socket closed) or the deadline passes (-> None, socket kept)."""
+        if fresh:
+            # Events sent before we connected are lost: check history right after connecting
+            # (and whenever the socket has been quiet for a poll interval). A reconnect may also
+            # mean ComfyUI restarted, which forgets queued prompts: confirm the queue at once.
+            self._last_queue_check = float("-inf")
+            entry = self._poll_history(prompt_id)
+            if entry is not None:
+                return entry
         last_check = time.monotonic()
         while time.monotonic() < deadline:
             ws.settimeout(max(0.05, min(self.poll_interval_s, deadline - time.monotonic())))
@@ -388,6 +465,7 @@ class ComfyUIClient:
                 raw = None
             except (OSError, websocket.WebSocketException) as ex:
                 log.info("ComfyUI websocket dropped (%s); reconnecting", ex)
+                self.close()
                 return None
             if isinstance(raw, str) and raw:
                 ended = self._handle_event(raw, prompt_id, on_progress)
@@ -401,30 +479,46 @@ class ComfyUIClient:
         return None
 
     def _handle_event(self, raw: str, prompt_id: str, on_progress: ProgressCallback | None) -> bool:
-        """Dispatch one socket message; True when it says our prompt has finished."""
+        """Dispatch one socket message; True when it says our prompt has finished.
+
+        Everything not about our prompt is skipped: `status` broadcasts, the `executing` replay
+        without prompt id that ComfyUI sends on reconnect, other prompts' events, custom nodes'
+        messages of any shape (binary preview frames never reach here: they are bytes).
+        """
         try:
             message = json.loads(raw)
         except json.JSONDecodeError:
             return False
-        kind, data = message.get("type"), message.get("data") or {}
-        if data.get("prompt_id") != prompt_id:
+        data = message.get("data") if isinstance(message, dict) else None
+        if not isinstance(data, dict) or "prompt_id" not in data:
             return False
-        if kind == "progress" and on_progress is not None:
-            on_progress(prompt_id, str(data.get("node")), int(data["value"]), int(data["max"]))
-        elif kind == "executing" and data.get("node") is not None:
-            log.debug("prompt %s executing node %s", prompt_id, data["node"])
-        return (kind == "executing" and data.get("node") is None) or kind in (
+        kind = message.get("type")
+        ended = (kind == "executing" and data.get("node") is None) or kind in (
             "execution_error",
             "execution_interrupted",
         )
+        if data["prompt_id"] != prompt_id:
+            if ended:
+                self._ended.append(str(data["prompt_id"]))
+            return False
+        if kind == "progress" and on_progress is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                value, max_ = int(data["value"]), int(data["max"])
+                on_progress(prompt_id, str(data.get("node")), value, max_)
+        elif kind == "executing" and data.get("node") is not None:
+            log.debug("prompt %s executing node %s", prompt_id, data["node"])
+        return ended
 
     def _history_when_written(self, prompt_id: str, deadline: float) -> dict[str, Any] | None:
-        # execution_error arrives before ComfyUI stores history; give it a moment.
+        # execution_error arrives before ComfyUI stores history; give it a moment, backing off
+        # so a server that never writes it is not hammered until the deadline.
+        pause = 0.05
         while True:
             entry = self._poll_history(prompt_id)
             if entry is not None or time.monotonic() >= deadline:
                 return entry
-            time.sleep(0.05)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, self.poll_interval_s)
 
     def _result(self, prompt_id: str, entry: dict[str, Any]) -> PromptResult:
         status_block = entry.get("status") or {}
@@ -453,10 +547,17 @@ class ComfyUIClient:
         else:
             status = "error"
         cached = [str(n) for n in (messages.get("execution_cached") or {}).get("nodes", [])]
+        outputs = _output_files(entry.get("outputs") or {}, set(cached))
+        if outputs and all(out.cached for out in outputs):
+            log.warning(
+                "prompt %s was answered from ComfyUI's cache: its outputs are an earlier "
+                "prompt's files and nothing new was written",
+                prompt_id,
+            )
         return PromptResult(
             prompt_id=prompt_id,
             status=status,
-            outputs=_output_files(entry.get("outputs") or {}),
+            outputs=outputs,
             started_at=started,
             finished_at=finished,
             generation_time_s=(finished - started) if started and finished else None,
@@ -464,8 +565,9 @@ class ComfyUIClient:
         )
 
 
-def _output_files(outputs: dict[str, Any]) -> list[OutputFile]:
-    """Files from history outputs: SaveVideo -> `images` + `animated`, VHS -> `gifs`."""
+def _output_files(outputs: dict[str, Any], cached_nodes: set[str]) -> list[OutputFile]:
+    """Files from history outputs: SaveVideo -> `images` + `animated`, VHS -> `gifs`; those of
+    nodes in `cached_nodes` (ComfyUI's `execution_cached`) are marked `cached`."""
     files: list[OutputFile] = []
     for node_id, ui in outputs.items():
         animated_flags = ui.get("animated") or []
@@ -488,6 +590,7 @@ def _output_files(outputs: dict[str, Any]) -> list[OutputFile]:
                         subfolder=str(item.get("subfolder", "")),
                         type=str(item.get("type", "output")),
                         animated=animated,
+                        cached=str(node_id) in cached_nodes,
                     )
                 )
     return files

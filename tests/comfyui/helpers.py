@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
+
+from rp_pipeline.resources.comfyui import ComfyUIClient
 
 SMALL = {"width": 160, "height": 96, "frames": 17, "fps": 12}
 
@@ -26,3 +29,12 @@ def mp4_facts(path: Path) -> dict:
 
 def output_files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def wait_until_running(client: ComfyUIClient, prompt_id: str, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(item[1] == prompt_id for item in client.queue()["queue_running"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{prompt_id} never started")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
-import websocket
 from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
@@ -20,23 +19,15 @@ from rp_pipeline.resources.comfyui import (
     OutputFile,
     PromptExecutionError,
     PromptValidationError,
+    PromptVanished,
 )
 from rp_pipeline.workflows import render_workflow
 
-from .helpers import SMALL, mp4_facts, output_files
+from .helpers import SMALL, mp4_facts, output_files, wait_until_running
 
 
 def t2v(**extra: object) -> dict:
     return render_workflow("wan22_t2v_14b", {"prompt": "a fox in snow", **SMALL, **extra}).api_json
-
-
-def wait_until_running(client: ComfyUIClient, prompt_id: str, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if any(item[1] == prompt_id for item in client.queue()["queue_running"]):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{prompt_id} never started")
 
 
 def test_full_t2v_run_with_progress(client: ComfyUIClient, standin: ComfyStandin) -> None:
@@ -183,8 +174,10 @@ def test_interrupt_a_hung_prompt(client: ComfyUIClient, standin: ComfyStandin) -
     standin.fault = "hang"
     submission = client.submit(t2v())
     wait_until_running(client, submission.prompt_id)
-    with pytest.raises(ComfyUITimeout):
+    with pytest.raises(ComfyUITimeout) as timeout:
         client.wait(submission.prompt_id, 0.5)
+    assert timeout.value.prompt_id == submission.prompt_id
+    assert submission.prompt_id in str(timeout.value)
     client.interrupt()
     result = client.wait(submission.prompt_id, 30)
     assert result.status == "interrupted"
@@ -202,11 +195,15 @@ def test_cached_prompt_reports_old_files_and_writes_nothing(
     workflow = t2v(seed=1234, filename_prefix="video/cache_test")
     first = client.wait(client.submit(workflow).prompt_id, 60)
     files_after_first = output_files(standin.output_dir)
+    assert (first.cached, first.no_new_output) == (False, False)
+    assert first.new_outputs == first.outputs
 
     second_sub = client.submit(workflow)
     second = client.wait(second_sub.prompt_id, 60)
+    # ComfyUI says "success" with the old file: the result must say it is a cache answer.
     assert second.status == "success"
-    assert second.outputs == first.outputs
+    assert (second.cached, second.no_new_output, second.new_outputs) == (True, True, [])
+    assert second.outputs == [replace(out, cached=True) for out in first.outputs]
     assert set(second.cached_nodes) == set(workflow)
     assert output_files(standin.output_dir) == files_after_first
 
@@ -216,39 +213,18 @@ def test_cached_prompt_reports_old_files_and_writes_nothing(
     )
     assert third.outputs[0].filename == "cache_b_00001_.mp4"
     assert set(third.cached_nodes) == set(workflow) - {"80"}
+    assert (third.cached, third.new_outputs) == (False, third.outputs)
 
 
-def test_concurrent_clients_see_only_their_own_events(standin: ComfyStandin) -> None:
+def test_concurrent_clients_each_follow_their_own_prompt(standin: ComfyStandin) -> None:
     clients = [ComfyUIClient(standin.base_url, client_id=f"client-{i}") for i in range(2)]
-    sockets = [
-        websocket.create_connection(
-            standin.base_url.replace("http", "ws") + f"/ws?clientId={c.client_id}", timeout=10
-        )
-        for c in clients
-    ]
-    try:
-        for ws in sockets:
-            ws.recv()  # the initial status
-        subs = [c.submit(t2v(seed=i)) for i, c in enumerate(clients)]
-        # Follow through /history so the listening sockets keep their client ids.
-        end = time.monotonic() + 60
-        while any(c.history(s.prompt_id) is None for c, s in zip(clients, subs, strict=True)):
-            assert time.monotonic() < end
-            time.sleep(0.05)
-        for ws, sub in zip(sockets, subs, strict=True):
-            seen: set[str] = set()
-            ws.settimeout(0.3)
-            try:
-                while True:
-                    data = json.loads(ws.recv()).get("data", {})
-                    if "prompt_id" in data:
-                        seen.add(data["prompt_id"])
-            except websocket.WebSocketTimeoutException:
-                pass
-            assert seen == {sub.prompt_id}
-    finally:
-        for ws in sockets:
-            ws.close()
+    subs = [c.submit(t2v(seed=i, steps=4)) for i, c in enumerate(clients)]
+    heard: list[set[str]] = [set(), set()]
+    for c, sub, seen in zip(clients, subs, heard, strict=True):
+        with c:
+            result = c.wait(sub.prompt_id, 60, on_progress=lambda p, n, v, m, s=seen: s.add(p))
+        assert result.status == "success"
+    assert heard == [{subs[0].prompt_id}, {subs[1].prompt_id}]
 
 
 def test_batch_submit_then_wait_one_by_one(client: ComfyUIClient, standin: ComfyStandin) -> None:
@@ -317,11 +293,13 @@ def test_unreachable_server(tmp_path: Path) -> None:
 def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) -> None:
     from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 
-    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5)
+    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5, prompt_deadline_s=7)
     client = resource.get_client(standin.base_url, client_id="run-1")
     assert (client.client_id, client.poll_interval_s, client.request_timeout_s) == ("run-1", 0.5, 5)
+    assert client.prompt_deadline_s == 7
     assert client.is_ready()
-    with pytest.raises(ValueError, match="no ComfyUI base URL"):
+    assert resource.uses_external_comfyui is False
+    with pytest.raises(ValueError, match="no ComfyUI URL"):
         resource.get_client()
 
 
@@ -356,8 +334,10 @@ def test_wait_notices_a_prompt_comfyui_forgot(standin: ComfyStandin) -> None:
         standin.base_url + "/queue", json={"delete": [pending.prompt_id]}, timeout=10
     )
     assert response.status_code == 200
-    with pytest.raises(ComfyUIError, match="neither queued nor finished"):
+    with pytest.raises(PromptVanished, match="neither queued nor finished") as vanished:
         client.wait(pending.prompt_id, 30)
+    assert vanished.value.prompt_id == pending.prompt_id
+    assert isinstance(vanished.value, ComfyUIError)
     client.interrupt()
     assert client.wait(running.prompt_id, 30).status == "interrupted"
 
@@ -389,3 +369,69 @@ def test_every_shipped_workflow_runs_on_a_default_standin(
     assert [o.node_id for o in result.outputs] == rendered.output_node_ids
     facts = mp4_facts(standin.output_dir / result.outputs[0].relative_path)
     assert facts == {"codec": "h264", "width": size[0], "height": size[1], "fps": 10, "frames": 9}
+
+
+def test_one_client_waits_for_its_batch_with_every_progress_event(
+    client: ComfyUIClient, standin: ComfyStandin
+) -> None:
+    """The fleet's pattern: submit N prompts, then wait() for each in turn on the same client.
+    The socket stays open between waits, so even events sent in between are delivered."""
+    subs = [client.submit(t2v(seed=i, steps=4, filename_prefix=f"video/seq_{i}")) for i in range(3)]
+    progress: dict[str, list[tuple[str, int, int]]] = {s.prompt_id: [] for s in subs}
+    results = []
+    for sub in subs:
+        results.append(
+            client.wait(
+                sub.prompt_id, 60, on_progress=lambda p, n, v, m: progress[p].append((n, v, m))
+            )
+        )
+        time.sleep(0.05)  # the caller doing other work while the next prompt runs
+    client.close()
+    assert [r.status for r in results] == ["success"] * 3
+    assert [r.outputs[0].filename for r in results] == [f"seq_{i}_00001_.mp4" for i in range(3)]
+    steps = [("81", 1, 2), ("81", 2, 2), ("78", 1, 2), ("78", 2, 2)]
+    assert all(progress[s.prompt_id] == steps for s in subs), progress
+    assert standin.server.ws_connections[client.client_id] == 1
+
+
+def test_another_client_id_hears_nothing_but_history_still_answers(
+    client: ComfyUIClient, standin: ComfyStandin
+) -> None:
+    submission = client.submit(t2v(steps=4))
+    with ComfyUIClient(standin.base_url, poll_interval_s=0.1) as stranger:
+        heard: list[tuple[str, str, int, int]] = []
+        result = stranger.wait(submission.prompt_id, 60, on_progress=lambda *a: heard.append(a))
+    assert result.status == "success"
+    assert heard == []  # only the submitting client id gets a prompt's events
+
+
+def test_savevideo_format_is_refused_when_the_node_runs(
+    client: ComfyUIClient, standin: ComfyStandin
+) -> None:
+    workflow = t2v()
+    workflow["80"]["inputs"]["format"] = "webm"
+    submission = client.submit(workflow)  # accepted, as the real server does
+    with pytest.raises(PromptExecutionError) as info:
+        client.wait(submission.prompt_id, 60)
+    assert (info.value.node_id, info.value.class_type) == ("80", "SaveVideo")
+    assert info.value.exception_type == "ValueError"
+    assert info.value.message == "'webm' is not a valid VideoContainer"
+    assert not list(standin.output_dir.rglob("*.mp4"))
+
+
+def test_external_comfyui_setting(standin: ComfyStandin) -> None:
+    from rp_pipeline.resources.comfyui_resource import ComfyUIResource
+
+    resource = ComfyUIResource(external_url=standin.base_url, external_token="ext-token")
+    assert resource.uses_external_comfyui is True
+    external = resource.get_client(client_id="me")
+    assert (external.base_url, external.client_id) == (standin.base_url, "me")
+    assert external.session.headers["Authorization"] == "Bearer ext-token"
+    assert external.wait(external.submit(t2v()).prompt_id).status == "success"
+    # A pod's URL gets the pod's token (or none), never the external server's.
+    pod = resource.get_client("http://127.0.0.1:1", token=None)
+    assert "Authorization" not in pod.session.headers
+    assert (
+        resource.get_client("http://127.0.0.1:1", token="pod").session.headers["Authorization"]
+        == "Bearer pod"
+    )

@@ -306,3 +306,106 @@ def test_recorded_runs_replay(recorded_like: ComfyStandin) -> None:
             assert response.status_code == exchange["response"]["status"]
             for header in ("Content-Type", "Content-Disposition"):
                 assert response.headers[header] == exchange["response"]["headers"][header]
+
+
+@pytest.fixture
+def cold_recorded_like(tmp_path: Path) -> Iterator[ComfyStandin]:
+    """Like `recorded_like`, but fresh (empty cache) for each test."""
+    with ComfyStandin(
+        tmp_path / "output",
+        input_dir=tmp_path / "input",
+        temp_dir=tmp_path / "temp",
+        models={"upscale_models": ["tiny_esrgan_x2_random.safetensors"]},
+    ) as server:
+        yield server
+
+
+def _socket(server: ComfyStandin, client_id: str) -> websocket.WebSocket:
+    ws = websocket.create_connection(
+        server.base_url.replace("http", "ws") + f"/ws?clientId={client_id}", timeout=30
+    )
+    assert json.loads(ws.recv())["data"]["sid"] == client_id  # the connect status
+    return ws
+
+
+def _until(ws: websocket.WebSocket, done: Any) -> list[dict[str, Any]]:
+    messages = []
+    while True:
+        message = json.loads(ws.recv())
+        messages.append(message)
+        if done(message):
+            return messages
+
+
+def test_only_the_submitting_client_hears_its_prompt(cold_recorded_like: ComfyStandin) -> None:
+    """Real ComfyUI sends a prompt's events only to the client id in its POST /prompt: measured
+    on 0.3.64, a second client got 0 progress events in 3 of 3 trials and saw only the `status`
+    broadcasts. The stand-in must not be kinder than that."""
+    recorded = fixture("progress_upscale_run")
+    submitter_id, bystander_id = uuid.uuid4().hex, uuid.uuid4().hex
+    submitter = _socket(cold_recorded_like, submitter_id)
+    bystander = _socket(cold_recorded_like, bystander_id)
+    try:
+        body = {**recorded["post_prompt"]["request"]["json"], "client_id": submitter_id}
+        response = requests.post(cold_recorded_like.base_url + "/prompt", json=body, timeout=10)
+        assert response.status_code == 200
+        prompt_id = response.json()["prompt_id"]
+        heard = _until(submitter, lambda m: m["type"] == "executing" and m["data"]["node"] is None)
+        # Barrier: the server answers feature_flags after everything it queued for that socket.
+        bystander.send(json.dumps({"type": "feature_flags", "data": {}}))
+        overheard = _until(bystander, lambda m: m["type"] == "feature_flags")[:-1]
+    finally:
+        submitter.close()
+        bystander.close()
+
+    want = recorded["ws"]["messages"][1:]  # after the connect status
+    assert [m["type"] for m in heard] == [m["type"] for m in want]
+    assert {m["data"]["prompt_id"] for m in heard if "prompt_id" in m["data"]} == {prompt_id}
+    assert sum(m["type"] == "progress" for m in heard) == 4
+    # The bystander gets exactly the recorded status broadcasts, nothing about the prompt.
+    assert [m["type"] for m in overheard] == ["status"] * sum(m["type"] == "status" for m in want)
+    assert [m["data"] for m in overheard] == [m["data"] for m in want if m["type"] == "status"]
+
+
+# Measured on ComfyUI 0.3.64: SaveVideo's `format` is not checked when the prompt is queued
+# (HTTP 200, no node_errors) but when the node runs, which fails the prompt.
+SAVEVIDEO_WEBM_REAL = {
+    "post_status": 200,
+    "node_errors": {},
+    "event": "execution_error",
+    "node_type": "SaveVideo",
+    "exception_type": "ValueError",
+    "exception_message": "'webm' is not a valid VideoContainer",
+}
+
+
+def test_savevideo_format_fails_at_run_time_like_the_real_server(
+    cold_recorded_like: ComfyStandin,
+) -> None:
+    real = SAVEVIDEO_WEBM_REAL
+    body = json.loads(json.dumps(fixture("video_run1")["post_prompt"]["request"]["json"]))
+    body["prompt"]["3"]["inputs"]["format"] = "webm"
+    body["client_id"] = client_id = uuid.uuid4().hex
+    ws = _socket(cold_recorded_like, client_id)
+    try:
+        response = requests.post(cold_recorded_like.base_url + "/prompt", json=body, timeout=10)
+        assert response.status_code == real["post_status"]
+        assert response.json()["node_errors"] == real["node_errors"]
+        events = _until(ws, lambda m: m["type"] == "executing" and m["data"]["node"] is None)
+    finally:
+        ws.close()
+    types = [m["type"] for m in events]
+    assert "execution_success" not in types
+    assert types[-3:] == [real["event"], "status", "executing"]
+    error = events[-3]["data"]
+    assert (error["node_id"], error["node_type"]) == ("3", real["node_type"])
+    assert (error["exception_type"], error["exception_message"]) == (
+        real["exception_type"],
+        real["exception_message"],
+    )
+    prompt_id = response.json()["prompt_id"]
+    history = requests.get(cold_recorded_like.base_url + f"/history/{prompt_id}", timeout=10)
+    entry = history.json()[prompt_id]
+    assert (entry["status"]["status_str"], entry["status"]["completed"]) == ("error", False)
+    assert entry["outputs"] == {}
+    assert output_files(cold_recorded_like.output_dir) == set()

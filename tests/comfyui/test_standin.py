@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
 from PIL import Image
 
@@ -18,6 +20,7 @@ from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.ports import free_port, wait_for_port
 from rp_pipeline.resources.comfyui import (
     ComfyUIClient,
+    ComfyUITimeout,
     OutputFile,
     PromptExecutionError,
     PromptValidationError,
@@ -25,7 +28,7 @@ from rp_pipeline.resources.comfyui import (
 from rp_pipeline.workflows import render_workflow
 from rp_pipeline.workflows.catalog import API_DIR
 
-from .helpers import mp4_facts, output_files
+from .helpers import SMALL, mp4_facts, output_files, wait_until_running
 
 
 def video_graph(prefix: str = "video/clip", frames: int = 9, fps: float = 16.0) -> dict:
@@ -228,3 +231,113 @@ def test_outputs_are_written_in_place_like_comfyui(
     assert ("closed", final) in kinds
     assert not [e for e in events if e.event_type == "moved"]
     assert {path for _, path in kinds} == {final}
+
+
+def t2v(prompt: str, **extra: object) -> dict:
+    params = {"prompt": prompt, **SMALL, "steps": 4, **extra}
+    return render_workflow("wan22_t2v_14b", params).api_json
+
+
+def test_fault_markers_fail_only_their_own_prompt(
+    standin: ComfyStandin, client: ComfyUIClient
+) -> None:
+    """One batch mixing healthy prompts and prompts marked [[fail]] / [[oom]] (in the positive
+    text, or in any other string input such as the negative text)."""
+    texts = {
+        "ok1": {"prompt": "a fox"},
+        "fail": {"prompt": "a fox [[fail]]"},
+        "oom": {"prompt": "a fox [[oom]]"},
+        "neg": {"prompt": "a fox", "negative_prompt": "blurry [[fail]]"},
+        "ok2": {"prompt": "a cat"},
+    }
+    subs = {
+        name: client.submit(t2v(**params, filename_prefix=f"video/{name}"))
+        for name, params in texts.items()
+    }
+    errors = {}
+    for name in ("fail", "oom", "neg"):
+        with pytest.raises(PromptExecutionError) as info:
+            client.wait(subs[name].prompt_id, 60)
+        errors[name] = info.value
+    # Every fault fires at the first sampler (node 81, the high-noise KSamplerAdvanced).
+    assert {(e.node_id, e.class_type) for e in errors.values()} == {("81", "KSamplerAdvanced")}
+    assert [errors[n].exception_type for n in ("fail", "oom", "neg")] == [
+        "RuntimeError", "torch.OutOfMemoryError", "RuntimeError"
+    ]  # fmt: skip
+    assert [errors[n].is_out_of_memory for n in ("fail", "oom", "neg")] == [False, True, False]
+    assert "This error means you ran out of memory on your GPU" in errors["oom"].message
+    assert [client.wait(subs[n].prompt_id, 60).status for n in ("ok1", "ok2")] == ["success"] * 2
+    assert output_files(standin.output_dir) == {
+        "video/ok1_00001_.mp4",
+        "video/ok2_00001_.mp4",
+    }
+
+
+def test_hang_marker_hangs_at_the_sampler_until_interrupted(
+    standin: ComfyStandin, client: ComfyUIClient
+) -> None:
+    hung = client.submit(t2v("a fox [[hang]]"))
+    after = client.submit(t2v("a cat", filename_prefix="video/after"))
+    wait_until_running(client, hung.prompt_id)
+    with pytest.raises(ComfyUITimeout):
+        client.wait(hung.prompt_id, 0.3)
+    assert client.queue()["queue_running"][0][1] == hung.prompt_id  # still hanging
+    client.interrupt(hung.prompt_id)
+    assert client.wait(hung.prompt_id, 30).status == "interrupted"
+    history = client.history(hung.prompt_id)
+    assert history is not None
+    event, data = history["status"]["messages"][-1]
+    assert (event, data["node_id"], data["node_type"]) == (
+        "execution_interrupted", "81", "KSamplerAdvanced"
+    )  # fmt: skip
+    # The queue moves on: the next prompt runs normally.
+    assert client.wait(after.prompt_id, 60).outputs[0].filename == "after_00001_.mp4"
+
+
+def test_global_fault_knob_applies_to_unmarked_prompts(
+    standin: ComfyStandin, client: ComfyUIClient
+) -> None:
+    """The global knob still applies to unmarked prompts; a marker picks its own fault."""
+    standin.fault = "oom"
+    with pytest.raises(PromptExecutionError) as plain:
+        client.wait(client.submit(t2v("a fox")).prompt_id, 60)
+    with pytest.raises(PromptExecutionError) as marked:
+        client.wait(client.submit(t2v("a fox [[fail]]")).prompt_id, 60)
+    assert (plain.value.exception_type, marked.value.exception_type) == (
+        "torch.OutOfMemoryError", "RuntimeError"
+    )  # fmt: skip
+
+
+def test_savevideo_codec_is_checked_when_the_node_runs(client: ComfyUIClient) -> None:
+    graph = video_graph()
+    graph["3"]["inputs"]["codec"] = "vp9"
+    submission = client.submit(graph)  # no validation error, as on the real server
+    with pytest.raises(PromptExecutionError) as info:
+        client.wait(submission.prompt_id, 60)
+    assert (info.value.class_type, info.value.exception_type) == ("SaveVideo", "ValueError")
+
+
+def test_prompt_without_client_id_tells_no_socket_it_ran(standin: ComfyStandin) -> None:
+    """As in ComfyUI's code: without a client id, node and execution events go nowhere (only
+    the progress ticks and `status` are broadcast), so the only way to the result is /history."""
+    ws = websocket.create_connection(standin.base_url.replace("http", "ws") + "/ws", timeout=30)
+    try:
+        ws.recv()  # the connect status
+        body = {"prompt": t2v("a fox")}
+        prompt_id = requests.post(standin.base_url + "/prompt", json=body, timeout=10).json()[
+            "prompt_id"
+        ]
+        heard = []
+        while True:  # the last status (queue empty) comes after the prompt's last event
+            message = json.loads(ws.recv())
+            heard.append(message["type"])
+            if (
+                message["type"] == "status"
+                and message["data"]["status"]["exec_info"]["queue_remaining"] == 0
+            ):
+                break
+    finally:
+        ws.close()
+    assert ComfyUIClient(standin.base_url).wait(prompt_id, 60).status == "success"
+    assert "progress" in heard
+    assert set(heard) <= {"status", "progress", "progress_state"}

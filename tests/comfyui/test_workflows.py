@@ -191,3 +191,31 @@ def test_custom_workflow_errors(tmp_path: Path) -> None:
         load_custom_workflow(api, {"prompt": "1.text"})
     with pytest.raises(WorkflowError, match="unknown parameter 'style'"):
         load_custom_workflow(api, {"style": "1.filename_prefix"})
+
+
+def test_request_without_negative_prompt_fits_a_workflow_without_one(tmp_path: Path) -> None:
+    """A request sends only the parameters it sets: an unset negative prompt must not trip a
+    custom workflow that has no negative-prompt input (found against real ComfyUI)."""
+    from rp_pipeline.requests import VideoRequest
+
+    api = {
+        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 0]}},
+        "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 5, "color": 0}},
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 8.0}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "video/x", "format": "auto", "codec": "auto"}},
+    }  # fmt: skip
+    path = tmp_path / "no_negative.json"
+    path.write_text(json.dumps(api))
+    load_custom_workflow(path, {"prompt": "2.text"})
+
+    request = VideoRequest(prompt="a fox", workflow="no_negative")
+    assert "negative_prompt" not in request.workflow_params()
+    validate_params(request.workflow, request.workflow_params())
+    rendered = render_workflow(request.workflow, request.workflow_params())
+    assert rendered.api_json["2"]["inputs"]["text"] == "a fox"
+
+    # A negative prompt the workflow cannot take is still refused, with a clear reason.
+    with_negative = VideoRequest(prompt="a fox", workflow="no_negative", negative_prompt="blurry")
+    with pytest.raises(WorkflowParamError, match="'negative_prompt' is not used"):
+        validate_params(with_negative.workflow, with_negative.workflow_params())

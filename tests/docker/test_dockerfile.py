@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import uv_command
+
+UV = uv_command()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / "docker" / "Dockerfile.dockerignore"
@@ -153,7 +156,7 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
 
     requirements = tmp_path / "requirements.txt"
     subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-default-groups", "--no-emit-project",
+        [*UV, "export", "--frozen", "--no-dev", "--no-default-groups", "--no-emit-project",
          "--output-file", str(requirements)],
         cwd=context, env=env, check=True, capture_output=True,
     )  # fmt: skip
@@ -163,7 +166,7 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
     assert "--hash=sha256:" in requirements.read_text()
 
     subprocess.run(
-        ["uv", "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(context)],
+        [*UV, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(context)],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     [wheel] = (tmp_path / "dist").glob("*.whl")
@@ -177,15 +180,16 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
     assert "rp-agent = rp_agent.cli:main" in entry_points
 
     venv = tmp_path / "venv"
-    subprocess.run(["uv", "venv", "--quiet", str(venv)], env=env, check=True)
-    install_env = {**env, "VIRTUAL_ENV": str(venv)}
+    subprocess.run([*UV, "venv", "--quiet", str(venv)], env=env, check=True)
+    # --python names the target: an inherited UV_SYSTEM_PYTHON or VIRTUAL_ENV cannot redirect it.
+    into_venv = ["--python", str(venv / "bin" / "python")]
     subprocess.run(
-        ["uv", "pip", "install", "--quiet", "--require-hashes", "-r", str(requirements)],
-        env=install_env, check=True, capture_output=True,
+        [*UV, "pip", "install", "--quiet", *into_venv, "--require-hashes", "-r", str(requirements)],
+        env=env, check=True, capture_output=True,
     )  # fmt: skip
     subprocess.run(
-        ["uv", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-        env=install_env, check=True, capture_output=True,
+        [*UV, "pip", "install", "--quiet", *into_venv, "--no-deps", str(wheel)],
+        env=env, check=True, capture_output=True,
     )  # fmt: skip
     if not (REPO_ROOT / "rp_agent" / "cli.py").exists():
         pytest.skip("rp_agent/cli.py not written yet: cannot run the installed entry point")

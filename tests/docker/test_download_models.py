@@ -229,11 +229,12 @@ def test_civitai_key_is_sent_as_header_and_never_printed(
     assert "token" not in request.path
 
 
-def fake_nvidia_smi(tmp_path: Path, mib: int) -> str:
+def fake_nvidia_smi(tmp_path: Path, mib: int, gpus: int = 2) -> str:
+    """nvidia-smi printing `mib` for each of `gpus` GPUs, one line each as the real one does."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     tool = bin_dir / "nvidia-smi"
-    tool.write_text(f"#!/bin/sh\necho '{mib} MiB'\necho '{mib} MiB'\n".replace(" MiB", ""))
+    tool.write_text(f"#!/bin/sh\ni=0\nwhile [ $i -lt {gpus} ]; do echo {mib}; i=$((i + 1)); done\n")
     tool.chmod(0o755)
     # A process forked elsewhere in this test session (devstack threads) may briefly hold the
     # write handle, and exec then fails with "Text file busy"; the script would read that as
@@ -245,6 +246,23 @@ def fake_nvidia_smi(tmp_path: Path, mib: int) -> str:
         except OSError:
             time.sleep(0.05)
     return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def test_auto_tier_reads_the_first_gpu_however_many_lines_follow(
+    tmp_path: Path, model_hub: ModelHub
+) -> None:
+    # More lines than a pipe holds: a reader that stops after the first line makes the writer
+    # die of SIGPIPE every time, not only when the timing is unlucky.
+    path_env = fake_nvidia_smi(tmp_path, 81920, gpus=20000)
+    manifest = [entry("x_fp8.safetensors", tier="fp8"), entry("x_fp16.safetensors", tier="bf16")]
+
+    result = run_script(
+        tmp_path, model_hub, manifest, "--list", extra_env={"GPU_TIER": "auto", "PATH": path_env}
+    )
+
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "\t" in line]
+    assert line.split("\t")[0] == "bf16"
 
 
 @pytest.mark.parametrize(("gpu_mib", "tier"), [(81920, "bf16"), (49140, "fp8"), (None, "fp8")])

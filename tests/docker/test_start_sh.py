@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -205,6 +206,8 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
         env = {
             marker.split("=")[0]: marker.split("=")[1],
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            # The session's temp dir: the suite's leak check sees anything start.sh leaves.
+            "TMPDIR": tempfile.gettempdir(),
             "HOME": str(tmp_path),
             "COMFYUI_DIR": str(comfy_dir),
             "COMFYUI_DATA_DIR": str(data_dir),

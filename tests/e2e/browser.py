@@ -67,7 +67,22 @@ NO_BROWSER = (
 )
 
 
+class _ChromeWithThrowawayProfile(webdriver.Chrome):
+    """Chrome that deletes the profile dir made for it when it quits."""
+
+    def __init__(self, profile: Path, **kwargs: Any) -> None:
+        self._profile = profile
+        super().__init__(**kwargs)
+
+    def quit(self) -> None:
+        try:
+            super().quit()
+        finally:
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+
 def make_driver(profile_dir: Path | None = None) -> WebDriver:
+    """Headless Chromium; without `profile_dir`, on a fresh profile that `quit()` deletes."""
     binary, driver = chromium_binary(), chromedriver_binary()
     if not binary or not driver:
         raise RuntimeError("chromium and chromedriver are required")
@@ -75,9 +90,16 @@ def make_driver(profile_dir: Path | None = None) -> WebDriver:
     options.binary_location = binary
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    profile = profile_dir or Path(tempfile.mkdtemp(prefix="rp-e2e-chromium-"))
+    if profile_dir is not None:
+        options.add_argument(f"--user-data-dir={profile_dir}")
+        return webdriver.Chrome(service=Service(driver), options=options)
+    profile = Path(tempfile.mkdtemp(prefix="rp-e2e-chromium-"))
     options.add_argument(f"--user-data-dir={profile}")
-    return webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        return _ChromeWithThrowawayProfile(profile, service=Service(driver), options=options)
+    except BaseException:
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
 
 
 def text_is(text: str) -> str:
@@ -186,7 +208,7 @@ class UI:
         return "unknown"
 
     def wait_run_status(
-        self, wanted: set[str], timeout: float, stop_on: set[str] = frozenset()
+        self, wanted: set[str], timeout: float, stop_on: frozenset[str] | set[str] = frozenset()
     ) -> str:
         def settled(_d: WebDriver) -> str | bool:
             status = self.run_status()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,21 @@ from rp_pipeline.requests import (
 )
 from rp_pipeline.schedules.batch import batch_generation
 from tests.pipeline.helpers import r2_now, write_prompts
+from tests.tools import uv_command
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_dg_check_defs_is_green() -> None:
+def test_dg_check_defs_is_green(tmp_path: Path) -> None:
+    # uv leaves a lock file per environment in the temp dir (kept on purpose, for reuse):
+    # this test's dir takes it.
     proc = subprocess.run(
-        ["uv", "run", "dg", "check", "defs"], cwd=REPO, capture_output=True, text=True, timeout=180
+        [*uv_command(), "run", "dg", "check", "defs"],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All definitions loaded successfully" in proc.stdout + proc.stderr
