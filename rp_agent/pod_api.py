@@ -2,8 +2,9 @@
 
 RunPod puts `RUNPOD_POD_ID` and a `RUNPOD_API_KEY` limited to this one pod into every container;
 `RUNPOD_API_BASE_URL` (default `https://api.runpod.io`) points elsewhere only off RunPod (the
-devstack). The call is REST v2 `POST /v2/pods/{id}/action {"action": "terminate"}` (204). An API
-without that route (GraphQL-only, e.g. an older emulator) gets GraphQL `podTerminate` instead.
+devstack). The call is REST v2 `POST /v2/pods/{id}/action {"action": "terminate"}` (204). When
+that route is missing (a GraphQL-only API) or refuses the pod's key, GraphQL `podTerminate` is
+tried instead.
 Plain urllib: the pod image stays small.
 """
 
@@ -62,8 +63,14 @@ def terminate_self(pod: PodIdentity) -> None:
     if status == 404 and "problem+json" in content_type:
         log.info("RunPod no longer knows pod %s: it is already gone", pod.pod_id)
         return
-    if status in (404, 405):  # no v2 route at this base URL: speak GraphQL
-        _terminate_graphql(pod)
+    if status in (401, 403, 404, 405):
+        # No v2 route at this base URL (a GraphQL-only API), or v2 does not take a pod's own
+        # key: GraphQL's podTerminate is the call RunPod's pod-scoped keys were made for.
+        v2_error = _error(status, content_type, body)
+        try:
+            _terminate_graphql(pod)
+        except PodApiError as exc:
+            raise PodApiError(f"REST v2: {v2_error}; GraphQL: {exc}", exc.retry_after_s) from None
         return
     raise _error(status, content_type, body)
 

@@ -350,6 +350,16 @@ def test_a_pod_runpod_no_longer_knows_is_done(fake_runpod) -> None:
     assert len(api.calls) == 1
 
 
+def test_v2_refusing_the_pods_key_falls_back_to_graphql(fake_runpod) -> None:
+    denied = json.dumps({"title": "Unauthorized", "status": 401, "detail": "bad key"}).encode()
+    api = fake_runpod(
+        (401, PROBLEM, denied),
+        (200, {"Content-Type": "application/json"}, b'{"data": {"podTerminate": null}}'),
+    )
+    terminate_self(PodIdentity("pod123", "k", api.url))
+    assert api.calls[1][0] == "/graphql"
+
+
 def test_an_api_without_v2_gets_graphql_pod_terminate(fake_runpod) -> None:
     api = fake_runpod(
         (404, {"Content-Type": "application/json"}, b'{"error": "no route"}'),
@@ -363,10 +373,17 @@ def test_an_api_without_v2_gets_graphql_pod_terminate(fake_runpod) -> None:
 
 def test_refusals_and_rate_limits_are_errors_the_watcher_retries(fake_runpod) -> None:
     denied = json.dumps({"title": "Forbidden", "status": 403, "detail": "key scope"}).encode()
-    api = fake_runpod((403, PROBLEM, denied), (429, {"Retry-After": "7"}, b""))
+    api = fake_runpod(
+        (403, PROBLEM, denied),
+        (401, {"Content-Type": "text/plain"}, b"401 Unauthorized"),
+        (429, {"Retry-After": "7"}, b""),
+    )
     pod = PodIdentity("pod123", "k", api.url)
-    with pytest.raises(PodApiError, match=r"refused the pod's key \(403\): key scope"):
+    with pytest.raises(PodApiError) as refused:  # v2 refused the key, and GraphQL did too
         terminate_self(pod)
+    assert "REST v2: RunPod refused the pod's key (403): key scope" in str(refused.value)
+    assert "GraphQL: RunPod refused the pod's key (401)" in str(refused.value)
+    assert [call[0] for call in api.calls] == ["/v2/pods/pod123/action", "/graphql"]
     with pytest.raises(PodApiError) as limited:
         terminate_self(pod)
     assert limited.value.retry_after_s == 7
