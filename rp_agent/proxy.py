@@ -95,7 +95,8 @@ def forwarded_headers(request: web.BaseRequest, drop: Iterable[str] = ()) -> CIM
     if other_cookies:
         headers["Cookie"] = "; ".join(other_cookies)
     if request.remote:
-        headers["X-Forwarded-For"] = request.remote
+        earlier = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{earlier}, {request.remote}" if earlier else request.remote
     headers.setdefault("X-Forwarded-Proto", request.scheme)
     return headers
 
@@ -260,13 +261,17 @@ async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
 ) -> None:
-    async for message in source:
-        if message.type == WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif message.type == WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        else:  # CLOSE / ERROR: the bridge ends
-            return
+    try:
+        async for message in source:
+            if message.type == WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:  # CLOSE / ERROR: the bridge ends
+                return
+    except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+        # The other side went away mid-message: the bridge ends, the caller closes both.
+        log.debug("WebSocket bridge closed: %s", exc)
 
 
 def parse_address(text: str) -> tuple[str, int]:

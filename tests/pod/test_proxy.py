@@ -322,3 +322,22 @@ def test_comfyui_never_sees_the_token_and_keeps_host_and_other_cookies(
     assert second["_query"] == "x=1"
     assert TOKEN not in str(seen)
     assert TOKEN not in proxy.log.read_text()
+
+
+def test_comfyui_closing_the_socket_closes_it_for_the_client(
+    proxy: Proxy, comfyui_standin: ComfyStandin
+) -> None:
+    ws = websocket.create_connection(
+        proxy.url.replace("http", "ws") + "/ws?clientId=dropped",
+        header=[f"Authorization: Bearer {TOKEN}"],
+        timeout=10,
+    )
+    try:
+        assert '"type": "status"' in ws.recv()
+        comfyui_standin.drop_websockets()  # as a restart or a network blip would
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            while True:  # anything still in flight, then the close
+                if ws.recv() == "":
+                    raise websocket.WebSocketConnectionClosedException("closed")
+    finally:
+        ws.close()
