@@ -28,6 +28,8 @@ from PIL import Image
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.ports import free_port
 from rp_pipeline.resources.comfyui import ComfyUIClient
+from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
+from rp_pipeline.resources.runpod import PodSpec, RunPodClient
 from rp_pipeline.workflows import render_workflow
 
 TOKEN = secrets.token_urlsafe(32)
@@ -111,20 +113,26 @@ STRANGERS = {
 }
 
 
+def assert_strangers_refused(base_url: str) -> None:
+    for method, path, body in ROUTES:
+        for who, creds in STRANGERS.items():
+            reply = requests.request(
+                method, base_url + path, timeout=10, allow_redirects=False, **body, **creds
+            )
+            assert reply.status_code == 401, (method, path, who, reply.status_code)
+            assert reply.content == b"", (method, path, who)
+            assert "set-cookie" not in reply.headers
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(base_url.replace("http", "ws") + "/ws", timeout=10)
+    assert refused.value.status_code == 401
+
+
 @pytest.mark.parametrize("prefix", ["", "/api"])
 def test_strangers_get_401_with_no_body_and_nothing_reaches_comfyui(
     proxy: Proxy, comfyui_standin: ComfyStandin, prefix: str
 ) -> None:
     (comfyui_standin.output_dir / "secret.png").write_bytes(png_bytes())
-    for method, path, body in ROUTES:
-        for who, creds in STRANGERS.items():
-            reply = requests.request(
-                method, proxy.url + prefix + path, timeout=10, allow_redirects=False,
-                **body, **creds,
-            )  # fmt: skip
-            assert reply.status_code == 401, (method, path, who, reply.status_code)
-            assert reply.content == b"", (method, path, who)
-            assert "set-cookie" not in reply.headers
+    assert_strangers_refused(proxy.url + prefix)
 
     direct = f"http://127.0.0.1:{comfyui_standin.port}"
     queue = requests.get(f"{direct}/queue", timeout=10).json()
@@ -341,3 +349,24 @@ def test_comfyui_closing_the_socket_closes_it_for_the_client(
                     raise websocket.WebSocketConnectionClosedException("closed")
     finally:
         ws.close()
+
+
+def test_a_devstack_pod_refuses_strangers_and_serves_its_token(runpod_emulator) -> None:
+    """The same checks on a local pod of the RunPod emulator, whose ComfyUI sits behind the
+    proxy exactly as on a real pod: the URL RunPod maps for port 8188 is the proxy's."""
+    client = RunPodClient(runpod_emulator.api_key, runpod_emulator.base_url, poll_interval_s=0.1)
+    spec = PodSpec(
+        image="local/comfyui:test",
+        gpu_types=["NVIDIA GeForce RTX 4090"],
+        env={POD_TOKEN_ENV: TOKEN, "ENABLE_R2_SYNC": "false"},
+    )
+    pod = client.launch(spec, "proxy-on-a-pod")
+    try:
+        ready = client.wait_until_ready(pod.id, deadline_s=60)
+        for prefix in ("", "/api"):
+            assert_strangers_refused(ready.comfyui_url + prefix)
+        comfy = ComfyUIClient(ready.comfyui_url, token=TOKEN)
+        assert comfy.is_ready()
+        assert comfy.queue() == {"queue_running": [], "queue_pending": []}
+    finally:
+        client.terminate(pod.id)
