@@ -1,4 +1,4 @@
-"""A real S3 server process (moto server) standing in for Cloudflare R2."""
+"""A real S3 server process (moto server, with R2's atomic conditional writes) for Cloudflare R2."""
 
 from __future__ import annotations
 
@@ -35,7 +35,17 @@ class LocalS3:
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
         # Under the local pods' orphan guard, so a SIGKILLed parent never leaves moto running.
         self.process = subprocess.Popen(
-            guarded([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]),
+            guarded(
+                [
+                    sys.executable,
+                    "-m",
+                    "rp_devstack.s3_server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -1,6 +1,7 @@
 """`rp-launch`: launch, wait for, open, terminate and list RunPod pods from a shell.
 
-Reads RUNPOD_API_KEY (and RUNPOD_API_BASE_URL, e.g. the devstack's) from the environment.
+Reads RUNPOD_API_KEY (and RUNPOD_API_BASE_URL, e.g. the devstack's; RUNPOD_API=graphql to use
+RunPod's GraphQL API instead of REST v2) from the environment.
 Every failure prints one line on stderr and exits non-zero (with `--json`, also a JSON object
 with `error` on stdout):
   1 other RunPod error, 2 bad usage or configuration, 3 API key rejected,
@@ -39,12 +40,15 @@ from rp_pipeline.resources.runpod_errors import (
     PodLaunchError,
     PodNotReadyError,
     RunPodAuthError,
+    RunPodConfigError,
     RunPodError,
     RunPodTransientError,
     UnknownGpuError,
 )
+from rp_pipeline.warm_pods import idle_pod_ids_from_env
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (RunPodConfigError, 2),
     (RunPodAuthError, 3),
     (NoCapacityError, 4),
     (UnknownGpuError, 4),
@@ -90,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--network-volume",
         default=os.environ.get("RUNPOD_NETWORK_VOLUME_ID") or None,
-        help="network volume id (default: $RUNPOD_NETWORK_VOLUME_ID); forces SECURE cloud",
+        help="network volume id, or several comma-separated (one per datacenter) "
+        "(default: $RUNPOD_NETWORK_VOLUME_ID); forces SECURE cloud",
     )
     launch.add_argument("--no-network-volume", action="store_true", help="attach no volume")
     launch.add_argument("--image", default=DEFAULT_IMAGE)
@@ -259,23 +264,30 @@ def cmd_terminate(client: RunPodClient, args: argparse.Namespace) -> dict[str, A
 
 def cmd_list(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, Any]]:
     pods = client.list_pods(name_prefix=args.prefix)
+    idle = idle_pod_ids_from_env(p.id for p in pods)  # warm pods waiting for a run (R2 leases)
     if not args.json:
         for pod in pods:
             print(
-                f"{pod.id:16} {pod.desired_status:10} ${pod.cost_per_hr}/hr  {pod.gpu_type}  {pod.name}"
+                f"{pod.id:16} {pod.status or pod.desired_status:12} ${pod.cost_per_hr}/hr  "
+                f"{pod.gpu_type}  {pod.datacenter or '-'}  {pod.name}"
+                + ("  [idle]" if pod.id in idle else "")
             )
         if not pods:
             print("no pods")
-    return [p.summary() for p in pods]
+    return [{**p.summary(), "idle": p.id in idle} for p in pods]
 
 
 def cmd_gpus(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, Any]]:
     gpus = client.gpu_types(args.datacenter)
     if not args.json:
         for g in gpus:
+            spot = f"  spot ${g.spot_price}" if g.spot_price is not None else ""
+            where = ", ".join(f"{dc} {level}" for dc, level in sorted(g.datacenters.items()))
             print(
                 f"{g.id:28} {g.memory_gb or '?':>3} GB  secure ${g.secure_price}  "
-                f"community ${g.community_price}  spot ${g.spot_price}  stock {g.stock_status or 'none'}"
+                f"community ${g.community_price}{spot}  "
+                f"stock {g.availability or g.stock_status or 'unknown'}"
+                + (f" ({where})" if where else "")
             )
     return [vars(g) for g in gpus]
 

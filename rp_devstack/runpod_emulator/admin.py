@@ -31,12 +31,23 @@ class EmulatorAdmin:
         return dict(self._call("GET", "billing"))
 
     def fail_next(
-        self, count: int = 1, mode: str = "5xx", operation: str | None = None, hang_seconds=5.0
+        self,
+        count: int = 1,
+        mode: str = "5xx",
+        operation: str | None = None,
+        hang_seconds: float = 5.0,
+        retry_after: int = 1,
     ) -> None:
         self._call(
             "POST",
             "faults",
-            {"count": count, "mode": mode, "operation": operation, "hang_seconds": hang_seconds},
+            {
+                "count": count,
+                "mode": mode,
+                "operation": operation,
+                "hang_seconds": hang_seconds,
+                "retry_after": retry_after,
+            },
         )
 
     def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
@@ -46,6 +57,24 @@ class EmulatorAdmin:
 
     def crash_pod(self, pod_id: str) -> None:
         self._call("POST", f"pods/{pod_id}/crash", {})
+
+    def preempt_pod(self, pod_id: str) -> None:
+        self._call("POST", f"pods/{pod_id}/preempt", {})
+
+    def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
+        self._call("POST", "preemption", {"rate_per_hour": rate_per_hour, "seed": seed})
+
+    def error_pod(self, pod_id: str, reason: str = "container failed to start") -> None:
+        self._call("POST", f"pods/{pod_id}/error", {"reason": reason})
+
+    def request_counts(self) -> dict[str, int]:
+        return dict(self._call("GET", "requests"))
+
+    def reset_request_counts(self) -> None:
+        self._call("POST", "requests/reset", {})
+
+    def contract_violations(self) -> list[str]:
+        return list(self._call("GET", "contract_violations"))
 
     def set_boot_delay(self, seconds: float) -> None:
         self._call("POST", "boot_delay", {"seconds": seconds})

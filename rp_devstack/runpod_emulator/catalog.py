@@ -9,6 +9,7 @@ CAPACITY_MESSAGE = (
     "Please refresh and try again."
 )
 DATACENTERS = ("EU-RO-1", "US-KS-2")
+DATACENTER_NAMES = {"EU-RO-1": "Europe Romania 1", "US-KS-2": "US Kansas 2"}
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,12 @@ def stock_status(free: int) -> str | None:
     if free >= 2:
         return "Medium"
     return "Low" if free >= 1 else None
+
+
+def availability_level(free: int, wanted: int = 1) -> str:
+    """REST v2 `AvailabilityLevel` for `free` GPUs left when `wanted` are asked for."""
+    if free < wanted:
+        return "NONE"
+    if free >= 4 * wanted:
+        return "HIGH"
+    return "MEDIUM" if free >= 2 * wanted else "LOW"

@@ -160,19 +160,45 @@ def execute_for_pod(
     return body
 
 
-def operation_name(query: str) -> str | None:
-    """The first top-level field (`pod`, `podFindAndDeployOnDemand`...): what faults target."""
+_LOGICAL = {
+    "pod": "get_pod",
+    "gpuTypes": "gpu_types",
+    "podFindAndDeployOnDemand": "create_pod",
+    "podRentInterruptable": "create_pod",
+    "podTerminate": "terminate_pod",
+    "podStop": "stop_pod",
+    "podResume": "start_pod",
+    "saveTemplate": "save_template",
+}
+_MYSELF = {
+    "pods": "list_pods",
+    "networkVolumes": "network_volumes",
+    "podTemplates": "list_templates",
+}
+
+
+def operation_names(query: str) -> tuple[str | None, str | None]:
+    """(root field, logical name): `("podFindAndDeployOnDemand", "create_pod")`,
+    `("myself", "list_pods")`... what faults target."""
     try:
         document = parse(query)
     except GraphQLError:
-        return None
+        return None, None
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode):
             for selection in definition.selection_set.selections:
                 name = getattr(selection, "name", None)
-                if name is not None:
-                    return str(name.value)
-    return None
+                if name is None:
+                    continue
+                root = str(name.value)
+                if root == "myself":
+                    inner = getattr(selection, "selection_set", None)
+                    fields = [getattr(s, "name", None) for s in (inner.selections if inner else [])]
+                    for field in fields:
+                        if field is not None and field.value in _MYSELF:
+                            return root, _MYSELF[field.value]
+                return root, _LOGICAL.get(root)
+    return None, None
 
 
 class _Root:
@@ -283,7 +309,8 @@ def pod_view(state: EmulatorState, pod: EmulatedPod) -> dict[str, Any]:
         "id": pod.id,
         "name": pod.name,
         "imageName": pod.image,
-        "desiredStatus": pod.status,
+        # GraphQL has no ERROR: a container that cannot recover shows as exited.
+        "desiredStatus": "EXITED" if pod.status == "ERROR" else pod.status,
         "env": [f"{k}={v}" for k, v in pod.env.items()],  # references stay unresolved
         "machineId": f"m-{pod.id[:8]}",
         "machine": {

@@ -1,4 +1,4 @@
-"""The emulator's HTTP server: routes GraphQL and the admin API onto one `EmulatorState`."""
+"""The emulator's HTTP server: routes GraphQL, REST v2 and the admin API onto one state."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from rp_devstack.local_pods import ComfyCommand, standin_command
-from rp_devstack.runpod_emulator import graphql_api
-from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorState
+from rp_devstack.runpod_emulator import graphql_api, rest_v2
+from rp_devstack.runpod_emulator.contract import Operation, load_contract
+from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorError, EmulatorState, Fault
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class RunPodEmulator(EmulatorState):
             agent_grace_s=agent_grace_s,
         )
         self._port = port
+        self.contract = load_contract()
+        self.rest = rest_v2.RestV2(self, self.contract)
+        # Answers that broke the REST v2 document (tests assert this stays empty).
+        self.contract_violations: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -83,6 +89,10 @@ class RunPodEmulator(EmulatorState):
         return graphql_api.execute(self, query, variables)
 
 
+# What a pod's own key may do over REST v2: read, act on (stop, terminate...) and delete its pod.
+POD_KEY_ROUTES = frozenset({"/v2/pods/{id}", "/v2/pods/{id}/action", "/v2/pods/{id}/logs"})
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: RunPodEmulator
     protocol_version = "HTTP/1.1"
@@ -91,27 +101,38 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("emulator: " + format, *args)
 
     def do_GET(self) -> None:
-        path = urlparse(self.path).path
-        if path == "/_emulator/pods":
-            self._json(200, self.emulator.pods())
-        elif path == "/_emulator/billing":
-            self._json(200, self.emulator.billing())
-        elif path == "/_emulator/health":
-            self._json(200, {"ok": True})
-        else:
-            self._json(404, {"error": f"no route {path}"})
+        self._route("GET")
 
     def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+    def _route(self, method: str) -> None:
         url = urlparse(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if url.path.startswith("/_emulator/"):
-            self._admin(url.path, raw)
-            return
-        if url.path != "/graphql":
-            self._json(404, {"error": f"no route {url.path}"})
-            return
-        query_key = next(iter(parse_qs(url.query).get("api_key", [])), None)
+            self._admin(method, url.path, raw)
+        elif url.path == "/graphql" and method == "POST":
+            self._graphql(url.query, raw)
+        elif url.path.startswith("/v2/"):
+            self._rest(method, url.path, parse_qs(url.query), raw)
+        else:
+            self._json(404, {"error": f"no route {method} {url.path}"})
+
+    # ------------------------------------------------------------------ GraphQL
+
+    def _graphql(self, query_string: str, raw: bytes) -> None:
+        self.emulator.count_request("POST /graphql")
+        query_key = next(iter(parse_qs(query_string).get("api_key", [])), None)
         header = self.headers.get("Authorization")
         scope = None  # None: the account's key; else the pod a pod-scoped key belongs to
         if not self.emulator.authorized(header, query_key):
@@ -125,9 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError):
             self._json(400, {"errors": [{"message": "Must provide query string."}]})
             return
-        fault = self.emulator.take_fault(graphql_api.operation_name(query))
+        fault = self.emulator.take_fault(*graphql_api.operation_names(query))
         if fault and fault.mode == "5xx":
             self._text(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+            return
+        if fault and fault.mode == "429":
+            self._send(
+                429, b"Too Many Requests", "text/plain", {"Retry-After": str(fault.retry_after)}
+            )
             return
         if scope is not None:
             body = graphql_api.execute_for_pod(
@@ -135,12 +161,124 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             body = self.emulator.execute(query, payload.get("variables"))
-        if fault and fault.mode == "hang":
-            time.sleep(fault.hang_seconds)
+        if fault and self._after_effect(fault):
+            return
         self._json(200, body)
 
-    def _admin(self, path: str, raw: bytes) -> None:
+    # ------------------------------------------------------------------ REST v2
+
+    def _rest(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
         e = self.emulator
+        op = e.contract.match(method, path)
+        e.count_request(f"{method} {op.template if op else path}")
+        header = self.headers.get("Authorization")
+        if not e.authorized(header, None):
+            scope = e.pod_scope(header, None)
+            if scope is None:
+                missing = not (header or "").strip()
+                detail = "missing bearer token" if missing else "invalid bearer token"
+                self._answer(rest_v2.problem(401, detail))
+                return
+            if op is None or op.template not in POD_KEY_ROUTES or op.path_params["id"] != scope:
+                self._answer(rest_v2.problem(403, f"this API key is limited to pod {scope}"))
+                return
+        if op is None:
+            allowed = e.contract.allowed_methods(path)
+            if allowed:
+                answer = rest_v2.problem(405, f"{method} is not allowed on {path}")
+                answer.headers["Allow"] = ", ".join(allowed)
+            else:
+                answer = rest_v2.problem(404, f"no route {path}")
+            self._answer(answer)
+            return
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            self._answer(rest_v2.problem(400, "request body is not valid JSON"))
+            return
+        refused = e.rest.validate(op, query, body)
+        if refused is not None:
+            self._answer(refused, op)
+            return
+        fault = e.take_fault(rest_v2.logical_name(op, body), op.operation_id)
+        if fault and fault.mode == "5xx":
+            self._text(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+            return
+        if fault and fault.mode == "429":
+            answer = rest_v2.problem(429, "rate limit exceeded for the minute window")
+            answer.headers["Retry-After"] = str(fault.retry_after)
+            self._answer(answer, op)
+            return
+        answer = e.rest.serve(op, query, body)
+        if fault and self._after_effect(fault):
+            return
+        self._answer(answer, op)
+
+    def _answer(self, answer: rest_v2.Answer, op: Operation | None = None) -> None:
+        """Send a v2 answer, after checking it against the document."""
+        if op is not None:
+            violations = self.emulator.contract.response_errors(
+                op, answer.status, answer.content_type, answer.body
+            )
+            if violations:
+                self.emulator.contract_violations.append(
+                    f"{op.operation_id} {answer.status}: {'; '.join(violations)}"
+                )
+                log.error("emulator answer breaks the REST v2 contract: %s", violations)
+                answer = rest_v2.problem(500, "emulator answer breaks the contract", violations)
+        headers = {**RATE_LIMIT_HEADERS, **answer.headers}
+        if answer.stream is not None:
+            self._stream(answer, headers)
+        elif answer.body is None:
+            self._send(answer.status, b"", None, headers)
+        else:
+            data = json.dumps(answer.body).encode()
+            self._send(answer.status, data, answer.content_type, headers)
+
+    def _stream(self, answer: rest_v2.Answer, headers: dict[str, str]) -> None:
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "keep-alive")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            for chunk in answer.stream or iter(()):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the reader had enough lines and hung up
+
+    def _after_effect(self, fault: Fault) -> bool:
+        """Faults that strike after the call took effect; True when no answer must be sent."""
+        if fault.mode == "hang":
+            time.sleep(fault.hang_seconds)
+        elif fault.mode == "lose":
+            # The side effect happened; the answer is lost: close without a status line.
+            self.close_connection = True
+            return True
+        return False
+
+    # ------------------------------------------------------------------ admin
+
+    def _admin(self, method: str, path: str, raw: bytes) -> None:
+        e = self.emulator
+        if method == "GET":
+            views: dict[str, Callable[[], Any]] = {
+                "/_emulator/pods": e.pods,
+                "/_emulator/billing": e.billing,
+                "/_emulator/requests": e.request_counts,
+                "/_emulator/contract_violations": lambda: list(e.contract_violations),
+                "/_emulator/health": lambda: {"ok": True},
+            }
+            view = views.get(path)
+            if view is None:
+                self._json(404, {"error": f"no route {path}"})
+            else:
+                self._json(200, view())
+            return
         args = json.loads(raw or b"{}")
         try:
             if path == "/_emulator/faults":
@@ -149,6 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                     args.get("mode", "5xx"),
                     args.get("operation"),
                     float(args.get("hang_seconds", 5.0)),
+                    int(args.get("retry_after", 1)),
                 )
             elif path == "/_emulator/stock":
                 e.set_stock(args["gpu_type_id"], int(args["count"]), args.get("datacenter"))
@@ -156,13 +295,27 @@ class _Handler(BaseHTTPRequestHandler):
                 e.set_boot_delay(float(args["seconds"]))
             elif path == "/_emulator/reset":
                 e.reset()
+            elif path == "/_emulator/requests/reset":
+                e.reset_request_counts()
             elif m := re.fullmatch(r"/_emulator/pods/([^/]+)/crash", path):
                 e.crash_pod(m.group(1))
+            elif m := re.fullmatch(r"/_emulator/pods/([^/]+)/preempt", path):
+                e.preempt_pod(m.group(1))
+            elif path == "/_emulator/preemption":
+                seed = args.get("seed")
+                e.set_preemption_rate(
+                    float(args["rate_per_hour"]), None if seed is None else int(seed)
+                )
+            elif m := re.fullmatch(r"/_emulator/pods/([^/]+)/error", path):
+                e.error_pod(m.group(1), args.get("reason") or "container failed to start")
             else:
                 self._json(404, {"error": f"no route {path}"})
                 return
         except (KeyError, ValueError) as exc:
             self._json(400, {"error": str(exc)})
+            return
+        except EmulatorError as exc:
+            self._json(exc.status, {"error": exc.message})
             return
         self._json(200, {"ok": True})
 
@@ -172,12 +325,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _text(self, status: int, text: str, content_type: str = "text/plain") -> None:
         self._send(status, text.encode(), content_type)
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a "hang" fault outlived its timeout)
+
+
+# RunPod sends its quota state on every authenticated answer (IETF ratelimit-headers draft).
+RATE_LIMIT_HEADERS = {
+    "RateLimit": '"minute";r=59;t=60, "hour";r=2999;t=3600, "day";r=49999;t=86400',
+    "RateLimit-Policy": '"minute";q=60;w=60, "hour";q=3000;w=3600, "day";q=50000;w=86400',
+}

@@ -12,12 +12,14 @@ import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rp_devstack.local_pods import ComfyCommand, LocalPod, standin_command
+from rp_devstack.runpod_emulator import preemption
 from rp_devstack.runpod_emulator.catalog import (
     CAPACITY_MESSAGE,
     DATACENTERS,
@@ -70,6 +72,7 @@ class EmulatedPod:
     booted_at: float = 0.0  # runtime may appear from this moment (boot delay)
     terminated_at: float | None = None
     local: LocalPod | None = None
+    system_log: list[str] = field(default_factory=list)  # host lifecycle lines (v2 "system")
 
     def seconds_running(self, now: float) -> float:
         extra = now - self.running_since if self.running_since is not None else 0.0
@@ -80,11 +83,33 @@ class EmulatedPod:
         return self.spec.get("networkVolume")
 
 
+FAULT_MODES = ("5xx", "hang", "lose", "429")
+# Logical operation names shared by both APIs; faults may also name a GraphQL root field.
+OPERATIONS = (
+    "create_pod",
+    "list_pods",
+    "get_pod",
+    "terminate_pod",
+    "stop_pod",
+    "start_pod",
+    "gpu_types",
+    "pod_logs",
+    "save_template",
+    "list_templates",
+    "network_volumes",
+)
+
+
 @dataclass
 class Fault:
-    mode: str  # "5xx": fail before doing anything; "hang": do it, then answer too late
+    """One injected failure. "5xx": 502 before doing anything; "hang": do it, answer after
+    `hang_seconds`; "lose": do it, then close the connection without an answer; "429": refuse
+    with Retry-After `retry_after` before doing anything."""
+
+    mode: str
     operation: str | None
     hang_seconds: float
+    retry_after: int = 1
 
 
 class EmulatorState:
@@ -115,6 +140,8 @@ class EmulatorState:
         self._faults: list[Fault] = []
         self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
         self._stock: dict[tuple[str, str], int] = {}
+        self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
+        self._requests: Counter[str] = Counter()
         self.reset_stock()
 
     @property
@@ -157,22 +184,42 @@ class EmulatorState:
         self.boot_delay_s = seconds
 
     def fail_next(
-        self, count: int = 1, mode: str = "5xx", operation: str | None = None, hang_seconds=5.0
+        self,
+        count: int = 1,
+        mode: str = "5xx",
+        operation: str | None = None,
+        hang_seconds: float = 5.0,
+        retry_after: int = 1,
     ) -> None:
-        """The next `count` GraphQL calls (of `operation`, if given) fail: "5xx" answers 502
-        with an HTML body before doing anything; "hang" does the work, then answers only after
-        `hang_seconds` (a lost response: the client times out although the call took effect)."""
-        if mode not in {"5xx", "hang"}:
-            raise ValueError(f"unknown fault mode {mode!r}; use '5xx' or 'hang'")
+        """The next `count` API calls (of `operation`, if given; either API) fail as `Fault`
+        says. `operation` is a logical name (`OPERATIONS`) or a GraphQL root field name."""
+        if mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; use one of {', '.join(FAULT_MODES)}")
         with self._lock:
-            self._faults.extend(Fault(mode, operation, hang_seconds) for _ in range(count))
+            self._faults.extend(
+                Fault(mode, operation, hang_seconds, int(retry_after)) for _ in range(count)
+            )
 
-    def take_fault(self, operation: str | None) -> Fault | None:
+    def take_fault(self, *names: str | None) -> Fault | None:
+        """The first pending fault aimed at any of `names` (or at every operation)."""
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if fault.operation is None or fault.operation == operation:
+                if fault.operation is None or fault.operation in names:
                     return self._faults.pop(i)
         return None
+
+    def count_request(self, route: str) -> None:
+        with self._lock:
+            self._requests[route] += 1
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests served per route ("POST /graphql", "GET /v2/pods/{id}", ...)."""
+        with self._lock:
+            return dict(self._requests)
+
+    def reset_request_counts(self) -> None:
+        with self._lock:
+            self._requests.clear()
 
     def authorized(self, header: str | None, query_key: str | None) -> bool:
         presented = presented_key(header, query_key)
@@ -206,6 +253,41 @@ class EmulatorState:
         if local is not None:
             local.kill()
 
+    def preempt_pod(self, pod_id: str) -> None:
+        """Spot preemption of an interruptible pod (see `preemption`)."""
+        preemption.preempt(self, pod_id)
+
+    def set_preemption_rate(self, rate_per_hour: float, seed: int | None = None) -> None:
+        """Preempt running interruptible pods at random, `rate_per_hour` each (0: off)."""
+        preemption.set_random_rate(self, rate_per_hour, seed)
+
+    def error_pod(self, pod_id: str, reason: str = "container failed to start") -> None:
+        """The pod's container is in an unrecoverable error state (REST v2 status ERROR)."""
+        with self._lock:
+            pod = self._pods[pod_id]
+            pod.system_log.append(f"error: {reason}")
+            self._halt(pod, "ERROR")
+            local, pod.local = pod.local, None
+        if local is not None:
+            local.kill()
+
+    def pod_log_lines(
+        self, pod_id: str, source: str | None = None, tail: int | None = None
+    ) -> list[tuple[str, str]]:
+        """The last `tail` (all if None) (source, line) pairs: "system" lifecycle lines, then "container"
+        lines (the pod processes' output files)."""
+        with self._lock:
+            pod = self._require(pod_id)
+            lines = [("system", line) for line in pod.system_log] if source != "container" else []
+        if source != "system":
+            logs = self.state_dir / "pods" / pod_id / "logs"
+            for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+                text = path.read_text(errors="replace")
+                lines += [("container", line) for line in text.splitlines() if line.strip()]
+        if tail is None:
+            return lines
+        return lines[-tail:] if tail else []
+
     def pods(self, include_terminated: bool = True) -> list[dict[str, Any]]:
         now = time.time()
         with self._lock:
@@ -224,15 +306,18 @@ class EmulatorState:
             return self._pods[pod_id].local
 
     def reset(self) -> None:
+        preemption.set_random_rate(self, 0.0)
         with self._lock:
             live = [p for p in self._pods.values() if p.status != "TERMINATED"]
             for pod in live:
                 self._halt(pod, "TERMINATED")
             self._faults.clear()
+            self._requests.clear()
         self._stop_all(live)
         self.reset_stock()
 
     def stop_every_pod(self) -> None:
+        preemption.set_random_rate(self, 0.0)
         with self._lock:
             live = [p for p in self._pods.values() if p.local is not None]
             for pod in live:
@@ -251,7 +336,10 @@ class EmulatorState:
             raise EmulatorError(str(exc), field="gpuTypeIds") from None
         gpu_count = int(spec.get("gpuCount") or 1)
         cloud = spec.get("cloudType") or "ALL"
-        datacenter = spec.get("dataCenterId")
+        # GraphQL names one datacenter; REST v2 a preference list.
+        preferred = list(spec.get("dataCenterIds") or [])
+        if spec.get("dataCenterId"):
+            preferred = [spec["dataCenterId"]]
         volume = None
         if spec.get("networkVolumeId"):
             volume = self._volumes.get(spec["networkVolumeId"])
@@ -263,12 +351,12 @@ class EmulatorState:
                 raise EmulatorError(
                     "Network volumes are only available on Secure Cloud", field="cloudType"
                 )
-            if datacenter and datacenter != volume.datacenter:
+            if preferred and volume.datacenter not in preferred:
                 raise EmulatorError(
-                    f"Network volume is in {volume.datacenter}, not in {datacenter}",
+                    f"Network volume is in {volume.datacenter}, not in {', '.join(preferred)}",
                     field="dataCenterIds",
                 )
-            datacenter = volume.datacenter
+            preferred = [volume.datacenter]
         if bid_per_gpu is not None and bid_per_gpu < gpu.spot_price:
             raise EmulatorError(
                 f"Your bid price is too low; the minimum bid for {gpu.display_name} "
@@ -276,7 +364,7 @@ class EmulatorState:
             )
         env = {e["key"]: e.get("value") or "" for e in spec.get("env") or []}
         with self._lock:
-            chosen = self._take_stock(gpu.id, gpu_count, datacenter)
+            chosen = self._take_stock(gpu.id, gpu_count, preferred)
             now = time.time()
             price = bid_per_gpu if bid_per_gpu is not None else on_demand_price(gpu, cloud)
             pod = EmulatedPod(
@@ -292,6 +380,7 @@ class EmulatorState:
                 created_at=now,
             )
             self._pods[pod.id] = pod
+            pod.system_log.append(f"pod {pod.id} scheduled on {gpu.id} in {chosen}")
             self._run(pod)
             log.info("pod %s (%s) deployed on %s in %s", pod.id, pod.name, gpu.id, chosen)
             return pod
@@ -322,7 +411,7 @@ class EmulatorState:
         with self._lock:
             pod = self._require(pod_id)
             if pod.status != "RUNNING":
-                self._take_stock(pod.gpu.id, pod.spec["gpuCount"], pod.datacenter)
+                self._take_stock(pod.gpu.id, pod.spec["gpuCount"], [pod.datacenter])
                 self._run(pod)
             return pod
 
@@ -377,9 +466,19 @@ class EmulatorState:
         """A pod whose container's main process died shows as EXITED (as on RunPod)."""
         local = pod.local
         if pod.status == "RUNNING" and local is not None and local.comfy_exited():
+            pod.system_log.append("container exited")
             self._halt(pod, "EXITED")
             pod.local = None
             threading.Thread(target=local.stop, daemon=True).start()
+
+    def lifecycle(self, pod: EmulatedPod) -> str:
+        """REST v2 status: PROVISIONING (boot delay) -> STARTING (until ComfyUI listens) ->
+        RUNNING; or EXITED / ERROR / TERMINATED."""
+        if pod.status != "RUNNING":
+            return pod.status
+        if time.time() < pod.booted_at:
+            return "PROVISIONING"
+        return "RUNNING" if self.comfy_port(pod) is not None else "STARTING"
 
     def comfy_port(self, pod: EmulatedPod) -> int | None:
         """ComfyUI's local port once the pod has booted and ComfyUI listens, else None."""
@@ -417,11 +516,12 @@ class EmulatorState:
             merged["env"] = list(keyed.values())
         return merged
 
-    def _take_stock(self, gpu_id: str, count: int, datacenter: str | None) -> str:
-        candidates = [datacenter] if datacenter else list(DATACENTERS)
+    def _take_stock(self, gpu_id: str, count: int, datacenters: list[str]) -> str:
+        candidates = datacenters or list(DATACENTERS)
         best = max(candidates, key=lambda dc: self._stock.get((gpu_id, dc), 0))
         if self._stock.get((gpu_id, best), 0) < count:
-            raise EmulatorError(CAPACITY_MESSAGE, status=500)
+            # REST v2 answers capacity exhaustion with a 400 and a human-readable detail only.
+            raise EmulatorError(CAPACITY_MESSAGE, status=400)
         self._stock[(gpu_id, best)] -= count
         return best
 

@@ -12,7 +12,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rp_pipeline.resources.runpod_backend import GraphQLBackend, RunPodBackend
+from rp_pipeline.resources.runpod_backend import GraphQLBackend, RunPodBackend, make_backend
 from rp_pipeline.resources.runpod_client import (
     CLOUD_TYPES,
     COMFYUI_PORT,
@@ -38,6 +38,7 @@ from rp_pipeline.resources.runpod_errors import (
     RunPodTransientError,
     UnknownGpuError,
 )
+from rp_pipeline.resources.runpod_rest import RestBackend
 
 __all__ = [
     "CLOUD_TYPES",
@@ -54,6 +55,7 @@ __all__ = [
     "PodNotReadyError",
     "PodSpec",
     "ReadyPod",
+    "RestBackend",
     "RunPodApiError",
     "RunPodAuthError",
     "RunPodBackend",
@@ -62,6 +64,7 @@ __all__ = [
     "RunPodResource",
     "RunPodTransientError",
     "UnknownGpuError",
+    "make_backend",
     "pod_name",
     "port_url",
 ]
@@ -76,6 +79,8 @@ class RunPodResource(ConfigurableResource):
 
     api_key: str = Field(repr=False, description="RunPod API key; pass EnvVar('RUNPOD_API_KEY')")
     api_base_url: str | None = None
+    # "rest" (REST API v2) or "graphql"; None: $RUNPOD_API, else REST v2.
+    api: str | None = None
     image: str = DEFAULT_IMAGE
     gpu_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GPU_TYPES))
     cloud_type: str = "ALL"
@@ -95,7 +100,9 @@ class RunPodResource(ConfigurableResource):
     poll_interval_s: float = 2.0
 
     def get_client(self) -> RunPodClient:
-        return RunPodClient(self.api_key, self.api_base_url, poll_interval_s=self.poll_interval_s)
+        return RunPodClient(
+            self.api_key, self.api_base_url, poll_interval_s=self.poll_interval_s, api=self.api
+        )
 
     def pod_spec(self, **overrides: Any) -> PodSpec:
         """The configured spec; `overrides` (e.g. env, name, gpu_types) win."""

@@ -1,4 +1,6 @@
-"""The one seam between our pod logic and RunPod's API: `RunPodBackend`, and its GraphQL version.
+"""The one seam between our pod logic and RunPod's API: `RunPodBackend`, its GraphQL version,
+and `make_backend`, which picks REST v2 (`runpod_rest.RestBackend`, the default) or GraphQL
+(`RUNPOD_API=graphql`: still needed for interruptible pods, which REST v2 does not offer).
 
 `GraphQLBackend` speaks exactly the wire protocol of the `runpod` SDK (`runpod/api/graphql.py`):
 POST `{base}/graphql`, `Authorization: Bearer KEY`, 401 -> auth error, `errors[0].message` -> query
@@ -9,15 +11,18 @@ or two keys) in one Dagster process could not coexist, and a lost response could
 a refused request. The documents use GraphQL variables, so pod env values need no escaping; variables are
 declared non-null, which GraphQL accepts whether RunPod's argument is nullable or not.
 
-REST v2 (`/v2/pods`) is RunPod's successor API; a `RestBackend` only has to implement the same
-protocol and return records in the GraphQL shape used here (`id`, `name`, `desiredStatus`,
-`costPerHr`, `env` as "K=V" strings, `machine.gpuDisplayName`, `runtime.ports[]`).
+Records are dicts in the GraphQL shape whichever API answered: pods carry `id`, `name`,
+`desiredStatus`, `costPerHr`, `env` ("K=V" strings or a dict), `machine.gpuDisplayName`,
+`machine.dataCenterId`, `runtime.ports[]` (`ip isIpPublic privatePort publicPort type`) and, from
+REST v2, the lifecycle `status`; GPU types carry `availability` (NONE/LOW/MEDIUM/HIGH) and
+`dataCenters` [{id, availability}] when the API reports stock.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any, Protocol
 
 import requests
@@ -26,6 +31,7 @@ from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
     RunPodApiError,
     RunPodAuthError,
+    RunPodConfigError,
     RunPodTransientError,
 )
 
@@ -37,7 +43,7 @@ CAPACITY_MARKER = "no longer any instances available"
 POD_FIELDS = """
   id name imageName desiredStatus env costPerHr gpuCount podType lastStatusChange uptimeSeconds
   ports volumeMountPath
-  machine { gpuDisplayName podHostId }
+  machine { gpuDisplayName podHostId dataCenterId }
   runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } }
 """
 
@@ -94,9 +100,37 @@ class RunPodBackend(Protocol):
 
     def list_templates(self) -> list[dict[str, Any]]: ...
 
+    def pod_logs(self, pod_id: str, lines: int = 20) -> list[str] | None:
+        """The last `lines` lines of the pod's log; None when the API cannot give them."""
+        ...
+
+
+API_CHOICES = ("rest", "graphql")
+
+
+def make_backend(
+    api_key: str,
+    api_base_url: str | None = None,
+    request_timeout_s: float = 30.0,
+    api: str | None = None,
+) -> RunPodBackend:
+    """REST v2 unless `api` (default: $RUNPOD_API) says "graphql"."""
+    from rp_pipeline.resources.runpod_rest import RestBackend
+
+    choice = (api if api is not None else os.environ.get("RUNPOD_API", "")).strip().lower()
+    if choice in ("", "rest", "v2"):
+        return RestBackend(api_key, api_base_url, request_timeout_s)
+    if choice == "graphql":
+        return GraphQLBackend(api_key, api_base_url, request_timeout_s)
+    raise RunPodConfigError(
+        f"RUNPOD_API={choice!r} is not a RunPod API: use 'rest' (REST v2, the default) or 'graphql'"
+    )
+
 
 class GraphQLBackend:
     """RunPod's GraphQL API (the one the `runpod` SDK uses)."""
+
+    supports_interruptible = True
 
     def __init__(
         self, api_key: str, api_base_url: str | None = None, request_timeout_s: float = 30.0
@@ -145,6 +179,9 @@ class GraphQLBackend:
 
     def list_templates(self) -> list[dict[str, Any]]:
         return list(self._post(Q_TEMPLATES)["myself"]["podTemplates"] or [])
+
+    def pod_logs(self, pod_id: str, lines: int = 20) -> list[str] | None:
+        return None  # GraphQL has no pod log query
 
     def _post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

@@ -1,10 +1,13 @@
 """Pod lifecycle on RunPod: launch with GPU fallback, wait for real readiness, terminate for sure.
 
-`RunPodClient` is plain Python over a `RunPodBackend` (GraphQL today, REST v2 later); it does
-not import Dagster, so `rp-launch` starts fast. Rules it keeps (DESIGN.md):
+`RunPodClient` is plain Python over a `RunPodBackend` (REST v2 by default, GraphQL with
+`RUNPOD_API=graphql`); it does not import Dagster, so `rp-launch` starts fast. Rules it keeps:
 - a create is never blindly retried: after an ambiguous failure the pod is looked up by its
   unique name first;
+- GPU choice reads the catalog's stock first: a GPU type (or a volume's datacenter) with
+  availability NONE, or above the price cap, is skipped with the reason logged;
 - ready means RUNNING + runtime + the port mapped + ComfyUI answering HTTP, not desiredStatus;
+  ERROR / EXITED before that fails at once, with the last lines of the pod's log;
 - terminate is idempotent and confirmed by reading the pod back;
 - every pod is named `dagster-<run id[:8]>-...` and carries `DAGSTER_RUN_ID` in its env.
 """
@@ -17,13 +20,13 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 import requests
 
 from rp_pipeline.resources.pod_token import pod_token
-from rp_pipeline.resources.runpod_backend import GraphQLBackend, RunPodBackend
+from rp_pipeline.resources.runpod_backend import CAPACITY_MARKER, RunPodBackend, make_backend
 from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
     NoCapacityError,
@@ -46,6 +49,10 @@ DEFAULT_GPU_TYPES = ("NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S
 DEFAULT_PORTS = "8188/http,8888/http,22/tcp"
 COMFYUI_PORT = 8188
 GONE_STATUSES = ("EXITED", "TERMINATED")
+# Lifecycle statuses (REST v2 `status`) after which a pod will not become ready by itself.
+DEAD_STATUSES = ("EXITED", "ERROR", "TERMINATED")
+AVAILABILITY_RANK = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
+LOG_LINES_IN_ERRORS = 5
 
 
 @dataclass
@@ -58,6 +65,8 @@ class PodSpec:
     gpu_types: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_TYPES))
     cloud_type: str = "ALL"
     # A network volume pins the datacenter and needs SECURE cloud (forced, with a log line).
+    # Several ids, comma-separated (one volume per datacenter, each holding the models): the
+    # GPU type and the datacenter are chosen together from the catalog's per-datacenter stock.
     network_volume_id: str | None = None
     template_id: str | None = None
     container_disk_gb: int = 20
@@ -89,6 +98,9 @@ class PodSpec:
         if problems:
             raise PodLaunchError("invalid pod spec: " + "; ".join(problems))
 
+    def network_volume_ids(self) -> list[str]:
+        return [v.strip() for v in (self.network_volume_id or "").split(",") if v.strip()]
+
 
 @dataclass(frozen=True)
 class Pod:
@@ -102,11 +114,21 @@ class Pod:
     created_at: float | None = None
     image: str | None = None
     runtime_ports: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # Where RunPod placed the pod (e.g. "EU-RO-1"); None if the API did not say.
+    datacenter: str | None = None
+    # Lifecycle: PROVISIONING, STARTING, RUNNING, EXITED, ERROR, TERMINATED (REST v2 `status`;
+    # from GraphQL: STARTING while RUNNING without a runtime, else desiredStatus).
+    status: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], created_at: float | None = None) -> Pod:
         env = _env_dict(record.get("env"))
         runtime = record.get("runtime") or {}
+        machine = record.get("machine") or {}
+        desired = record.get("desiredStatus") or "UNKNOWN"
+        status = record.get("status") or (
+            "STARTING" if desired == "RUNNING" and not record.get("runtime") else desired
+        )
         return cls(
             id=record["id"],
             name=record.get("name") or "",
@@ -118,6 +140,8 @@ class Pod:
             created_at=created_at,
             image=record.get("imageName"),
             runtime_ports=list(runtime.get("ports") or []),
+            datacenter=machine.get("dataCenterId") or record.get("dataCenterId"),
+            status=status,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -142,6 +166,10 @@ class GpuType:
     community_price: float | None
     spot_price: float | None
     stock_status: str | None
+    # Catalog stock: NONE / LOW / MEDIUM / HIGH overall and per datacenter id; None and {} when
+    # the API does not report it (GraphQL: then a create is tried and capacity errors decide).
+    availability: str | None = None
+    datacenters: dict[str, str] = field(default_factory=dict)
 
     def price_for(self, cloud_type: str) -> float | None:
         """On-demand $/hr; for ALL the dearer of the two, since RunPod may pick either."""
@@ -183,10 +211,11 @@ class RunPodClient:
         poll_interval_s: float = 2.0,
         retry_attempts: int = 4,
         retry_backoff_s: float = 0.5,
+        api: str | None = None,
     ) -> None:
         base_url = api_base_url or os.environ.get("RUNPOD_API_BASE_URL") or None
-        self.backend: RunPodBackend = backend or GraphQLBackend(
-            api_key, base_url, request_timeout_s
+        self.backend: RunPodBackend = backend or make_backend(
+            api_key, base_url, request_timeout_s, api
         )
         self.poll_interval_s = poll_interval_s
         self.retry_attempts = retry_attempts
@@ -215,8 +244,14 @@ class RunPodClient:
     # ------------------------------------------------------------------ launch
 
     def launch(self, spec: PodSpec, run_id: str) -> Pod:
-        """Create one pod on the first GPU type in `spec.gpu_types` that has capacity."""
+        """Create one pod on the first GPU type in `spec.gpu_types` that the catalog shows in
+        stock (in one of the network volumes' datacenters, if any) and that places."""
         spec.validate()
+        if spec.interruptible and not getattr(self.backend, "supports_interruptible", True):
+            raise PodLaunchError(
+                "interruptible (spot) pods exist only in RunPod's GraphQL API, not REST v2: "
+                "set RUNPOD_API=graphql, or launch on-demand"
+            )
         catalog = {g.id: g for g in self.gpu_types()}
         unknown = [g for g in spec.gpu_types if g not in catalog]
         if unknown:
@@ -224,45 +259,82 @@ class RunPodClient:
                 f"unknown GPU type id(s): {', '.join(unknown)}. Use ids as RunPod spells them "
                 f"(`rp-launch gpus` lists them), e.g. {', '.join(sorted(catalog)[:3])}"
             )
-        cloud_type, datacenter = self._placement(spec)
+        cloud_type, volumes = self._placement(spec)
         name = pod_name(run_id, spec.name)
-        request = _deploy_request(spec, name, run_id, cloud_type, datacenter)
         attempts: list[tuple[str, str]] = []
         for gpu_id in spec.gpu_types:
             gpu = catalog[gpu_id]
             bid = None
             if spec.interruptible:
                 bid = spec.bid_per_gpu if spec.bid_per_gpu is not None else gpu.spot_price
-            refusal = _price_refusal(spec, gpu.price_for(cloud_type), bid)
+            price = gpu.price_for(cloud_type)
+            refusal = _price_refusal(spec, price, bid) or _stock_refusal(gpu, volumes)
             if refusal:
                 attempts.append((gpu_id, refusal))
                 log.info("skipping %s: %s", gpu_id, refusal)
                 continue
-            log.info("launching %s on %s (%s cloud)", name, gpu_id, cloud_type)
-            try:
-                record = self._create_once({**request, "gpuTypeId": gpu_id}, bid, name)
-            except GpuUnavailableError:
-                attempts.append((gpu_id, "no capacity"))
-                log.warning("no capacity for %s; trying the next GPU type", gpu_id)
-                continue
-            pod = Pod.from_record(record, created_at=time.time())
-            log.info("pod %s (%s) created on %s at $%s/hr", pod.id, name, gpu_id, pod.cost_per_hr)
-            return pod
+            for datacenter, volume_id in _placements(gpu, volumes):
+                where = f" in {datacenter}" if datacenter else ""
+                request = _deploy_request(spec, name, run_id, cloud_type, datacenter, volume_id)
+                log.info("launching %s on %s%s (%s cloud)", name, gpu_id, where, cloud_type)
+                try:
+                    record = self._create_once({**request, "gpuTypeId": gpu_id}, bid, name)
+                except GpuUnavailableError as exc:
+                    # REST v2 refuses "no capacity" and rule violations alike with a 400.
+                    why = (
+                        "no capacity" if CAPACITY_MARKER in str(exc).lower() else f"refused: {exc}"
+                    )
+                    attempts.append((f"{gpu_id}{where}", why))
+                    log.warning("no capacity for %s%s; trying the next candidate", gpu_id, where)
+                    continue
+                pod = Pod.from_record(record, created_at=time.time())
+                if pod.datacenter is None and datacenter:
+                    pod = replace(pod, datacenter=datacenter)
+                stock = gpu.datacenters.get(datacenter or "", gpu.availability) or "unknown"
+                log.info(
+                    "chose %s%s (stock %s, $%s/hr)%s",
+                    gpu_id,
+                    where,
+                    stock,
+                    pod.cost_per_hr,
+                    "; skipped " + "; ".join(f"{g}: {why}" for g, why in attempts)
+                    if attempts
+                    else "",
+                )
+                log.info(
+                    "pod %s (%s) created on %s at $%s/hr", pod.id, name, gpu_id, pod.cost_per_hr
+                )
+                return pod
         raise NoCapacityError(attempts)
 
-    def _placement(self, spec: PodSpec) -> tuple[str, str | None]:
-        if not spec.network_volume_id:
-            return spec.cloud_type, None
+    def _placement(self, spec: PodSpec) -> tuple[str, dict[str, str]]:
+        """The cloud type and {datacenter: network volume id} (empty: no volume)."""
+        wanted = spec.network_volume_ids()
+        if not wanted:
+            return spec.cloud_type, {}
         volumes = {v["id"]: v for v in self.network_volumes()}
-        volume = volumes.get(spec.network_volume_id)
-        if volume is None:
+        missing = [v for v in wanted if v not in volumes]
+        if missing:
             raise PodLaunchError(
-                f"network volume {spec.network_volume_id} is not in this RunPod account; "
+                f"network volume {', '.join(missing)} is not in this RunPod account; "
                 f"check RUNPOD_NETWORK_VOLUME_ID (known: {', '.join(volumes) or 'none'})"
             )
+        by_datacenter: dict[str, str] = {}
+        for volume_id in wanted:
+            datacenter = volumes[volume_id].get("dataCenterId") or ""
+            if datacenter in by_datacenter:
+                log.warning(
+                    "network volumes %s and %s are both in %s; using %s there",
+                    by_datacenter[datacenter],
+                    volume_id,
+                    datacenter,
+                    by_datacenter[datacenter],
+                )
+                continue
+            by_datacenter[datacenter] = volume_id
         if spec.cloud_type != "SECURE":
-            log.info("network volume %s needs SECURE cloud; using it", spec.network_volume_id)
-        return "SECURE", volume.get("dataCenterId")
+            log.info("network volumes need SECURE cloud; using it")
+        return "SECURE", by_datacenter
 
     def _create_once(self, request: dict[str, Any], bid: float | None, name: str) -> dict[str, Any]:
         """Create, but after an ambiguous failure look for the pod by name before trying again."""
@@ -332,8 +404,9 @@ class RunPodClient:
                 pod = Pod.from_record(record)
                 url = port_url(pod_id, pod.runtime_ports, port)
                 new_state = _describe(pod, url, port)
-                if pod.desired_status in GONE_STATUSES:
-                    self._give_up(pod_id, f"it is {pod.desired_status}", terminate_on_timeout)
+                if pod.status in DEAD_STATUSES or pod.desired_status in GONE_STATUSES:
+                    reason = f"it is {pod.status or pod.desired_status} before ComfyUI answered"
+                    self._give_up(pod_id, reason + self._log_tail(pod_id), terminate_on_timeout)
                 probe_token = token or pod_token(pod)
                 if pod.desired_status == "RUNNING" and url and _comfy_answers(url, probe_token):
                     log.info("pod %s ready: ComfyUI at %s", pod_id, url)
@@ -346,10 +419,24 @@ class RunPodClient:
             if time.monotonic() >= deadline:
                 self._give_up(
                     pod_id,
-                    f"not ready within {deadline_s:.0f} s (last state: {state})",
+                    f"not ready within {deadline_s:.0f} s (last state: {state})"
+                    + self._log_tail(pod_id),
                     terminate_on_timeout,
                 )
             time.sleep(max(0.0, min(self.poll_interval_s, deadline - time.monotonic())))
+
+    def pod_logs(self, pod_id: str, lines: int = 20) -> list[str] | None:
+        """The last `lines` lines of the pod's log, or None when the API has none to give
+        (GraphQL has no log query)."""
+        pod_logs = getattr(self.backend, "pod_logs", None)
+        return pod_logs(pod_id, lines) if callable(pod_logs) else None
+
+    def _log_tail(self, pod_id: str) -> str:
+        """ "; last log lines: a | b" for error messages, or "" when there are none."""
+        lines = self.pod_logs(pod_id, LOG_LINES_IN_ERRORS)
+        if not lines:
+            return ""
+        return "; last log lines: " + " | ".join(line.strip()[:200] for line in lines)
 
     def _give_up(self, pod_id: str, reason: str, terminate: bool) -> None:
         if terminate:
@@ -423,7 +510,12 @@ class RunPodClient:
 
 
 def _deploy_request(
-    spec: PodSpec, name: str, run_id: str, cloud_type: str, datacenter: str | None
+    spec: PodSpec,
+    name: str,
+    run_id: str,
+    cloud_type: str,
+    datacenter: str | None,
+    volume_id: str | None = None,
 ) -> dict[str, Any]:
     env = {**spec.env, "DAGSTER_RUN_ID": run_id}
     request: dict[str, Any] = {
@@ -440,8 +532,8 @@ def _deploy_request(
         "startSsh": True,
         "env": [{"key": k, "value": v} for k, v in env.items()],
     }
-    if spec.network_volume_id:
-        request["networkVolumeId"] = spec.network_volume_id
+    if volume_id:
+        request["networkVolumeId"] = volume_id
         request["dataCenterId"] = datacenter
     else:
         request["volumeInGb"] = spec.volume_gb
@@ -464,6 +556,28 @@ def _price_refusal(spec: PodSpec, on_demand: float | None, bid: float | None) ->
     return None
 
 
+def _stock_refusal(gpu: GpuType, volumes: dict[str, str]) -> str | None:
+    """Why the catalog says this GPU type cannot be placed now, if it says so."""
+    if gpu.availability == "NONE":
+        return "no stock (catalog availability NONE)"
+    if volumes and gpu.availability is not None:
+        stocked = [dc for dc in volumes if gpu.datacenters.get(dc, "NONE") != "NONE"]
+        if not stocked:
+            return f"no stock in the network volumes' datacenters ({', '.join(volumes)})"
+    return None
+
+
+def _placements(gpu: GpuType, volumes: dict[str, str]) -> list[tuple[str | None, str | None]]:
+    """(datacenter, volume id) candidates for one GPU type, best stock first."""
+    if not volumes:
+        return [(None, None)]
+    if gpu.availability is None:  # no stock figures: try the volumes in the order given
+        return list(volumes.items())
+    stocked = [dc for dc in volumes if gpu.datacenters.get(dc, "NONE") != "NONE"]
+    stocked.sort(key=lambda dc: AVAILABILITY_RANK.get(gpu.datacenters[dc], 3))
+    return [(dc, volumes[dc]) for dc in stocked]
+
+
 def _env_dict(raw: Any) -> dict[str, str]:
     """RunPod returns env as ["K=V", ...] (GraphQL) or {K: V} (REST)."""
     if isinstance(raw, dict):
@@ -480,6 +594,7 @@ def _env_dict(raw: Any) -> dict[str, str]:
 
 def _gpu_type(record: dict[str, Any]) -> GpuType:
     lowest = record.get("lowestPrice") or {}
+    datacenters = {d["id"]: d["availability"] for d in record.get("dataCenters") or []}
     return GpuType(
         id=record["id"],
         display_name=record.get("displayName") or record["id"],
@@ -487,13 +602,17 @@ def _gpu_type(record: dict[str, Any]) -> GpuType:
         secure_price=record.get("securePrice"),
         community_price=record.get("communityPrice"),
         spot_price=record.get("secureSpotPrice") or lowest.get("minimumBidPrice"),
-        stock_status=lowest.get("stockStatus"),
+        stock_status=lowest.get("stockStatus") or record.get("availability"),
+        availability=record.get("availability"),
+        datacenters=datacenters,
     )
 
 
 def _describe(pod: Pod, url: str | None, port: int) -> str:
     if pod.desired_status != "RUNNING":
         return pod.desired_status
+    if pod.status == "PROVISIONING":
+        return "PROVISIONING (RunPod is allocating the machine)"
     if not pod.runtime_ports and url is None:
         return "RUNNING, container starting (no runtime yet)"
     if url is None:

@@ -1,7 +1,7 @@
 """The RunPod layer's errors: one type per failure, each message saying what to do next.
 
-No message ever carries the API key; GraphQL documents are not attached either (they may carry
-pod env values).
+No message ever carries the API key; request bodies (GraphQL documents, REST v2 JSON) are not
+attached either (they may carry pod env values).
 """
 
 from __future__ import annotations
@@ -9,6 +9,10 @@ from __future__ import annotations
 
 class RunPodError(Exception):
     """Base of every error of the RunPod layer."""
+
+
+class RunPodConfigError(RunPodError):
+    """Our own settings are unusable (e.g. an unknown RUNPOD_API value)."""
 
 
 class RunPodAuthError(RunPodError):
@@ -29,6 +33,22 @@ class RunPodTransientError(RunPodApiError):
     def __init__(self, message: str, *, maybe_applied: bool) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
+
+
+class RunPodRateLimitedError(RunPodTransientError):
+    """HTTP 429 that outlasted our patience: RunPod did not perform the call (safe to re-send)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, maybe_applied=False)
+        self.retry_after_s = retry_after_s
+
+
+class RunPodNotFoundError(RunPodApiError):
+    """HTTP 404: the pod (or template) does not exist, or no longer does."""
+
+
+class RunPodRequestError(RunPodApiError):
+    """HTTP 422: the request does not match RunPod's contract; the message names the field."""
 
 
 class GpuUnavailableError(RunPodApiError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,15 +64,23 @@ def find_orphans(
     max_lifetime_s: float,
     now: float | None = None,
     first_seen: dict[str, float] | None = None,
+    leases: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Orphan]:
     """Pods to terminate. `first_seen` (pod id -> epoch s, kept by the caller across ticks)
-    stands in for the creation time when the API does not report one."""
+    stands in for the creation time when the API does not report one. `leases` (pod id -> lease
+    body from R2, see `rp_pipeline.warm_pods`): an idle pod is kept until its idle time is over,
+    whatever became of the run that used it, and an adopted pod belongs to the lease's run."""
     now = time.time() if now is None else now
     orphans = []
     for pod in pods:
         if not is_ours(pod) or str(getattr(pod, "desired_status", "")).upper() in GONE:
             continue
-        run_id = pod_run_id(pod)
+        lease = (leases or {}).get(pod.id) or {}
+        if lease.get("state") == "idle":
+            if float(lease.get("expires_at") or 0.0) <= now:
+                orphans.append(Orphan(pod.id, None, "idle time over"))
+            continue
+        run_id = lease.get("run_id") or pod_run_id(pod)
         status = run_status(run_id) if run_id else None
         created = created_epoch(pod) or (first_seen or {}).get(pod.id)
         if status not in IN_PROGRESS:
@@ -83,10 +91,16 @@ def find_orphans(
     return orphans
 
 
-def terminate_pods_of_run(client: Any, run_id: str) -> list[str]:
-    """Terminate every live pod tagged with `run_id`; the ids terminated."""
+def terminate_pods_of_run(
+    client: Any, run_id: str, leases: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """Terminate every live pod tagged with `run_id`; the ids terminated. With `leases`, a pod
+    the run released (idle) or that another run adopted since is not the run's any more."""
     done = []
     for pod in client.list_pods():
+        lease = (leases or {}).get(pod.id) or {}
+        if lease.get("state") == "idle" or lease.get("run_id") not in (None, run_id):
+            continue
         if (
             pod_run_id(pod) == run_id
             and str(getattr(pod, "desired_status", "")).upper() not in GONE

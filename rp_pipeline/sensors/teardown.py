@@ -17,8 +17,10 @@ from dagster import (
 )
 
 from rp_pipeline.ops.settings import GenerationSettings
+from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.sensors.reaper import GONE, find_orphans, is_ours, terminate_pods_of_run
+from rp_pipeline.warm_pods import lease_bodies
 
 
 def _run_status(context: SensorEvaluationContext):
@@ -31,10 +33,14 @@ def _run_status(context: SensorEvaluationContext):
 
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
 def pod_reaper(
-    context: SensorEvaluationContext, runpod: RunPodResource, settings: GenerationSettings
+    context: SensorEvaluationContext,
+    runpod: RunPodResource,
+    settings: GenerationSettings,
+    r2: R2Resource,
 ):
-    """Every minute: terminate pods whose Dagster run is over or unknown, and pods older than
-    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides)."""
+    """Every minute: terminate pods whose Dagster run is over or unknown, pods older than
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), and warm pods whose idle time
+    is over."""
     client = runpod.get_client()
     lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
     now = time.time()
@@ -42,7 +48,9 @@ def pod_reaper(
     # The cursor remembers when each live pod was first seen: its age when RunPod gives none.
     seen = json.loads(context.cursor) if context.cursor else {}
     seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
-    orphans = find_orphans(pods, _run_status(context), lifetime, now, first_seen=seen)
+    # Leases in R2 tell warm (idle) pods and pods adopted by a later run apart from orphans.
+    leases = lease_bodies(r2.client, r2.bucket, [p.id for p in pods], r2.prefix)
+    orphans = find_orphans(pods, _run_status(context), lifetime, now, seen, leases)
     for orphan in orphans:
         context.log.warning(f"reaping pod {orphan.pod_id}: {orphan.reason}")
         client.terminate(orphan.pod_id)

@@ -56,7 +56,8 @@ def test_launch_wait_list_terminate(runpod_emulator: RunPodEmulator) -> None:
     assert launched.returncode == 0, launched.stderr
     out = json.loads(launched.stdout)
     pod_id = out["pod"]["id"]
-    assert out["pod"]["gpu_type"] == "RTX A6000"
+    assert out["pod"]["gpu_type"] == GPU_A6000  # REST v2 names the GPU by its type id
+    assert out["pod"]["datacenter"] == "EU-RO-1"
     assert out["pod"]["name"].startswith("dagster-cli") and "-cli-test-" in out["pod"]["name"]
     assert out["comfyui_url"].startswith("http://127.0.0.1:")
     (record,) = runpod_emulator.pods()
@@ -74,10 +75,51 @@ def test_launch_wait_list_terminate(runpod_emulator: RunPodEmulator) -> None:
     assert runpod_emulator.pods()[0]["desired_status"] == "TERMINATED"
 
 
-def test_gpus_lists_prices(runpod_emulator: RunPodEmulator) -> None:
+def test_gpus_lists_prices_and_stock(runpod_emulator: RunPodEmulator) -> None:
+    runpod_emulator.set_stock(GPU_A6000, 0)
+    runpod_emulator.set_stock(GPU_4090, 1, datacenter="US-KS-2")
     result = rp_launch(runpod_emulator, "gpus", "--json")
-    prices = {g["id"]: g["secure_price"] for g in json.loads(result.stdout)}
-    assert prices[GPU_4090] == 0.69 and prices["NVIDIA H100 80GB HBM3"] == 2.99
+    gpus = {g["id"]: g for g in json.loads(result.stdout)}
+    assert gpus[GPU_4090]["secure_price"] == 0.69
+    assert gpus["NVIDIA H100 80GB HBM3"]["secure_price"] == 2.99
+    assert gpus[GPU_A6000]["availability"] == "NONE" and gpus[GPU_A6000]["datacenters"] == {}
+    assert gpus[GPU_4090]["datacenters"] == {"EU-RO-1": "HIGH", "US-KS-2": "LOW"}
+    table = rp_launch(runpod_emulator, "gpus").stdout.splitlines()
+    (line_4090,) = [line for line in table if line.startswith(GPU_4090)]
+    assert "secure $0.69" in line_4090 and "stock HIGH (EU-RO-1 HIGH, US-KS-2 LOW)" in line_4090
+
+
+def only_base_url_and_key(emulator: RunPodEmulator, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "RUNPOD_API_KEY": emulator.api_key,
+        "RUNPOD_API_BASE_URL": emulator.base_url,
+    }
+    return subprocess.run(
+        [RP_LAUNCH, *args], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_acceptance_rest_v2_end_to_end_without_graphql(runpod_emulator: RunPodEmulator) -> None:
+    """gpus | launch --wait | list | terminate with only the base URL and the key set: every
+    request is REST v2, none is GraphQL."""
+    gpus = only_base_url_and_key(runpod_emulator, "gpus")
+    assert gpus.returncode == 0 and GPU_4090 in gpus.stdout, gpus.stderr
+    launched = only_base_url_and_key(
+        runpod_emulator, "--json", "launch", "--wait", "--timeout", "60"
+    )
+    assert launched.returncode == 0, launched.stderr
+    pod_id = json.loads(launched.stdout)["pod"]["id"]
+    listed = only_base_url_and_key(runpod_emulator, "list")
+    assert listed.returncode == 0 and pod_id in listed.stdout
+    gone = only_base_url_and_key(runpod_emulator, "terminate", pod_id)
+    assert gone.returncode == 0, gone.stderr
+    counts = runpod_emulator.request_counts()
+    assert counts and all(route.split()[1].startswith("/v2/") for route in counts), counts
+    assert counts["POST /v2/pods"] == 1 and counts["DELETE /v2/pods/{id}"] == 1
+    assert runpod_emulator.contract_violations == []
+    assert [p["desired_status"] for p in runpod_emulator.pods()] == ["TERMINATED"]
 
 
 def test_failures_are_one_line_with_exit_codes(runpod_emulator: RunPodEmulator) -> None:
@@ -89,9 +131,14 @@ def test_failures_are_one_line_with_exit_codes(runpod_emulator: RunPodEmulator) 
     assert_one_line_failure(unknown, 4, "unknown GPU type id(s): NVIDIA GeForce RTX 9999")
 
     runpod_emulator.set_stock(GPU_4090, 0)
-    full = rp_launch(runpod_emulator, "--json", "launch", "--gpu", GPU_4090)
-    assert_one_line_failure(full, 4, f"{GPU_4090}: no capacity")
+    runpod_emulator.set_stock(GPU_A6000, 0)
+    full = rp_launch(runpod_emulator, "--json", "launch", "--gpu", GPU_4090, "--gpu", GPU_A6000)
+    assert_one_line_failure(full, 4, f"{GPU_4090}: no stock (catalog availability NONE)")
+    assert f"{GPU_A6000}: no stock" in full.stderr
     assert json.loads(full.stdout)["error"] == "NoCapacityError"
+
+    bad_volume = rp_launch(runpod_emulator, "launch", "--network-volume", "vol-typo")
+    assert_one_line_failure(bad_volume, 1, "network volume vol-typo is not in this RunPod account")
 
     offline = rp_launch(
         runpod_emulator, "list", RUNPOD_API_BASE_URL=f"http://127.0.0.1:{free_port()}"
@@ -100,7 +147,39 @@ def test_failures_are_one_line_with_exit_codes(runpod_emulator: RunPodEmulator) 
 
     no_key = rp_launch(runpod_emulator, "gpus", RUNPOD_API_KEY="")
     assert_one_line_failure(no_key, 2, "RUNPOD_API_KEY is not set")
+
+    bad_api = rp_launch(runpod_emulator, "gpus", RUNPOD_API="soap")
+    assert_one_line_failure(bad_api, 2, "RUNPOD_API='soap' is not a RunPod API")
     assert runpod_emulator.pods() == []
+    assert "POST /graphql" not in runpod_emulator.request_counts()
+
+
+def test_graphql_is_chosen_by_runpod_api(runpod_emulator: RunPodEmulator) -> None:
+    listed = rp_launch(runpod_emulator, "list", RUNPOD_API="graphql")
+    assert listed.returncode == 0, listed.stderr
+    assert set(runpod_emulator.request_counts()) == {"POST /graphql"}
+
+
+def test_launch_under_429_waits_and_creates_once(runpod_emulator: RunPodEmulator) -> None:
+    runpod_emulator.fail_next(1, "429", operation="create_pod", retry_after=1)
+    launched = rp_launch(runpod_emulator, "-v", "--json", "launch", "--gpu", GPU_4090)
+    assert launched.returncode == 0, launched.stderr
+    assert "waiting 1 s as Retry-After says" in launched.stderr
+    assert runpod_emulator.request_counts()["POST /v2/pods"] == 2  # refused once, then created
+    assert len(runpod_emulator.pods()) == 1
+    rp_launch(runpod_emulator, "terminate", json.loads(launched.stdout)["pod"]["id"])
+
+
+def test_no_stock_gpu_first_is_skipped_without_a_create(runpod_emulator: RunPodEmulator) -> None:
+    runpod_emulator.set_stock(GPU_4090, 0)
+    launched = rp_launch(
+        runpod_emulator, "-v", "--json", "launch", "--gpu", GPU_4090, "--gpu", GPU_A6000
+    )
+    assert launched.returncode == 0, launched.stderr
+    assert f"skipping {GPU_4090}: no stock (catalog availability NONE)" in launched.stderr
+    assert f"chose {GPU_A6000} in EU-RO-1" in launched.stderr
+    assert runpod_emulator.request_counts()["POST /v2/pods"] == 1
+    rp_launch(runpod_emulator, "terminate", json.loads(launched.stdout)["pod"]["id"])
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Against the real RunPod API: our GraphQL documents are valid there, not only on the emulator.
+"""Against the real RunPod API: our REST v2 calls and GraphQL documents are valid there, not only
+on the emulator (each check runs once per API).
 
 Skipped unless RUNPOD_LIVE=1 and RUNPOD_API_KEY hold a real key. The read-only checks cost
 nothing; the launch check (RUNPOD_LIVE_LAUNCH=1) rents the cheapest listed GPU for about a
@@ -12,7 +13,8 @@ import uuid
 
 import pytest
 
-from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+from rp_pipeline.resources.runpod import PodSpec, RestBackend, RunPodAuthError, RunPodClient
+from rp_pipeline.resources.runpod_errors import RunPodRequestError
 
 pytestmark = [
     pytest.mark.live,
@@ -25,9 +27,39 @@ pytestmark = [
 REAL_API = "https://api.runpod.io"
 
 
+@pytest.fixture(params=["rest", "graphql"])
+def live_client(request: pytest.FixtureRequest) -> RunPodClient:
+    return RunPodClient(os.environ["RUNPOD_API_KEY"], REAL_API, api=request.param)
+
+
 @pytest.fixture
-def live_client() -> RunPodClient:
-    return RunPodClient(os.environ["RUNPOD_API_KEY"], REAL_API)
+def rest_backend() -> RestBackend:
+    return RestBackend(os.environ["RUNPOD_API_KEY"], REAL_API)
+
+
+def test_rest_v2_catalog_reports_stock_per_datacenter(rest_backend: RestBackend) -> None:
+    gpus = {g["id"]: g for g in rest_backend.gpu_types()}
+    assert "NVIDIA GeForce RTX 4090" in gpus
+    levels = {g["availability"] for g in gpus.values()}
+    assert levels <= {"NONE", "LOW", "MEDIUM", "HIGH"} and levels
+    stocked = [g for g in gpus.values() if g["availability"] != "NONE"]
+    assert all(g["dataCenters"] for g in stocked)  # per-datacenter figures where in stock
+
+
+def test_rest_v2_refuses_an_undocumented_field_naming_it(rest_backend: RestBackend) -> None:
+    """A body the document refuses is a 422 naming the field, before anything is created."""
+    with pytest.raises(RunPodRequestError, match="notAField"):
+        rest_backend._call(
+            "POST",
+            "/v2/pods",
+            "createPod",
+            json_body={"name": "live-contract-check", "image": "busybox", "notAField": 1},
+        )
+
+
+def test_rest_v2_bad_key_is_the_key_message() -> None:
+    with pytest.raises(RunPodAuthError, match="RUNPOD_API_KEY"):
+        RestBackend("rpa_not_a_real_key", REAL_API).list_pods()
 
 
 def test_read_only_queries_are_valid_on_runpod(live_client: RunPodClient) -> None:

@@ -1,0 +1,433 @@
+"""Warm pods: idle leases in the S3 server, adoption races, caps, reaping, cost split, `list`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
+
+from rp_agent.keys import lease_key
+from rp_agent.r2 import R2Settings, make_r2_client
+from rp_devstack.runpod_emulator import RunPodEmulator
+from rp_devstack.stack import Devstack
+from rp_pipeline import cli, warm_pods
+from rp_pipeline.resources.runpod import Pod, PodSpec, RunPodClient
+from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
+from rp_pipeline.sensors.teardown import pod_reaper
+from rp_pipeline.warm_pods import PodNeeds, WarmPodConfigError
+from tests.pipeline.helpers import tick
+
+GPU_4090 = "NVIDIA GeForce RTX 4090"
+GPU_A6000 = "NVIDIA RTX A6000"
+IMAGE = "local/comfyui:warm"
+PREFIX = "outputs"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunPodEmulator]:
+    emu = RunPodEmulator(tmp_path_factory.mktemp("warm-runpod"), boot_delay_s=0.1)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def client(emulator: RunPodEmulator) -> RunPodClient:
+    return RunPodClient(emulator.api_key, emulator.base_url, poll_interval_s=0.1)
+
+
+@pytest.fixture(scope="module")
+def pods(client: RunPodClient) -> Iterator[list[Pod]]:
+    """Two real emulated pods (launched once for the module): a 4090 and an A6000."""
+    launched = [
+        client.launch(PodSpec(image=IMAGE, gpu_types=[gpu]), run_id=f"run-first-{i}")
+        for i, gpu in enumerate((GPU_4090, GPU_A6000))
+    ]
+    try:
+        yield launched
+    finally:
+        for pod in launched:
+            client.terminate(pod.id)
+
+
+def write_busy_lease(s3: Any, bucket: str, pod_id: str, run_id: str, now: float) -> None:
+    """The lease a run writes while it uses a pod (what the fleet renews)."""
+    body = {"pod_id": pod_id, "run_id": run_id, "renewed_at": now, "expires_at": now + 300}
+    s3.put_object(Bucket=bucket, Key=lease_key(pod_id, PREFIX), Body=json.dumps(body).encode())
+
+
+def lease_body(s3: Any, bucket: str, pod_id: str) -> dict[str, Any]:
+    return json.loads(s3.get_object(Bucket=bucket, Key=lease_key(pod_id, PREFIX))["Body"].read())
+
+
+def make_idle(s3: Any, bucket: str, pod: Pod, gpu: str, now: float, idle_s: float = 600) -> None:
+    write_busy_lease(s3, bucket, pod.id, "run-owner", now)
+    needs = PodNeeds(IMAGE, gpu, None)
+    assert warm_pods.release_to_idle(s3, bucket, pod.id, "run-owner", needs, idle_s, now=now)
+
+
+def claim(client: RunPodClient, s3: Any, bucket: str, run_id: str, **overrides: Any):
+    wanted: dict[str, Any] = {
+        "image": IMAGE,
+        "gpu_types": [GPU_4090, GPU_A6000],
+        "volume": None,
+        "lease_s": 300.0,
+    }
+    wanted.update(overrides)
+    return warm_pods.claim_idle_pod(client, s3, bucket, run_id, **wanted)
+
+
+def race(count: int, call: Any) -> list[Any]:
+    """`call(n)` in `count` threads released together; each thread's result (None on 412)."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def one(n: int) -> None:
+        barrier.wait()
+        results[n] = call(n)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_idle_seconds_default_and_valid_values() -> None:
+    assert warm_pods.idle_seconds_from_env({}) == warm_pods.DEFAULT_IDLE_S == 0.0
+    assert warm_pods.idle_seconds_from_env({"RP_POD_IDLE_S": " 120 "}) == 120.0
+    assert warm_pods.idle_seconds_from_env({"RP_POD_IDLE_S": "0"}) == 0.0
+
+
+@pytest.mark.parametrize("raw", ["-1", "ten", "nan", "inf", "1e999"])
+def test_bad_idle_seconds_are_refused_in_one_line(raw: str) -> None:
+    with pytest.raises(WarmPodConfigError) as err:
+        warm_pods.idle_seconds_from_env({"RP_POD_IDLE_S": raw})
+    message = str(err.value)
+    assert "\n" not in message and "RP_POD_IDLE_S" in message and repr(raw) in message
+
+
+# ---------------------------------------------------------------- the S3 stand-in's contract
+
+
+def test_put_if_match_with_a_stale_etag_is_refused(r2_client: Any, r2_settings: R2Settings) -> None:
+    bucket, key = r2_settings.bucket, "outputs/_rp/leases/x.json"
+    first = r2_client.put_object(Bucket=bucket, Key=key, Body=b"1")["ETag"]
+    r2_client.put_object(Bucket=bucket, Key=key, Body=b"2", IfMatch=first)
+    with pytest.raises(ClientError) as err:
+        r2_client.put_object(Bucket=bucket, Key=key, Body=b"3", IfMatch=first)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert r2_client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"2"
+
+
+def test_racing_conditional_puts_have_exactly_one_winner(
+    r2_client: Any, r2_settings: R2Settings
+) -> None:
+    """R2 applies If-Match atomically; the devstack's S3 server must too, under real threads."""
+    bucket, key = r2_settings.bucket, "outputs/_rp/leases/race.json"
+    for round_no in range(10):
+        etag = r2_client.put_object(Bucket=bucket, Key=key, Body=b"start")["ETag"]
+
+        def writer(n: int, etag: str = etag) -> int | None:
+            try:
+                r2_client.put_object(Bucket=bucket, Key=key, Body=str(n).encode(), IfMatch=etag)
+            except ClientError:
+                return None
+            return n
+
+        winners = [n for n in race(8, writer) if n is not None]
+        assert len(winners) == 1, f"round {round_no}: winners {winners}"
+        assert (
+            r2_client.get_object(Bucket=bucket, Key=key)["Body"].read() == str(winners[0]).encode()
+        )
+
+
+# ---------------------------------------------------------------- release
+
+
+def test_release_rewrites_the_lease_as_idle(
+    r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, pod = r2_settings.bucket, pods[0]
+    write_busy_lease(r2_client, bucket, pod.id, "run-a", now=1000.0)
+    needs = PodNeeds(IMAGE, GPU_4090, "vol-1")
+    assert warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 90, now=2000.0)
+    assert lease_body(r2_client, bucket, pod.id) == {
+        "pod_id": pod.id,
+        "run_id": None,
+        "state": "idle",
+        "idle_since": 2000.0,
+        "renewed_at": 2000.0,
+        "expires_at": 2090.0,
+        "needs": {"image": IMAGE, "gpu_type": GPU_4090, "volume": "vol-1"},
+        "last_run_id": "run-a",
+    }
+
+
+def test_no_release_with_zero_idle_time_or_someone_elses_lease(
+    r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, pod = r2_settings.bucket, pods[0]
+    needs = PodNeeds(IMAGE, GPU_4090, None)
+    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 90)  # no lease
+    write_busy_lease(r2_client, bucket, pod.id, "run-a", now=1000.0)
+    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 0)
+    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-b", needs, 90)
+    assert lease_body(r2_client, bucket, pod.id)["run_id"] == "run-a"
+
+
+# ---------------------------------------------------------------- adoption
+
+
+def test_a_later_run_adopts_a_fitting_idle_pod(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[0], GPU_4090, now - 50)
+    got = claim(client, r2_client, bucket, "run-next", now=now)
+    assert got is not None and got.pod.id == pods[0].id
+    assert got.previous_run_id == "run-owner" and got.idle_s == pytest.approx(50.0)
+    lease = lease_body(r2_client, bucket, pods[0].id)
+    assert lease["run_id"] == "run-next" and lease["state"] == "busy"
+    assert lease["expires_at"] == pytest.approx(now + 300)
+    # Now busy: nobody else can adopt it.
+    assert claim(client, r2_client, bucket, "run-third", now=now) is None
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        {"image": "other/image:1"},
+        {"gpu_types": [GPU_A6000]},
+        {"volume": "devstack-volume"},
+    ],
+    ids=["image", "gpu", "volume"],
+)
+def test_an_idle_pod_that_does_not_fit_is_left_alone(
+    client: RunPodClient,
+    r2_client: Any,
+    r2_settings: R2Settings,
+    pods: list[Pod],
+    wanted: dict[str, Any],
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[0], GPU_4090, now)
+    assert claim(client, r2_client, bucket, "run-next", now=now, **wanted) is None
+    assert lease_body(r2_client, bucket, pods[0].id)["state"] == "idle"
+
+
+def test_an_idle_pod_about_to_end_is_not_adopted(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[0], GPU_4090, now - 100, idle_s=100 + 10)
+    assert claim(client, r2_client, bucket, "run-next", now=now) is None
+
+
+def test_two_runs_racing_for_one_idle_pod_exactly_one_wins(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket = r2_settings.bucket
+    for round_no in range(3):
+        now = time.time()
+        make_idle(r2_client, bucket, pods[0], GPU_4090, now)
+        results = race(4, lambda n, now=now: claim(client, r2_client, bucket, f"run-{n}", now=now))
+        winners = [f"run-{n}" for n, got in enumerate(results) if got is not None]
+        assert len(winners) == 1, f"round {round_no}: {winners}"
+        assert lease_body(r2_client, bucket, pods[0].id)["run_id"] == winners[0]
+
+
+# ---------------------------------------------------------------- caps, reaper, cost, list
+
+
+def test_idle_pods_count_against_the_pod_and_cost_caps(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    write_busy_lease(r2_client, bucket, pods[0].id, "run-a", now)
+    make_idle(r2_client, bucket, pods[1], GPU_A6000, now)
+    usage = warm_pods.fleet_usage(client, r2_client, bucket, now=now)
+    assert (usage.busy, usage.idle, usage.pods) == (1, 1, 2)
+    assert usage.busy_cost_per_hr == pytest.approx(pods[0].cost_per_hr)
+    assert usage.idle_cost_per_hr == pytest.approx(pods[1].cost_per_hr)
+    assert usage.cost_per_hr == pytest.approx(pods[0].cost_per_hr + pods[1].cost_per_hr)
+
+
+def test_reaper_keeps_warm_pods_and_ends_expired_ones_whatever_the_run(pods: list[Pod]) -> None:
+    now = 10_000.0
+    leases = {
+        pods[0].id: {"state": "idle", "run_id": None, "expires_at": now + 60},
+        pods[1].id: {"state": "idle", "run_id": None, "expires_at": now - 1},
+    }
+    # The runs that launched both pods crashed long ago.
+    orphans = find_orphans(
+        pods, lambda _run: DagsterRunStatus.FAILURE, 4 * 3600, now, leases=leases
+    )
+    assert [(o.pod_id, o.reason) for o in orphans] == [(pods[1].id, "idle time over")]
+    typed = {pod_id: warm_pods.Lease(body, "etag") for pod_id, body in leases.items()}
+    assert warm_pods.expired_idle_pod_ids(typed, now) == [pods[1].id]
+
+
+def test_reaper_follows_the_lease_of_an_adopted_pod(pods: list[Pod]) -> None:
+    leases = {pods[0].id: {"state": "busy", "run_id": "run-live"}}
+    statuses = {"run-live": DagsterRunStatus.STARTED}
+
+    def status(run_id: str) -> DagsterRunStatus:
+        return statuses.get(run_id, DagsterRunStatus.SUCCESS)
+
+    orphans = find_orphans(pods[:1], status, 4 * 3600, time.time(), leases=leases)
+    assert orphans == []  # the launching run ended, but the adopter is still running
+    assert [o.pod_id for o in find_orphans(pods[:1], status, 4 * 3600, time.time())] == [pods[0].id]
+
+
+def test_adopted_idle_time_is_billed_apart_from_busy_time(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[1], GPU_A6000, now - 40)
+    got = claim(client, r2_client, bucket, "run-b", gpu_types=[GPU_A6000], now=now)
+    assert got is not None
+    ended = now + 80  # the run used the pod for 80 s after adopting it
+    split = warm_pods.split_billed_seconds(ended - got.claimed_at + got.idle_s, got.idle_s, 0.9)
+    assert (split.busy_s, split.idle_s) == (pytest.approx(80.0), pytest.approx(40.0))
+    assert split.metadata() == {
+        "pod_busy_s": 80.0,
+        "pod_idle_s": 40.0,
+        "pod_busy_cost_usd": 0.02,
+        "pod_idle_cost_usd": 0.01,
+    }
+    assert warm_pods.split_billed_seconds(10, 25, 1.0).idle_s == 10  # never more than billed
+
+
+def test_rp_launch_list_marks_idle_pods(
+    emulator: RunPodEmulator,
+    r2_client: Any,
+    r2_settings: R2Settings,
+    pods: list[Pod],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    write_busy_lease(r2_client, bucket, pods[0].id, "run-a", now)
+    make_idle(r2_client, bucket, pods[1], GPU_A6000, now)
+    for name, value in {
+        "RUNPOD_API_KEY": emulator.api_key,
+        "RUNPOD_API_BASE_URL": emulator.base_url,
+        "R2_ENDPOINT": r2_settings.endpoint,
+        "R2_BUCKET": bucket,
+        "R2_ACCESS_KEY_ID": r2_settings.access_key_id,
+        "R2_SECRET_ACCESS_KEY": r2_settings.secret_access_key,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("R2_PREFIX", raising=False)
+    assert cli.main(["list", "--json"]) == 0
+    rows = {row["id"]: row["idle"] for row in json.loads(capsys.readouterr().out)}
+    assert rows == {pods[0].id: False, pods[1].id: True}
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.endswith("[idle]") for line in lines] == [p.id == pods[1].id for p in pods]
+
+
+def test_rp_launch_list_without_r2_marks_nothing(
+    emulator: RunPodEmulator, pods: list[Pod], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPOD_API_KEY", emulator.api_key)
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", emulator.base_url)
+    for name in ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert warm_pods.idle_pod_ids_from_env(p.id for p in pods) == set()
+
+
+def test_a_failed_runs_sensor_spares_pods_it_no_longer_holds(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    """The launching run failed after releasing its pod (or after another run adopted it): its
+    failure sensor must not end a pod that is idle or someone else's now."""
+    bucket, now = r2_settings.bucket, time.time()
+    make_idle(r2_client, bucket, pods[0], GPU_4090, now)
+    write_busy_lease(r2_client, bucket, pods[1].id, "run-adopter", now)
+    ids = [p.id for p in pods]
+    leases = warm_pods.lease_bodies(r2_client, bucket, ids)
+    assert leases[pods[0].id]["state"] == "idle" and leases[pods[1].id]["run_id"] == "run-adopter"
+    for pod in pods:
+        assert terminate_pods_of_run(client, str(pod.run_id), leases=leases) == []
+    assert [getattr(client.get(i), "desired_status", None) for i in ids] == ["RUNNING"] * 2
+
+
+def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """The real sensor on the devstack: the run that used both pods crashed; the pod still in its
+    idle time stays, the one past it is terminated."""
+    env = devstack.env
+    client = RunPodClient(env["RUNPOD_API_KEY"], env["RUNPOD_API_BASE_URL"])
+    s3 = make_r2_client(R2Settings.from_env(env))
+    bucket, prefix = env["R2_BUCKET"], PREFIX  # the pipeline's R2 prefix (R2_PREFIX unset)
+    crashed = create_run_for_test(
+        instance, job_name="generate_videos", status=DagsterRunStatus.FAILURE
+    )
+    spec = PodSpec(image=IMAGE, gpu_types=[GPU_4090], env={"ENABLE_R2_SYNC": "false"})
+    warm, over = (client.launch(spec, crashed.run_id) for _ in range(2))
+    try:
+        now = time.time()
+        for pod, idle_s in ((warm, 600.0), (over, 0.001)):
+            body = {
+                "pod_id": pod.id,
+                "run_id": crashed.run_id,
+                "renewed_at": now,
+                "expires_at": now + 60,
+            }
+            s3.put_object(
+                Bucket=bucket, Key=lease_key(pod.id, prefix), Body=json.dumps(body).encode()
+            )
+            needs = PodNeeds(IMAGE, GPU_4090, None)
+            assert warm_pods.release_to_idle(
+                s3, bucket, pod.id, crashed.run_id, needs, idle_s, prefix
+            )
+        result, _ = tick(pod_reaper, instance, resources)
+        assert f"reaped 1 pod(s): {over.id}" == str(result.skip_message)
+        status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
+        assert (status[warm.id], status[over.id]) == ("RUNNING", "TERMINATED")
+    finally:
+        for pod in (warm, over):
+            client.terminate(pod.id)
+
+
+def test_an_idle_pod_that_fits_nobody_is_evicted_to_make_room(
+    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+) -> None:
+    bucket, now = r2_settings.bucket, time.time()
+    extra = client.launch(PodSpec(image=IMAGE, gpu_types=[GPU_4090]), run_id="run-extra")
+    try:
+        make_idle(r2_client, bucket, extra, GPU_4090, now, idle_s=60)  # ends first: evicted
+        make_idle(r2_client, bucket, pods[0], GPU_4090, now, idle_s=600)
+        write_busy_lease(r2_client, bucket, pods[1].id, "run-a", now)
+        assert warm_pods.evict_idle_pod(client, r2_client, bucket, "run-b") == extra.id
+        assert client.get(extra.id) is None
+        assert lease_body(r2_client, bucket, extra.id)["state"] == "evicted"
+        assert lease_body(r2_client, bucket, pods[0].id)["state"] == "idle"
+        usage = warm_pods.fleet_usage(client, r2_client, bucket)
+        assert (usage.busy, usage.idle) == (1, 1)
+    finally:
+        client.terminate(extra.id)
+
+
+def test_needs_name_the_gpu_type_the_way_runs_ask_for_it(
+    client: RunPodClient, pods: list[Pod]
+) -> None:
+    # GraphQL reports a pod's GPU by display name, REST v2 by type id: both map to the id.
+    assert pods[1].gpu_type in ("RTX A6000", GPU_A6000)
+    assert warm_pods.needs_of(client, pods[1], IMAGE, None) == PodNeeds(IMAGE, GPU_A6000, None)
