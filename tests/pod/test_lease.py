@@ -173,8 +173,22 @@ def test_pods_get_their_id_and_a_key_good_for_that_pod_only(
     ):
         assert "limited to pod" in graphql(query)["errors"][0]["message"], query
     assert client.get(other.id) is not None
+    v2 = f"{runpod_emulator.base_url}/v2/pods"
+    as_pod = {"Authorization": f"Bearer {pod_key}"}
+    assert requests.get(f"{v2}/{mine.id}", headers=as_pod, timeout=10).json()["id"] == mine.id
+    for method, url, body in (
+        ("GET", f"{v2}/{other.id}", None),
+        ("POST", f"{v2}/{other.id}/action", {"action": "terminate"}),
+        ("DELETE", f"{v2}/{other.id}", None),
+        ("GET", v2, None),
+    ):
+        refused = requests.request(method, url, json=body, headers=as_pod, timeout=10)
+        assert refused.status_code == 403, (method, url, refused.text)
+        assert refused.json()["detail"] == f"this API key is limited to pod {mine.id}"
 
+    before = runpod_emulator.request_counts().get("POST /v2/pods/{id}/action", 0)
     terminate_self(PodIdentity(mine.id, pod_key, runpod_emulator.base_url))
+    assert runpod_emulator.request_counts()["POST /v2/pods/{id}/action"] == before + 1
     assert client.get(mine.id) is None
     assert client.get(other.id) is not None
     client.terminate(other.id)
