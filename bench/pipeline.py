@@ -56,7 +56,7 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
         from rp_pipeline.assets.requests import video_requests
         from rp_pipeline.batch import materialize_batch
         from rp_pipeline.definitions import resources_for
-        from rp_pipeline.requests import load_request_file
+        from rp_pipeline.video_requests import load_request_file
 
         resources = resources_for("devstack")
         with DagsterInstance.get() as instance:

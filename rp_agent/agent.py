@@ -20,8 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rp_agent.config import AgentConfig
 from rp_agent.keys import object_key
 from rp_agent.paths import key_safe
+from rp_agent.podlogs import LogShipper
 from rp_agent.queue import Job, UploadQueue
 from rp_agent.r2 import make_r2_client
+from rp_agent.receipts import ReceiptWriter
 from rp_agent.uploader import ObjectMeta, Uploader, error_code, is_permanent, read_and_hash
 from rp_agent.watcher import Watcher
 
@@ -70,6 +72,17 @@ class SyncAgent:
         self._idle = threading.Condition(self._in_flight_lock)
         self._reported_codes: set[str] = set()
         self.uploads_this_run = 0
+        self.receipts = ReceiptWriter(
+            self.client, config.r2.bucket, self.queue, config.pod_name, config.prefix, self._busy
+        )
+        self.logs = LogShipper(
+            self.client,
+            config.r2.bucket,
+            self.queue,
+            config.pod_name,
+            config.prefix,
+            list(config.log_files),
+        )
 
     # -- start checks ------------------------------------------------------------------------
 
@@ -108,8 +121,16 @@ class SyncAgent:
             self.config.prefix,
             self.config.workers,
         )
-        if once:
-            return self._run_once(stop)
+        self.receipts.start()
+        self.logs.start()
+        try:
+            return self._run_once(stop) if once else self._watch(stop)
+        finally:
+            # After the uploads: every finished one gets its receipt before the agent exits.
+            self.receipts.stop()
+            self.logs.stop()
+
+    def _watch(self, stop: threading.Event) -> int:
         self.watcher.start()
         log.info("watching %s for new files", self.config.watch_dir)
         try:
@@ -215,6 +236,7 @@ class SyncAgent:
                 self._in_flight.discard(job.path)
                 self._idle.notify_all()
             self._wake.set()
+            self.receipts.notify()
 
     def _upload(self, job: Job) -> None:
         path = os.path.join(self.config.watch_dir, job.path)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rp_agent.agent import AgentStartError, SyncAgent
 from rp_agent.config import (
+    DEFAULT_WORKERS,
     EXTENSIONS_ENV,
     STATE_DIR_ENV,
     AgentConfig,
@@ -63,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--watch-dir", required=True, help="directory to sync (recursively)")
     sync.add_argument("--once", action="store_true", help="upload what is there, then exit")
     sync.add_argument("--state-dir", help=STATE_HELP)
-    sync.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
+    sync.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"parallel uploads (default {DEFAULT_WORKERS})",
+    )
     sync.add_argument(
         "--rescan-interval", type=float, default=30.0, help="seconds between rescans (default 30)"
     )

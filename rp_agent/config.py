@@ -7,12 +7,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rp_agent.keys import DEFAULT_PREFIX
+from rp_agent.keys import DEFAULT_PREFIX, LOCAL_POD_ID
 from rp_agent.paths import DEFAULT_EXTENSIONS, parse_extensions
+from rp_agent.podlogs import LOG_FILES_ENV, parse_log_files
 from rp_agent.r2 import R2Settings
 
 STATE_DIR_ENV = "RP_AGENT_STATE_DIR"
 EXTENSIONS_ENV = "RP_AGENT_EXTENSIONS"
+DEFAULT_WORKERS = 16
 
 
 class AgentConfigError(ValueError):
@@ -43,7 +45,9 @@ class AgentConfig:
     prefix: str = DEFAULT_PREFIX
     pod_id: str | None = None
     extensions: frozenset[str] = DEFAULT_EXTENSIONS
-    workers: int = 8
+    # Uploads in flight. Small files are bound by round trips, not bandwidth: 16 beat 8 by about
+    # 13% on a 300-file burst even against a local server on 2 cores.
+    workers: int = DEFAULT_WORKERS
     rescan_interval: float = 30.0
     grace: float = 20.0
     # A file with no close event is uploaded once its size and mtime held still this long.
@@ -55,10 +59,17 @@ class AgentConfig:
     # Files up to this size are read once (hash + body); workers x limit bounds that memory.
     in_memory_limit: int = 4 * 1024 * 1024
     max_attempts: int = 6
+    # Other processes' log files (ComfyUI, start.sh) shipped with the agent's own log lines.
+    log_files: tuple[Path, ...] = ()
 
     @property
     def db_path(self) -> Path:
         return self.state_dir / "queue.sqlite3"
+
+    @property
+    def pod_name(self) -> str:
+        """The pod id in keys: RunPod's, or "local" off RunPod."""
+        return self.pod_id or LOCAL_POD_ID
 
     @classmethod
     def build(
@@ -66,7 +77,7 @@ class AgentConfig:
         watch_dir: str,
         *,
         state_dir: str | None = None,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
         rescan_interval: float = 30.0,
         grace: float = 20.0,
         extensions: str | None = None,
@@ -103,4 +114,5 @@ class AgentConfig:
             rescan_interval=rescan_interval,
             grace=grace,
             settle_seconds=settle_seconds,
+            log_files=tuple(parse_log_files(env.get(LOG_FILES_ENV))),
         )

@@ -7,6 +7,7 @@ file's mtime, so both sides must call this one function.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -43,3 +44,94 @@ def lease_key(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
 def receipts_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Where the agent on `pod_id` writes its upload receipts."""
     return f"{control_prefix(prefix)}receipts/{pod_id}/"
+
+
+def receipt_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """Receipt number `seq` of `pod_id`: zero-padded so keys list in write order."""
+    return f"{receipts_prefix(pod_id, prefix)}{seq:08d}.jsonl"
+
+
+def logs_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where the agent on `pod_id` ships the pod's log lines (agent, ComfyUI, start.sh)."""
+    return f"{control_prefix(prefix)}logs/{pod_id}/"
+
+
+def log_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{logs_prefix(pod_id, prefix)}{seq:08d}.jsonl"
+
+
+def seq_of(key: str) -> int | None:
+    """The sequence number of a receipt or log object key, None for any other key."""
+    name = key.rsplit("/", 1)[-1]
+    stem, _, ext = name.partition(".")
+    return int(stem) if ext == "jsonl" and stem.isdigit() else None
+
+
+# -- Pipeline renders -------------------------------------------------------------------------
+# A pipeline render's ComfyUI `filename_prefix` is `video/<workflow>/<partition key>-<run id[:8]>`
+# and ComfyUI appends `_00001_.mp4`, so the object lands at
+# `{prefix}/{day}/{pod}/video/<workflow>/<partition key>-<run8>_00001_.mp4`. A Dagster partition
+# key is any string (`a/b`, spaces, unicode), so it is escaped into ONE safe path segment: every
+# character outside [A-Za-z0-9_.-] (and a leading ".", which would make a hidden file the agent
+# skips) becomes `~XX` per UTF-8 byte. The escaping is reversible, so the full key comes back.
+VIDEO_DIR = "video"
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_ESCAPE = re.compile(r"~([0-9A-F]{2})")
+_RENDER_FILE = re.compile(r"^(?P<key>[A-Za-z0-9_.~-]+)-(?P<run>[0-9a-f]{8})_\d+_?\.[A-Za-z0-9]+$")
+
+
+def escape_segment(text: str) -> str:
+    """`text` as one file-name-safe path segment (reversible with `unescape_segment`)."""
+    out = []
+    for index, char in enumerate(text):
+        if char in _SAFE and not (index == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"~{byte:02X}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def unescape_segment(segment: str) -> str:
+    raw = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(segment):
+        raw += segment[pos : match.start()].encode("ascii")
+        raw.append(int(match.group(1), 16))
+        pos = match.end()
+    raw += segment[pos:].encode("ascii")
+    return raw.decode("utf-8")
+
+
+def filename_prefix(workflow: str, partition_key: str, run_id: str) -> str:
+    """ComfyUI `filename_prefix` of a pipeline render: unique per run, because ComfyUI serves an
+    identical prompt from its cache and writes no new file."""
+    return f"{VIDEO_DIR}/{escape_segment(workflow)}/{escape_segment(partition_key)}-{run_id[:8]}"
+
+
+def default_prefix(workflow: str, request_id: str) -> str:
+    """`video/<workflow>/<request id>` for renders outside a pipeline run."""
+    return f"{VIDEO_DIR}/{escape_segment(workflow)}/{escape_segment(request_id)}"
+
+
+def pipeline_partition_key(object_key: str) -> str | None:
+    """The partition key a pipeline-made object belongs to (None for anything made outside
+    Dagster, e.g. ComfyUI used by hand)."""
+    parts = object_key.split("/")
+    if len(parts) < 3 or parts[-3] != VIDEO_DIR:
+        return None
+    match = _RENDER_FILE.match(parts[-1])
+    if match is None:
+        return None
+    try:
+        return unescape_segment(match.group("key"))
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+
+
+def pod_of(object_key: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The pod id part of an output's key (`{prefix}/{day}/{pod}/...`), "" if it has none."""
+    head = prefix.strip("/")
+    if head and not object_key.startswith(head + "/"):
+        return ""
+    parts = object_key[len(head) + 1 if head else 0 :].split("/")
+    return parts[1] if len(parts) > 2 else ""

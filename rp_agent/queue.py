@@ -5,6 +5,8 @@ set back to pending at start. `generation` changes whenever the file is seen wit
 size/mtime, so a worker finishing an upload of older content cannot mark the newer content done.
 The `objects` table remembers which sha256 each key holds in the bucket: the same content is
 never uploaded twice, new content under the same key always is.
+A done row keeps `receipt_seq` NULL until a receipt listing it is in the bucket (see
+receipts.py); `counters` holds the last receipt / log sequence numbers used, which only grow.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     enqueued_at REAL NOT NULL,
     upload_start REAL,
     uploaded_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    receipt_seq INTEGER             -- receipt object that lists this done row (NULL: none yet)
 );
 CREATE INDEX IF NOT EXISTS files_state ON files (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS objects (
@@ -42,6 +45,10 @@ CREATE TABLE IF NOT EXISTS objects (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     uploaded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 """
 
@@ -61,6 +68,21 @@ class Job:
     attempts: int
     generation: int
     check_remote: bool
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """A done row as a receipt lists it (`raw_path` + `generation` identify the row)."""
+
+    raw_path: bytes
+    generation: int
+    display: str
+    key: str
+    size: int
+    sha256: str
+    close_time: float
+    upload_start: float | None  # None: the bucket already held this content; nothing sent
+    upload_done: float
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,12 @@ class UploadQueue:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "receipt_seq" not in columns:  # a queue made by an agent without receipts
+            self._db.execute("ALTER TABLE files ADD COLUMN receipt_seq INTEGER")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS files_unreceipted ON files (state) WHERE receipt_seq IS NULL"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -151,7 +179,7 @@ class UploadQueue:
                        check_remote=excluded.check_remote,
                        close_time=excluded.close_time, next_attempt_at=0,
                        enqueued_at=excluded.enqueued_at, upload_start=NULL, uploaded_at=NULL,
-                       updated_at=excluded.updated_at""",
+                       updated_at=excluded.updated_at, receipt_seq=NULL""",
                 (raw, display, key, size, mtime, int(check_remote), close_time, now, now),
             )
             return True
@@ -190,30 +218,85 @@ class UploadQueue:
         return row[0] if row else None
 
     def mark_done(self, job: Job, sha256: str, upload_start: float | None, uploaded: bool) -> bool:
-        """Record success; False when the file changed meanwhile (the newer row stays pending)."""
+        """Record success; False when the file changed meanwhile (the newer row stays pending).
+
+        One transaction (one WAL commit) for the row and the key's sha256."""
         now = time.time()
         with self._lock:
-            cur = self._db.execute(
-                """UPDATE files SET state='done', sha256=?, last_error=NULL, upload_start=?,
-                       uploaded_at=?, attempts=attempts + ?, updated_at=?
-                   WHERE path=? AND generation=?""",
-                (
-                    sha256,
-                    upload_start,
-                    now,
-                    int(uploaded),
-                    now,
-                    os.fsencode(job.path),
-                    job.generation,
-                ),
-            )
-            self._db.execute(
-                """INSERT INTO objects (key, sha256, size, uploaded_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (key) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,
-                       uploaded_at=excluded.uploaded_at""",
-                (job.key, sha256, job.size, now),
-            )
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute(
+                    """UPDATE files SET state='done', sha256=?, last_error=NULL, upload_start=?,
+                           uploaded_at=?, attempts=attempts + ?, updated_at=?, receipt_seq=NULL
+                       WHERE path=? AND generation=?""",
+                    (
+                        sha256,
+                        upload_start,
+                        now,
+                        int(uploaded),
+                        now,
+                        os.fsencode(job.path),
+                        job.generation,
+                    ),
+                )
+                self._db.execute(
+                    """INSERT INTO objects (key, sha256, size, uploaded_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (key) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,
+                           uploaded_at=excluded.uploaded_at""",
+                    (job.key, sha256, job.size, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cur.rowcount == 1
+
+    # -- receipts ------------------------------------------------------------------------------
+
+    def unreceipted(self, limit: int = 1000) -> list[ReceiptRow]:
+        """Done rows no receipt in the bucket lists yet, in the order they finished."""
+        with self._lock:
+            fetched = self._db.execute(
+                """SELECT path, generation, display, key, size, sha256, close_time, upload_start,
+                       uploaded_at FROM files WHERE state='done' AND receipt_seq IS NULL
+                   ORDER BY uploaded_at LIMIT ?""",
+                (limit,),
+            ).fetchall()
+        return [ReceiptRow(*row) for row in fetched]
+
+    def mark_receipted(self, seq: int, rows: list[ReceiptRow]) -> None:
+        """Rows of a written receipt; a row rewritten meanwhile (new generation) stays out."""
+        with self._lock:
+            self._db.executemany(
+                "UPDATE files SET receipt_seq=? WHERE path=? AND generation=? AND state='done'",
+                [(seq, row.raw_path, row.generation) for row in rows],
+            )
+
+    def next_seq(self, name: str, at_least: int = 1) -> int:
+        """A number for `name` higher than every one handed out before (committed first, so a
+        crash can leave a gap but never reuse a number)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            value = max((row[0] + 1) if row else 1, at_least)
+            self._db.execute(
+                """INSERT INTO counters (name, value) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value=excluded.value""",
+                (name, value),
+            )
+        return value
+
+    def counter(self, name: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_counter(self, name: str, value: int) -> None:
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO counters (name, value) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value=excluded.value""",
+                (name, value),
+            )
 
     def mark_retry(self, job: Job, error: str, delay: float) -> None:
         now = time.time()

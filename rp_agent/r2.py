@@ -57,8 +57,11 @@ def r2_client_config(
     """botocore Config that R2 accepts.
 
     boto3 >= 1.36 sends CRC32 trailer checksums by default; R2 rejects them, so checksums are
-    only computed when an operation requires one. The pool is sized to the caller's worker
-    count so concurrent uploads never wait on a connection.
+    only computed when an operation requires one. The body is not hashed into the signature
+    (`UNSIGNED-PAYLOAD`, which R2 accepts): the agent has already computed the file's sha256,
+    which travels as metadata and receipt and is verified on download, and a second sha256 of
+    every body was the largest CPU cost per small upload. The pool is sized to the caller's
+    worker count so concurrent uploads never wait on a connection.
     """
     return Config(
         region_name="auto",
@@ -69,7 +72,7 @@ def r2_client_config(
         max_pool_connections=max(10, max_pool_connections),
         connect_timeout=10,
         read_timeout=60,
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
     )
 
 

@@ -41,6 +41,18 @@ from rp_agent.paths import is_candidate, key_safe, relative_to
 
 log = logging.getLogger(__name__)
 
+# The only events the watcher acts on. Passing them to watchdog narrows the inotify mask, so the
+# kernel does not report every open and read-only close (each upload reads its file: without the
+# filter that alone would double the events per file).
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileClosedEvent,
+    FileMovedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
 # (relative path, size, mtime, close time, seen being written while watched)
 Sink = Callable[[str, int, float, float, bool], None]
 Known = Callable[[str, int, float], bool]
@@ -107,7 +119,9 @@ class Watcher:
     def start(self) -> None:
         """Watch first, then rescan, so a file written in between is caught by one or the other."""
         self._observer = Observer()
-        self._observer.schedule(_Forward(self._events), self.watch_dir, recursive=True)
+        self._observer.schedule(
+            _Forward(self._events), self.watch_dir, recursive=True, event_filter=WATCHED_EVENTS
+        )
         self._observer.daemon = True
         self._observer.start()
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)

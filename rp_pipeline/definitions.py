@@ -18,6 +18,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 from rp_pipeline.assets.previews import r2_external_outputs, video_catalog, video_preview
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.checks import video_checks
 from rp_pipeline.jobs import generate_videos, preview_videos
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.resources.r2 import R2Resource
@@ -111,6 +112,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     env = env or os.environ.get("RP_ENV", "devstack")
     return Definitions(
         assets=[video_requests, generated_video, video_preview, video_catalog, r2_external_outputs],
+        asset_checks=video_checks,
         jobs=[generate_videos, preview_videos],
         schedules=[batch_generation],
         sensors=[

@@ -71,7 +71,7 @@ def print_videos(instance: Any, keys: list[str]) -> None:
             f"{md['duration_s']:.2f}",
             _fmt(md["generation_time_s"]),
             _fmt(md["queue_wait_s"]),
-            _fmt(md["upload_latency_s"]),
+            _fmt(md["upload_latency_s"], 3),  # a small upload takes milliseconds
             f"{md['cost_usd']:.5f}",
         )
     console.print(table)
@@ -84,12 +84,12 @@ def print_videos(instance: Any, keys: list[str]) -> None:
         f"  pod {first['pod_id']} ({first['gpu_type']}, ${first['cost_per_hr']}/h) served "
         f"{first['batch_size']} videos; e.g. seed={first['seed']} workflow={first['workflow']} "
         f"hash={str(first['workflow_hash'])[:12]} sha256={str(first['sha256'])[:16]}... "
-        f"billed={first['pod_billed_s']:.1f}s presigned_url={str(first['presigned_url'])[:60]}..."
+        f"billed={first['pod_billed_s']:.1f}s r2_url={first['r2_url']}"
     )
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.2f}"
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
 
 
 def print_assets(instance: Any) -> None:
@@ -138,7 +138,7 @@ def materialize_batch(stack: Any) -> None:
     from rp_pipeline.assets.videos import generated_video
     from rp_pipeline.batch import materialize_batch
     from rp_pipeline.definitions import build_definitions, resources_for
-    from rp_pipeline.requests import load_request_file
+    from rp_pipeline.video_requests import load_request_file
 
     build_definitions("devstack")  # the code location loads against this environment
     resources = resources_for("devstack")

@@ -2,6 +2,7 @@
 HTML gallery of every video) in R2. Both also cover videos made outside Dagster."""
 
 import html
+import io
 import json
 import tempfile
 import time
@@ -12,19 +13,22 @@ from dagster import (
     AssetExecutionContext,
     AssetSpec,
     Config,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     asset,
 )
+from PIL import Image
 from pydantic import Field
 
+from rp_agent.keys import control_prefix, pipeline_partition_key
 from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.checks import latest_materialization
 from rp_pipeline.media import is_video_key, png_bytes, poster_image, poster_markdown, probe
+from rp_pipeline.ops.harvest import POSTER_WIDTH, PREVIEWS_PREFIX, preview_png_key
 from rp_pipeline.request_store import load_request
-from rp_pipeline.requests import pipeline_partition_key
 from rp_pipeline.resources.r2 import R2Resource
 
-PREVIEWS_PREFIX = "previews"
 CATALOG_PREFIX = "catalog"
 
 # Videos that landed in R2 without a Dagster run (ComfyUI used by hand on a pod): the
@@ -41,10 +45,6 @@ def preview_json_key(video_key: str) -> str:
     return f"{PREVIEWS_PREFIX}/{video_key}.json"
 
 
-def preview_png_key(video_key: str) -> str:
-    return f"{PREVIEWS_PREFIX}/{video_key}.png"
-
-
 class PreviewConfig(Config):
     object_keys: list[str] = Field(
         default_factory=list,
@@ -55,8 +55,9 @@ class PreviewConfig(Config):
 def videos_without_preview(r2: R2Resource) -> list[str]:
     """Catch-up mode: a full listing, acceptable for an explicit run (the sensor never does it)."""
     videos: list[str] = []
+    control = control_prefix(r2.prefix)
     for page in r2.iter_keys(f"{r2.prefix}/"):
-        videos += [key for key in page.keys if is_video_key(key)]
+        videos += [key for key in page.keys if is_video_key(key) and not key.startswith(control)]
     done: set[str] = set()
     for page in r2.iter_keys(f"{PREVIEWS_PREFIX}/"):
         done |= {
@@ -65,16 +66,48 @@ def videos_without_preview(r2: R2Resource) -> list[str]:
     return [key for key in videos if key not in done]
 
 
-def build_preview(r2: R2Resource, video_key: str) -> tuple[dict[str, Any], str]:
-    """Probe the video, store poster PNG + facts JSON beside it; (facts doc, poster markdown)."""
+FACT_NAMES = ("width", "height", "frames", "fps", "duration_s", "codec")
+
+
+def harvested_facts(instance: DagsterInstance, video_key: str) -> dict[str, Any] | None:
+    """The facts the harvest probed for this video (its generated_video materialization), or
+    None for a video made outside Dagster or materialized before posters were stored."""
+    partition = pipeline_partition_key(video_key)
+    record = latest_materialization(instance, partition) if partition else None
+    if record is None:
+        return None
+    md = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    if md.get("r2_key") != video_key or not all(name in md for name in FACT_NAMES):
+        return None
+    return {name: md[name] for name in FACT_NAMES}
+
+
+def stored_poster(r2: R2Resource, video_key: str) -> Image.Image | None:
+    if r2.head(preview_png_key(video_key)) is None:
+        return None
+    image: Image.Image = Image.open(io.BytesIO(r2.get_bytes(preview_png_key(video_key))))
+    return image
+
+
+def build_preview(
+    r2: R2Resource, video_key: str, harvested: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Store poster PNG + facts JSON beside the video; (facts doc, poster markdown).
+
+    A video the harvest already probed (and whose poster it stored) is not downloaded again.
+    """
     head = r2.head(video_key)
     if head is None:
         raise FileNotFoundError(f"{video_key} is not in R2")
-    with tempfile.TemporaryDirectory(prefix="rp-preview-") as tmp:
-        local = r2.download(video_key, Path(tmp) / Path(video_key).name)
-        facts = probe(local).as_dict()
-        image = poster_image(local)
-    r2.put_bytes(preview_png_key(video_key), png_bytes(image, 640), "image/png")
+    image = stored_poster(r2, video_key) if harvested else None
+    if harvested and image is not None:
+        facts = harvested
+    else:
+        with tempfile.TemporaryDirectory(prefix="rp-preview-") as tmp:
+            local = r2.download(video_key, Path(tmp) / Path(video_key).name)
+            facts = probe(local).as_dict()
+            image = poster_image(local)
+        r2.put_bytes(preview_png_key(video_key), png_bytes(image, POSTER_WIDTH), "image/png")
     partition = pipeline_partition_key(video_key)
     request = load_request(r2, partition) if partition else None
     doc = {
@@ -104,7 +137,7 @@ def video_preview(
     docs = []
     poster_md = ""
     for key in keys:
-        doc, poster_md = build_preview(r2, key)
+        doc, poster_md = build_preview(r2, key, harvested_facts(context.instance, key))
         docs.append(doc)
         context.log.info(f"preview of {key}: {doc['facts']['width']}x{doc['facts']['height']}")
     metadata: dict[str, Any] = {
@@ -164,6 +197,7 @@ def video_catalog(context: AssetExecutionContext, r2: R2Resource) -> Materialize
             "videos": MetadataValue.int(len(entries)),
             "external_videos": MetadataValue.int(sum(e["origin"] == "external" for e in entries)),
             "index_key": MetadataValue.path(f"{CATALOG_PREFIX}/index.json"),
-            "gallery_url": MetadataValue.url(r2.presign(f"{CATALOG_PREFIX}/index.html")),
+            # No presigned link here (it carries the access key id); `rp-video url` makes one.
+            "gallery_url": MetadataValue.url(r2.object_url(f"{CATALOG_PREFIX}/index.html")),
         }
     )

@@ -26,6 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from rp_agent.keys import filename_prefix
 from rp_pipeline.ops.harvest import Located, inspect_video, is_video_output, locate_output
 from rp_pipeline.ops.metadata import observation_metadata, video_metadata
 from rp_pipeline.ops.settings import GenerationSettings
@@ -39,6 +40,7 @@ from rp_pipeline.resources.comfyui import (
 )
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
+from rp_pipeline.video_requests import RequestError
 from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
 
 GENERATED_VIDEO = AssetKey("generated_video")
@@ -60,19 +62,14 @@ def run_partition_keys(context: OpExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-def filename_prefix(workflow: str, partition_key: str, run_id: str) -> str:
-    # Unique per run: ComfyUI would serve an identical prompt from cache and write no file.
-    return f"video/{workflow}/{partition_key}-{run_id[:8]}"
-
-
 @op(ins={"video_requests": In(Nothing)}, out=Out(BatchState))
 def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R2Resource):
     """Resolve and validate every request of the run before any pod exists."""
     keys = run_partition_keys(context)
     try:
         specs = resolve_requests(r2, keys, config.requests)
-    except UnknownRequestError as exc:
-        raise Failure(str(exc)) from None
+    except (UnknownRequestError, RequestError) as exc:
+        raise Failure(f"no pod was launched: {exc}") from None
     problems: dict[str, str] = {}
     planned = []
     for key in keys:
@@ -100,7 +97,8 @@ def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R
         )
     if problems:
         raise Failure(
-            f"{len(problems)} request(s) invalid; no pod was launched",
+            f"{len(problems)} request(s) invalid, no pod was launched: "
+            + "; ".join(f"{key}: {msg}" for key, msg in problems.items()),
             metadata={key: MetadataValue.text(msg) for key, msg in problems.items()},
         )
     context.log.info(f"{len(planned)} request(s) valid: {', '.join(keys)}")
@@ -359,7 +357,6 @@ def terminate_pod(
                 video=planned[key],
                 pod=state.pod,
                 r2=r2,
-                presign_expiry_s=settings.presign_expiry_s,
                 billed_s=billed_s,
                 cost_usd=share,
                 batch_size=len(state.videos),

@@ -32,7 +32,6 @@ def video_metadata(
     video: PlannedVideo,
     pod: PodInfo,
     r2: R2Resource,
-    presign_expiry_s: int,
     billed_s: float,
     cost_usd: float,
     batch_size: int,
@@ -45,7 +44,9 @@ def video_metadata(
         "r2_key": MetadataValue.path(record.r2_key),
         "r2_bucket": r2.bucket,
         "r2_source": record.r2_source,
-        "presigned_url": MetadataValue.url(r2.presign(record.r2_key, presign_expiry_s)),
+        # Where the video is, without credentials: a presigned URL carries the R2 access key id
+        # and would live forever in the event log. `rp-video url <r2_url>` presigns on demand.
+        "r2_url": MetadataValue.url(r2.object_url(record.r2_key)),
         "size_bytes": MetadataValue.int(record.size_bytes),
         "sha256": record.sha256,
         "width": MetadataValue.int(int(facts["width"])),

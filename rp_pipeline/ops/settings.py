@@ -32,6 +32,5 @@ class GenerationSettings(ConfigurableResource):
     ready_deadline_s: float = 300.0
     prompt_deadline_s: float = 3600.0
     r2_object_deadline_s: float = 120.0
-    presign_expiry_s: int = 7 * 24 * 3600
     # The reaper terminates any pod of ours older than this, whatever its run says.
     max_pod_lifetime_s: float = 4 * 3600.0

@@ -54,7 +54,6 @@ class VideoRecord:
     upload_latency_s: float | None
     visible_at: float
     prompt_id: str
-    poster_key: str | None = None
     poster_markdown: str | None = None
 
 

@@ -1,4 +1,4 @@
-"""Cloudflare R2 as a Dagster resource: presign, HEAD-wait with a deadline, upload, list.
+"""Cloudflare R2 as a Dagster resource: head, list, download, upload, presign.
 
 Built on `rp_agent.r2.make_r2_client` (the one client factory with R2-safe settings). Secrets
 arrive through `EnvVar`, so run config and the instance only ever store the variable names.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +31,17 @@ class ObjectHead:
     size: int
     metadata: dict[str, str]
     last_modified: float
-    # When this process first saw the object (HEAD answered 200): the visibility time.
+    # When this process first saw the object (HEAD answered 200).
     seen_at: float
+    etag: str = ""
 
 
 @dataclass(frozen=True)
 class ListPage:
     keys: list[str]
     prefixes: list[str]
-    truncated: bool
-    next_token: str | None
+    # (key, LastModified epoch s) of each object, in key order
+    objects: list[tuple[str, float]]
 
 
 class R2Resource(ConfigurableResource):
@@ -97,22 +98,8 @@ class R2Resource(ConfigurableResource):
             metadata={k.lower(): v for k, v in (resp.get("Metadata") or {}).items()},
             last_modified=resp["LastModified"].timestamp(),
             seen_at=time.time(),
+            etag=str(resp.get("ETag", "")),
         )
-
-    def wait_for_any(
-        self, keys: Iterable[str], deadline_s: float, poll_s: float = 0.25
-    ) -> ObjectHead | None:
-        """HEAD each candidate key until one exists or the deadline passes (None then)."""
-        candidates = list(dict.fromkeys(keys))
-        give_up = time.monotonic() + deadline_s
-        while True:
-            for key in candidates:
-                found = self.head(key)
-                if found is not None:
-                    return found
-            if time.monotonic() >= give_up:
-                return None
-            time.sleep(poll_s)
 
     def get_bytes(self, key: str) -> bytes:
         body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -123,40 +110,22 @@ class R2Resource(ConfigurableResource):
         self.client.download_file(self.bucket, key, str(dest))
         return dest
 
-    def list_page(
-        self,
-        prefix: str,
-        start_after: str | None = None,
-        delimiter: str | None = None,
-        continuation_token: str | None = None,
-        max_keys: int = 1000,
-    ) -> ListPage:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+    def iter_keys(
+        self, prefix: str, start_after: str | None = None, delimiter: str | None = None
+    ) -> Iterator[ListPage]:
+        """Pages of a ListObjectsV2 listing (boto3's paginator follows the continuation)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after:
             kwargs["StartAfter"] = start_after
         if delimiter:
             kwargs["Delimiter"] = delimiter
-        if continuation_token:
-            kwargs["ContinuationToken"] = continuation_token
-        resp = self.client.list_objects_v2(**kwargs)
-        return ListPage(
-            keys=[obj["Key"] for obj in resp.get("Contents", [])],
-            prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
-            truncated=bool(resp.get("IsTruncated")),
-            next_token=resp.get("NextContinuationToken"),
-        )
-
-    def iter_keys(
-        self, prefix: str, start_after: str | None = None, delimiter: str | None = None
-    ) -> Iterator[ListPage]:
-        """Pages of a listing, following continuation tokens."""
-        token: str | None = None
-        while True:
-            page = self.list_page(prefix, start_after, delimiter, token)
-            yield page
-            if not page.truncated or not page.next_token:
-                return
-            token = page.next_token
+        for resp in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+            contents = resp.get("Contents", [])
+            yield ListPage(
+                keys=[obj["Key"] for obj in contents],
+                prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+                objects=[(obj["Key"], obj["LastModified"].timestamp()) for obj in contents],
+            )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -186,12 +155,18 @@ class R2Resource(ConfigurableResource):
     # -- URLs ---------------------------------------------------------------------------------
 
     def presign(self, key: str, expires_s: int | None = None) -> str:
+        """A GET link valid `expires_s` (default `presign_expiry_s`, the one setting, at most 7
+        days). It embeds the access key id: hand it to a person, never store it in metadata."""
         url: str = self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=min(expires_s or self.presign_expiry_s, MAX_PRESIGN_EXPIRY_S),
         )
         return url
+
+    def object_url(self, key: str) -> str:
+        """`s3://<bucket>/<key>`: names the object, grants nothing (safe to store and log)."""
+        return f"s3://{self.bucket}/{key}"
 
     def public_url(self, key: str) -> str | None:
         if not self.public_base_url:

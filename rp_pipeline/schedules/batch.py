@@ -15,10 +15,9 @@ from dagster import (
 
 from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.jobs import generate_videos
-from rp_pipeline.request_store import save_request
-from rp_pipeline.requests import load_requests, prompts_dir
+from rp_pipeline.request_store import register_requests
 from rp_pipeline.resources.r2 import R2Resource
-from rp_pipeline.workflows import WorkflowParamError, validate_params
+from rp_pipeline.video_requests import prompts_dir
 
 DEFAULT_CRON = "0 */6 * * *"
 
@@ -40,21 +39,9 @@ def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
 )
 def batch_generation(context: ScheduleEvaluationContext, r2: R2Resource):
     """Add partitions for new valid requests, then one run over every pending partition."""
-    requests = load_requests(prompts_dir())
-    existing = set(context.instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS))
-    added = []
-    for key, request in requests.items():
-        if key in existing:
-            continue
-        try:
-            validate_params(request.workflow, request.workflow_params())
-        except WorkflowParamError as exc:
-            context.log.warning(f"skipping invalid request {key}: {exc}")
-            continue
-        save_request(r2, key, request)
-        added.append(key)
-    if added:
-        context.instance.add_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS, added)
+    done = register_requests(context.instance, r2, prompts_dir())
+    for problem in done.problems:
+        context.log.warning(f"request not registered: {problem}")
     pending = pending_partitions(context)
     if not pending:
         return SkipReason("no pending video requests")

@@ -16,10 +16,10 @@ from dagster import (
     sensor,
 )
 
+from rp_agent.keys import pipeline_partition_key, pod_of
 from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.jobs import preview_videos
 from rp_pipeline.media import is_video_key
-from rp_pipeline.requests import pipeline_partition_key
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.sensors.r2_scan import scan
@@ -40,11 +40,6 @@ def live_pod_ids(runpod: RunPodResource) -> set[str] | None:
         return None
 
 
-def pod_of(key: str) -> str:
-    parts = key.split("/")
-    return parts[2] if len(parts) > 3 else ""
-
-
 @sensor(
     job=preview_videos,
     minimum_interval_seconds=30,
@@ -63,7 +58,11 @@ def r2_new_objects(context: SensorEvaluationContext, r2: R2Resource, runpod: Run
                 AssetMaterialization(
                     asset_key="r2_external_outputs",
                     description=f"{key} appeared in R2 outside any Dagster run",
-                    metadata={"r2_key": key, "pod_id": pod_of(key), "video": is_video_key(key)},
+                    metadata={
+                        "r2_key": key,
+                        "pod_id": pod_of(key, r2.prefix),
+                        "video": is_video_key(key),
+                    },
                 )
             )
         if is_video_key(key):

@@ -13,7 +13,8 @@ So the cursor keeps, per day and per pod:
   LastModified is within an overlap window of the newest seen. The window absorbs multipart
   uploads, whose LastModified is the upload's start, not its completion.
 
-Each tick lists the pods of the last `overlap_days` + today with `Delimiter="/"` (new pods and
+Only day folders are listed, so the agent's receipts and log objects under `{prefix}/_rp/` are
+never seen. Each tick lists the pods of the last `overlap_days` + today with `Delimiter="/"` (new pods and
 late uploads of the previous day are found) and drops older days from the cursor. Cost per tick:
 O(days + recently live pods + objects of live pods), independent of the bucket's size.
 """
@@ -24,7 +25,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from rp_pipeline.resources.r2 import R2Resource
 
@@ -108,21 +108,11 @@ def _list_objects(
     r2: R2Resource, pod_prefix: str, start_after: str | None, count: _Counter
 ) -> list[tuple[str, float]]:
     found: list[tuple[str, float]] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": r2.bucket, "Prefix": pod_prefix, "MaxKeys": 1000}
-        if start_after:
-            kwargs["StartAfter"] = start_after
-        if token:
-            kwargs["ContinuationToken"] = token
-        resp = r2.client.list_objects_v2(**kwargs)
+    for page in r2.iter_keys(pod_prefix, start_after):
         count.requests += 1
-        for obj in resp.get("Contents", []):
-            found.append((obj["Key"], obj["LastModified"].timestamp()))
-        count.objects += len(resp.get("Contents", []))
-        token = resp.get("NextContinuationToken")
-        if not resp.get("IsTruncated") or not token:
-            return found
+        count.objects += len(page.objects)
+        found += page.objects
+    return found
 
 
 def scan(

@@ -83,8 +83,6 @@ def shipped() -> dict[str, WorkflowSpec]:
                 "cfg": [("3", "cfg")],
                 "filename_prefix": [("58", "filename_prefix")],
             },
-            # Wan22ImageToVideoLatent steps width/height by 32 (the 5B VAE is 16x + 2x2 patches).
-            size_multiple=32,
             image_attach=("56", "55", "start_image"),
             description="WAN 2.2 text/image-to-video 5B (start image optional)",
             source_template="video_wan2_2_5B_ti2v",

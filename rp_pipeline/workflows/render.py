@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rp_agent import keys
+from rp_pipeline.workflows.bounds import Bounds, combined, input_bounds, max_pixels, max_steps
 from rp_pipeline.workflows.catalog import shipped
 from rp_pipeline.workflows.spec import (
     PARAMS,
@@ -30,7 +32,9 @@ from rp_pipeline.workflows.spec import (
 
 SEED_MAX = 2**64 - 1  # KSampler's noise_seed max
 _RANDOM_SEED_BITS = 50  # stays exact in JSON numbers everywhere (JS clients included)
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9~][A-Za-z0-9_.~\-/]*$")
+# Linux file names are at most 255 bytes; ComfyUI appends `_00001_.mp4` to the last part.
+_MAX_NAME_BYTES = 200
 
 _custom: dict[str, WorkflowSpec] = {}
 
@@ -41,9 +45,8 @@ class WorkflowParamError(ValueError):
     def __init__(self, name: str, problems: list[str]) -> None:
         self.workflow = name
         self.problems = problems
-        super().__init__(
-            f"invalid parameters for workflow {name!r}:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        # One line: it is shown as is in run failures, logs and the CLI.
+        super().__init__(f"invalid parameters for workflow {name!r}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,6 @@ def load_custom_workflow(
         api_json=api_json,
         roles=roles,
         required=frozenset(required if required is not None else ["prompt"]) & frozenset(roles),
-        size_multiple=16,
         description=f"custom workflow from {Path(path).name}",
     )
     if not spec.output_node_ids:
@@ -163,8 +165,7 @@ def render_workflow(
 
 def default_prefix(workflow: str, request_id: str | None) -> str:
     """`video/<workflow>/<request id>`: unique per request, grouped per workflow."""
-    rid = re.sub(r"[^A-Za-z0-9_.-]", "_", request_id) if request_id else uuid.uuid4().hex[:16]
-    return f"video/{workflow}/{rid}"
+    return keys.default_prefix(workflow, request_id or uuid.uuid4().hex[:16])
 
 
 def _as_input(param: str, value: Any) -> Any:
@@ -179,6 +180,58 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+def _role_bounds(spec: WorkflowSpec, role: str, fallback: Bounds) -> Bounds:
+    """What every node input this role feeds accepts, per ComfyUI's node catalogue."""
+    found = []
+    for node_id, input_name in spec.roles.get(role, []):
+        node = spec.api_json.get(node_id) or {}
+        bounds = input_bounds(str(node.get("class_type")), input_name)
+        if bounds is not None:
+            found.append(bounds)
+    return combined(found) or fallback
+
+
+def _describe(bounds: Bounds) -> str:
+    span = f"between {_num(bounds.low)} and {_num(bounds.high)}"
+    if bounds.kind == "FLOAT":
+        return f"a number {span}"
+    low = int(bounds.low or 0)
+    if bounds.step > 1 and low % bounds.step:
+        return f"{bounds.step}n+{low} {span}"
+    if bounds.step > 1:
+        return f"a multiple of {bounds.step} {span}"
+    return f"an integer {span}"
+
+
+def _bounds_problem(
+    key: str, value: Any, bounds: Bounds, step_hint: str = "", cap_hint: str = ""
+) -> str | None:
+    """One line if `value` is outside `bounds`; the hints say why a step or the cap exists."""
+    if bounds.kind == "INT" and not _is_int(value):
+        return f"{key} must be an integer, got {type(value).__name__} {value!r}"
+    if not _is_number(value):
+        return f"{key} must be a number, got {type(value).__name__} {value!r}"
+    low, high = bounds.low, bounds.high
+    off_step = bounds.kind == "INT" and (value - int(low or 0)) % bounds.step != 0
+    over = high is not None and value > high
+    if (low is not None and value < low) or over or off_step:
+        hint = (step_hint if off_step else "") + (cap_hint if over else "")
+        return f"{key} must be {_describe(bounds)}, got {value!r}{hint}"
+    return None
+
+
+# Used when a custom workflow's node is not in the catalogue (a custom node).
+_ANY_SIZE = Bounds("INT", 1, None)
+_ANY_STEPS = Bounds("INT", 1, None)
+_ANY_CFG = Bounds("FLOAT", 0, None)
+_ANY_FPS = Bounds("FLOAT", 1, 120)
+_ANY_SEED = Bounds("INT", 0, SEED_MAX)
 
 
 def _problems(spec: WorkflowSpec, params: dict[str, Any]) -> list[str]:
@@ -209,51 +262,87 @@ def _problems(spec: WorkflowSpec, params: dict[str, Any]) -> list[str]:
     text("input_image", allow_empty=False)
 
     seed = params.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
-        problems.append(f"seed must be an integer in 0..{SEED_MAX} or null (random), got {seed!r}")
+    seed_bounds = _role_bounds(spec, "seed", _ANY_SEED)
+    if seed is not None and _bounds_problem("seed", seed, seed_bounds):
+        problems.append(
+            f"seed must be an integer in {_num(seed_bounds.low)}..{_num(seed_bounds.high)} "
+            f"or null (random), got {seed!r}"
+        )
 
-    for key in ("width", "height"):
+    valid: dict[str, int] = {}
+    for key, role, fallback in (
+        ("width", "width", _ANY_SIZE),
+        ("height", "height", _ANY_SIZE),
+        ("frames", "frames", _ANY_SIZE),
+    ):
         value = params.get(key)
         if value is None:
             continue
-        if not _is_int(value):
-            problems.append(f"{key} must be an integer, got {type(value).__name__}")
-        elif value < spec.size_multiple or value > 16384 or value % spec.size_multiple:
-            problems.append(
-                f"{key} must be a multiple of {spec.size_multiple} between "
-                f"{spec.size_multiple} and 16384, got {value}"
-            )
-
-    frames = params.get("frames")
-    if frames is not None:
-        if not _is_int(frames):
-            problems.append(f"frames must be an integer, got {type(frames).__name__}")
-        elif frames < 1 or (frames - 1) % 4:
-            problems.append(
-                f"frames must be 4n+1 (1, 5, ..., 81, 121): WAN encodes time in blocks of 4, "
-                f"got {frames}"
-            )
+        hint = " (WAN encodes time in blocks of 4)" if key == "frames" else ""
+        problem = _bounds_problem(key, value, _role_bounds(spec, role, fallback), step_hint=hint)
+        if problem:
+            problems.append(problem)
+        else:
+            valid[key] = int(value)
 
     fps = params.get("fps")
-    if fps is not None and (not _is_number(fps) or not 1 <= fps <= 120):
-        problems.append(f"fps must be a number between 1 and 120, got {fps!r}")
+    if fps is not None:
+        fps_bounds = _role_bounds(spec, "fps", _ANY_FPS)
+        problem = _bounds_problem("fps", fps, Bounds("FLOAT", fps_bounds.low, fps_bounds.high))
+        if problem:
+            problems.append(problem)
 
     steps = params.get("steps")
-    min_steps = 2 if spec.split_step_targets else 1
-    if steps is not None and (not _is_int(steps) or not min_steps <= steps <= 10000):
-        problems.append(f"steps must be an integer between {min_steps} and 10000, got {steps!r}")
+    if steps is not None:
+        comfy = _role_bounds(spec, "steps", _ANY_STEPS)
+        # Two-stage samplers give each expert steps // 2, so each needs at least one.
+        low = max(comfy.low or 1, 2 if spec.split_step_targets else 1)
+        cap = max_steps()
+        high = min(comfy.high, cap) if comfy.high is not None else cap
+        hint = " (RP_MAX_STEPS)" if high == cap else ""
+        problem = _bounds_problem("steps", steps, Bounds("INT", low, high), cap_hint=hint)
+        if problem:
+            problems.append(problem)
 
     cfg = params.get("cfg")
-    if cfg is not None and (not _is_number(cfg) or not 0 <= cfg <= 100):
-        problems.append(f"cfg must be a number between 0 and 100, got {cfg!r}")
+    if cfg is not None:
+        cfg_bounds = _role_bounds(spec, "cfg", _ANY_CFG)
+        problem = _bounds_problem("cfg", cfg, Bounds("FLOAT", cfg_bounds.low, cfg_bounds.high))
+        if problem:
+            problems.append(problem)
+
+    if not problems:
+        problems += _pixel_problems(spec, valid)
 
     prefix = params.get("filename_prefix")
     if prefix is not None:
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             problems.append(
-                "filename_prefix must be a relative path of letters, digits, '_', '-', '.', '/'"
-                f", got {prefix!r}"
+                "filename_prefix must be a relative path of letters, digits, '_', '-', '.', "
+                f"'~', '/', got {prefix!r}"
             )
         elif posixpath.normpath(prefix) != prefix.rstrip("/") or ".." in prefix.split("/"):
             problems.append(f"filename_prefix must not contain '..' or empty parts: {prefix!r}")
+        elif any(len(part.encode()) > _MAX_NAME_BYTES for part in prefix.split("/")):
+            problems.append(
+                f"filename_prefix parts must be at most {_MAX_NAME_BYTES} bytes (a file name; "
+                "a long partition key makes a long one): use a shorter partition key"
+            )
     return problems
+
+
+def _pixel_problems(spec: WorkflowSpec, given: dict[str, int]) -> list[str]:
+    """width x height x frames against the pixel budget (template values fill the gaps)."""
+    size = {**{k: v for k, v in defaults(spec).items() if k in ("width", "height", "frames")}}
+    size.update(given)
+    if not all(_is_int(size.get(k)) for k in ("width", "height", "frames")):
+        return []
+    pixels = size["width"] * size["height"] * size["frames"]
+    budget = max_pixels()
+    if pixels <= budget:
+        return []
+    return [
+        f"width x height x frames = {size['width']}x{size['height']}x{size['frames']} = "
+        f"{pixels:,} pixels is over the budget of {budget:,} (RP_MAX_PIXELS): make the video "
+        "smaller or shorter"
+    ]

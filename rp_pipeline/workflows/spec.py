@@ -45,7 +45,6 @@ class WorkflowSpec:
     roles: dict[str, list[Target]]
     defaults: dict[str, Any] = field(default_factory=dict)
     required: frozenset[str] = frozenset({"prompt"})
-    size_multiple: int = 16
     # Two-stage (high/low noise) samplers split the schedule: these inputs get steps // 2.
     split_step_targets: tuple[Target, ...] = ()
     # Optional start image for workflows whose template has the LoadImage node bypassed:

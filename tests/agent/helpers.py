@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rp_agent.keys import object_key
+from rp_agent.keys import control_prefix, logs_prefix, object_key, receipts_prefix, seq_of
 from rp_agent.r2 import R2Settings
+from rp_agent.receipts import Receipt, decode
 
 
 def sha256_of(data: bytes) -> str:
@@ -34,11 +36,36 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 
 def list_objects(client: Any, bucket: str) -> dict[str, dict[str, Any]]:
+    """The synced outputs (the agent's receipts and log objects under `_rp/` left out)."""
     objects: dict[str, dict[str, Any]] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
-            objects[obj["Key"]] = obj
+            if not obj["Key"].startswith(control_prefix()):
+                objects[obj["Key"]] = obj
     return objects
+
+
+def read_receipts(
+    client: Any, bucket: str, pod_id: str = "pod-test"
+) -> list[tuple[str, list[Receipt]]]:
+    """Every receipt object of `pod_id` in key order: (key, its receipts)."""
+    found = []
+    prefix = receipts_prefix(pod_id)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            found.append((obj["Key"], decode(body, seq_of(obj["Key"]) or 0)))
+    return found
+
+
+def read_pod_logs(client: Any, bucket: str, pod_id: str = "pod-test") -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    prefix = logs_prefix(pod_id)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            lines += [json.loads(line) for line in body.splitlines()]
+    return lines
 
 
 @dataclass

@@ -17,6 +17,7 @@ from rp_pipeline.workflows import (
     validate_params,
     workflow_hash,
 )
+from rp_pipeline.workflows.bounds import Bounds
 
 NAMES = ["wan22_i2v_14b_lightx2v", "wan22_t2v_14b", "wan22_ti2v_5b"]
 
@@ -57,7 +58,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "width must be a multiple of 16",
         "height must be an integer, got str",
         "fps must be a number between 1 and 120",
-        "steps must be an integer between 2 and 10000",
+        "steps must be an integer between 2 and 100",
         "cfg must be a number",
         "seed must be an integer",
         "filename_prefix",
@@ -131,7 +132,7 @@ def test_random_seed_is_recorded_and_prefix_unique() -> None:
     assert first.api_json["3"]["inputs"]["seed"] == first.seed == first.params["seed"]
     assert first.filename_prefix != second.filename_prefix
     by_request = render_workflow("wan22_ti2v_5b", {"prompt": "x"}, request_id="req/42")
-    assert by_request.filename_prefix == "video/wan22_ti2v_5b/req_42"
+    assert by_request.filename_prefix == "video/wan22_ti2v_5b/req~2F42"  # "/" escaped
     assert by_request.api_json["58"]["inputs"]["filename_prefix"] == by_request.filename_prefix
 
 
@@ -196,7 +197,7 @@ def test_custom_workflow_errors(tmp_path: Path) -> None:
 def test_request_without_negative_prompt_fits_a_workflow_without_one(tmp_path: Path) -> None:
     """A request sends only the parameters it sets: an unset negative prompt must not trip a
     custom workflow that has no negative-prompt input (found against real ComfyUI)."""
-    from rp_pipeline.requests import VideoRequest
+    from rp_pipeline.video_requests import VideoRequest
 
     api = {
         "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
@@ -219,3 +220,52 @@ def test_request_without_negative_prompt_fits_a_workflow_without_one(tmp_path: P
     with_negative = VideoRequest(prompt="a fox", workflow="no_negative", negative_prompt="blurry")
     with pytest.raises(WorkflowParamError, match="'negative_prompt' is not used"):
         validate_params(with_negative.workflow, with_negative.workflow_params())
+
+
+def test_bounds_are_comfyuis_own_from_the_node_catalogue() -> None:
+    from rp_pipeline.workflows.bounds import input_bounds, object_info
+
+    latent = object_info()["EmptyHunyuanLatentVideo"]["input"]["required"]["length"][1]
+    assert input_bounds("EmptyHunyuanLatentVideo", "length") == Bounds("INT", 1, latent["max"], 4)
+    assert input_bounds("KSampler", "seed") == Bounds("INT", 0, 2**64 - 1, 1)
+    assert input_bounds("KSamplerAdvanced", "steps") == Bounds("INT", 1, 10000, 1)
+    assert input_bounds("CLIPTextEncode", "text") is None  # not a number
+    assert input_bounds("NoSuchNode", "width") is None
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"frames": 16385}, "frames must be 4n+1 between 1 and 16384, got 16385"),
+        ({"frames": 80}, "frames must be 4n+1 between 1 and 16384, got 80"),
+        ({"width": 16400}, "width must be a multiple of 16 between 16 and 16384, got 16400"),
+        ({"width": 16384, "height": 16384}, "over the budget of"),
+        ({"steps": 10000}, "steps must be an integer between 2 and 100, got 10000 (RP_MAX_STEPS)"),
+        ({"cfg": 100.5}, "cfg must be a number between 0 and 100, got 100.5"),
+        ({"seed": 2**64}, "seed must be an integer in 0..18446744073709551615"),
+        ({"seed": "abc"}, "seed must be an integer in 0..18446744073709551615 or null"),
+        ({"seed": 1.5}, "got 1.5"),
+    ],
+)
+def test_values_comfyui_or_the_budget_refuses_are_one_line_each(params: dict, needle: str) -> None:
+    with pytest.raises(WorkflowParamError) as info:
+        validate_params("wan22_t2v_14b", {"prompt": "a fox", **params})
+    assert len(info.value.problems) == 1
+    assert needle in info.value.problems[0]
+    assert "\n" not in str(info.value)
+
+
+def test_the_5b_latent_steps_sizes_by_32_and_budgets_follow_the_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "a multiple of 32" in problems("wan22_ti2v_5b", {"prompt": "x", "width": 720})[0]
+    validate_params("wan22_ti2v_5b", {"prompt": "x", "width": 1280, "height": 704, "frames": 121})
+    monkeypatch.setenv("RP_MAX_PIXELS", str(640 * 352 * 33))
+    monkeypatch.setenv("RP_MAX_STEPS", "8")
+    validate_params("wan22_ti2v_5b", {"prompt": "x", "width": 640, "height": 352, "frames": 33})
+    # the template's own 1280x704x121 counts when width/height/frames are not given
+    assert "RP_MAX_PIXELS" in problems("wan22_ti2v_5b", {"prompt": "x"})[0]
+    found = problems(
+        "wan22_ti2v_5b", {"prompt": "x", "width": 640, "height": 352, "frames": 33, "steps": 9}
+    )
+    assert found == ["steps must be an integer between 1 and 8, got 9 (RP_MAX_STEPS)"]

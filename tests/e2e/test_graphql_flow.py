@@ -45,7 +45,8 @@ def test_new_request_materialized_through_graphql(e2e_stack: E2EStack) -> None:
     assert metadata["prompt"] == spec["prompt"]
     assert metadata["seed"] == spec["seed"]
     env = e2e_stack.devstack.env
-    assert metadata["presigned_url"].startswith(f"{env['R2_ENDPOINT']}/{env['R2_BUCKET']}/outputs/")
+    assert metadata["r2_url"].startswith(f"s3://{env['R2_BUCKET']}/outputs/")
+    assert "presigned_url" not in metadata  # a presigned link carries the access key id
     assert metadata["r2_key"].endswith(f"/{key}-{run_id[:8]}_00001_.mp4")
     assert metadata["poster"].startswith(f"![{key}](data:image/png;base64,")
     pods = e2e_stack.pods_of_run(run_id)

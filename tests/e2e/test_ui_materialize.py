@@ -113,7 +113,7 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
 
     # 4. the partition's metadata: generation time, upload latency, cost, R2 URL
     ui.open(f"/assets/generated_video?view=partitions&partition={key}")
-    ui.find("//*[normalize-space()='presigned_url']", what="the partition's metadata")
+    ui.find("//*[normalize-space()='r2_url']", what="the partition's metadata")
     ui.screenshot("partition-metadata")
     text = ui.body_text()
     assert run_id[:8] in text
@@ -124,9 +124,10 @@ def test_new_request_materialized_from_the_ui(e2e_stack: E2EStack, browser_ui: U
     assert float(values["generation_time_s"] or 0) > 0
     assert float(values["upload_latency_s"] or -1) >= 0
     assert float(values["cost_usd"] or 0) > 0
-    url = metadata_value(text, "presigned_url") or ""
+    url = metadata_value(text, "r2_url") or ""
     r2 = e2e_stack.devstack.env
-    assert url.startswith(f"{r2['R2_ENDPOINT']}/{r2['R2_BUCKET']}/outputs/"), url
+    assert url.startswith(f"s3://{r2['R2_BUCKET']}/outputs/"), url
+    assert r2["R2_ACCESS_KEY_ID"] not in text  # no presigned link (it carries the key id)
     assert f"{key}-{run_id[:8]}_00001_.mp4" in url
     cost_row = ui.find("//*[normalize-space()='generation_time_s']", what="generation_time_s row")
     ui.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cost_row)

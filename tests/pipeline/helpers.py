@@ -12,7 +12,7 @@ from rp_pipeline.assets.previews import video_catalog, video_preview
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.batch import materialize_batch
-from rp_pipeline.requests import VideoRequest
+from rp_pipeline.video_requests import VideoRequest
 
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
 

@@ -9,13 +9,9 @@ from typing import Any
 
 from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context
 
-from rp_pipeline.requests import (
-    VideoRequest,
-    load_request_file,
-    pipeline_partition_key,
-    request_key,
-)
+from rp_agent.keys import pipeline_partition_key
 from rp_pipeline.schedules.batch import batch_generation
+from rp_pipeline.video_requests import VideoRequest, load_request_file, request_key
 from tests.pipeline.helpers import r2_now, write_prompts
 from tests.tools import uv_command
 
@@ -105,21 +101,6 @@ def test_schedule_tick_adds_partitions_and_requests_one_batch_run(
     with build_schedule_context(instance=instance, resources={"r2": resources["r2"]}) as context:
         again = batch_generation(context)
     assert isinstance(again, SkipReason)
-
-
-def test_candidate_keys_cover_the_agents_key_across_midnight() -> None:
-    from datetime import UTC, datetime
-
-    from rp_agent.keys import object_key
-    from rp_pipeline.ops.harvest import candidate_keys
-
-    # ComfyUI reported success just after midnight; the agent saw the file closed just before.
-    finished = datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC).timestamp()
-    mtime = finished - 3
-    agent_key = object_key("video/x_00001_.mp4", mtime, "pod1", "outputs")
-    keys = candidate_keys("video/x_00001_.mp4", finished, "pod1", "outputs")
-    assert keys[0] == "outputs/2026-01-02/pod1/video/x_00001_.mp4"
-    assert agent_key in keys
 
 
 def test_production_dagster_yaml_example_is_valid_instance_config(

@@ -25,7 +25,7 @@ from tests.pipeline.helpers import (
 )
 
 REQUIRED_METADATA = {
-    "r2_key", "presigned_url", "size_bytes", "sha256", "width", "height", "frames", "fps",
+    "r2_key", "r2_url", "size_bytes", "sha256", "width", "height", "frames", "fps",
     "duration_s", "generation_time_s", "queue_wait_s", "upload_latency_s", "pod_id", "gpu_type",
     "cost_usd", "pod_billed_s", "prompt", "negative_prompt", "seed", "workflow", "workflow_hash",
     "poster", "r2_source",

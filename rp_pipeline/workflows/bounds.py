@@ -1,0 +1,101 @@
+"""What ComfyUI accepts for each workflow input, read from its own node catalogue.
+
+The bounds come from a trimmed copy of a real ComfyUI `/object_info` answer (the catalogue the
+devstack's ComfyUI stand-in serves), so they are never hand-copied: e.g. EmptyHunyuanLatentVideo
+`length` is INT 1..16384 step 4, KSampler `steps` INT 1..10000, `cfg` FLOAT 0..100, `seed`
+INT 0..2**64-1. ComfyUI rejects a value outside min/max only once the pod is up; checking here
+rejects it before a pod is paid for.
+
+On top of what ComfyUI allows, two budgets keep one request from running for hours:
+`RP_MAX_PIXELS` (width x height x frames) and `RP_MAX_STEPS` (sampling steps).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# A 1080p clip of 121 frames (~5 s at 24 fps): every shipped template's default (1280x704x121)
+# fits with room, while 16384x16384 or 16384 frames (hours of GPU time) do not.
+DEFAULT_MAX_PIXELS = 1920 * 1088 * 121
+# The shipped templates sample 20 (two experts x 10) or 4 steps; 100 leaves room for quality
+# experiments, 10000 (ComfyUI's own limit) would bill a pod for hours.
+DEFAULT_MAX_STEPS = 100
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """An INT or FLOAT input's range; for INT, valid values are `low + k * step`."""
+
+    kind: str
+    low: float | None
+    high: float | None
+    step: int = 1
+
+
+def catalogue_path() -> Path:
+    spec = importlib.util.find_spec("rp_devstack.comfyui_standin")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the ComfyUI node catalogue (rp_devstack.comfyui_standin) is missing")
+    return Path(next(iter(spec.submodule_search_locations))) / "object_info.json"
+
+
+@cache
+def object_info() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(catalogue_path().read_text(encoding="utf-8"))
+    return data
+
+
+def input_bounds(class_type: str, input_name: str) -> Bounds | None:
+    """Bounds of one node input, None when the class or input is not in the catalogue (custom
+    nodes) or the input is not a number."""
+    node = object_info().get(class_type)
+    if node is None:
+        return None
+    inputs = node.get("input", {})
+    spec = (inputs.get("required") or {}).get(input_name) or (inputs.get("optional") or {}).get(
+        input_name
+    )
+    if not spec or spec[0] not in ("INT", "FLOAT"):
+        return None
+    options = spec[1] if len(spec) > 1 else {}
+    step = int(options.get("step", 1)) if spec[0] == "INT" else 1
+    return Bounds(spec[0], options.get("min"), options.get("max"), max(step, 1))
+
+
+def combined(bounds: list[Bounds]) -> Bounds | None:
+    """The values every target accepts (a role may feed several node inputs)."""
+    if not bounds:
+        return None
+    lows = [b.low for b in bounds if b.low is not None]
+    highs = [b.high for b in bounds if b.high is not None]
+    step = math.lcm(*(b.step for b in bounds))
+    kind = "INT" if any(b.kind == "INT" for b in bounds) else "FLOAT"
+    return Bounds(kind, max(lows) if lows else None, min(highs) if highs else None, step)
+
+
+def max_pixels() -> int:
+    return _env_int("RP_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def max_steps() -> int:
+    return _env_int("RP_MAX_STEPS", DEFAULT_MAX_STEPS)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value

@@ -1,0 +1,102 @@
+"""Asset checks on generated_video and the pod's receipts, on the devstack (real pod processes,
+real rp-agent, real S3 server, real Dagster)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
+
+from rp_agent.keys import receipts_prefix
+from rp_devstack.stack import Devstack
+from rp_pipeline.assets.previews import FACT_NAMES, preview_json_key
+from rp_pipeline.assets.requests import video_requests
+from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.checks import video_check_evaluations, video_checks
+from rp_pipeline.pod_reports import find_receipt
+from rp_pipeline.sensors.r2_scan import scan
+from tests.pipeline.helpers import (
+    latest_by_partition,
+    preview_and_catalog,
+    r2_now,
+    register_requests,
+    write_prompts,
+)
+
+
+def run_checks(instance: DagsterInstance, resources: dict[str, Any], key: str) -> Any:
+    """The checks alone for one partition, as the Checks tab's "Execute" runs them."""
+    job = define_asset_job("check_video", selection=AssetSelection.checks(*video_checks))
+    defs = Definitions(
+        assets=[video_requests, generated_video],
+        asset_checks=video_checks,
+        jobs=[job],
+        resources=resources,
+    )
+    return defs.resolve_job_def("check_video").execute_in_process(
+        instance=instance, tags={"dagster/partition": key}, raise_on_error=False
+    )
+
+
+def evaluations(result: Any) -> dict[str, Any]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_checks_pass_after_a_real_run_and_catch_a_corrupted_object(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+) -> None:
+    [key] = write_prompts(prompts_dir, "checked", 1)
+    register_requests(instance, resources)
+    bookmark = scan(r2_now(), None, None)
+    result = materialize(
+        [video_requests, generated_video],
+        selection=[generated_video],
+        instance=instance,
+        resources=resources,
+        partition_key=key,
+        raise_on_error=False,
+    )
+    assert result.success
+    checks = evaluations(run_checks(instance, resources, key))
+    assert set(checks) == {"sha256_matches_agent", "mp4_decodes", "matches_request"}
+    for name, evaluation in checks.items():
+        assert evaluation.passed, f"{name}: {evaluation.description}"
+        assert evaluation.partition == key
+
+    r2 = r2_now()
+    # The same three as events an op yields after materializing (per partition, batch or not).
+    events = list(video_check_evaluations(instance, r2, [key]))
+    assert {e.check_name for e in events} == set(checks)
+    assert all(e.passed and e.partition == key for e in events)
+
+    md = latest_by_partition(instance)[key]
+    receipt = find_receipt(r2, md["pod_id"], md["r2_key"].split("/", 3)[3])
+    assert receipt is not None and receipt.key == md["r2_key"]
+    # Measured on the pod: close -> upload returned, transfer included.
+    assert md["upload_latency_s"] == round(receipt.upload_done - receipt.close_time, 3)
+    assert md["upload_latency_s"] > 0 and md["sha256"] == receipt.sha256
+
+    # The receipts live beside the day folders; the R2 sensor's scan never reports them.
+    assert any(page.keys for page in r2.iter_keys(receipts_prefix(md["pod_id"], r2.prefix)))
+    new_keys = scan(r2, bookmark.cursor, None).new_keys
+    assert md["r2_key"] in new_keys and not any("/_rp/" in k for k in new_keys)
+
+    # Someone overwrites the video in R2: the sha256 check fails and says by how much.
+    data = bytearray(r2.get_bytes(md["r2_key"]))
+    data[len(data) // 2] ^= 0xFF
+    r2.put_bytes(md["r2_key"], bytes(data), "video/mp4")
+    sha = evaluations(run_checks(instance, resources, key))["sha256_matches_agent"]
+    assert not sha.passed
+    assert "!= agent receipt" in (sha.description or "")
+    assert sha.metadata["sha256_expected"].value == receipt.sha256
+
+    # video_preview reuses the harvest's facts and poster: it never reads the video again
+    # (garbage in place of the video would make a probe fail).
+    r2.put_bytes(md["r2_key"], b"not a video any more", "video/mp4")
+    preview = preview_and_catalog(instance, resources, raise_on_error=False)
+    assert preview.success
+    doc = json.loads(r2.get_bytes(preview_json_key(md["r2_key"])))
+    assert doc["facts"] == {name: md[name] for name in FACT_NAMES}
+    assert doc["facts"]["frames"] == 9
