@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Pod entrypoint (PID 1): rp-agent, model downloads, ComfyUI, and a clean stop.
+# Pod entrypoint (PID 1): the token proxy, rp-agent, the lease watcher, model downloads,
+# ComfyUI, and a clean stop.
 #
 # Order, and why:
+#   0. `rp-agent proxy` owns the public ComfyUI port ($COMFYUI_PORT, 8188): RunPod publishes it
+#      to the whole internet, so it forwards only requests carrying the pod's token
+#      ($RP_POD_TOKEN; none set = every request refused) to ComfyUI, which listens on
+#      127.0.0.1:$COMFYUI_INTERNAL_PORT only. Supervised like the agent.
 #   1. rp-agent (when ENABLE_R2_SYNC=true), supervised: restarted with backoff if it dies.
 #      It starts first so anything already in the output dir is uploaded while models load.
+#      `rp-agent lease-watch` too (unless RP_POD_LEASE_S=0): it terminates the pod through
+#      RunPod's API once the run using it stops renewing its lease in R2.
 #   2. download_models.sh, in the foreground. Models come BEFORE ComfyUI on purpose: the
 #      pipeline treats "ComfyUI answers HTTP" as "pod ready" and submits at once, so ComfyUI
 #      must not answer before its weights exist. On a warm network volume every file is
@@ -11,8 +18,9 @@
 #      ComfyUI starts anyway: a prompt then fails with ComfyUI's own error naming the missing
 #      file, which is faster and clearer than a pod that never becomes ready.
 #   3. ComfyUI, reading models from $MODELS_DIR and writing outputs to the watched dir.
-# On SIGTERM/SIGINT (pod stop) ComfyUI is stopped first (no new outputs), then the agent is
-# sent SIGTERM and awaited so it can flush its queue, then the helpers; exit 0.
+# On SIGTERM/SIGINT (pod stop) ComfyUI is stopped first (no new outputs), then the proxy, then
+# the agent is sent SIGTERM and awaited so it can flush its queue, then the lease watcher and
+# the helpers; exit 0.
 # If ComfyUI exits on its own, the agent is flushed the same way and the container exits with
 # ComfyUI's status (1 if that was 0: ComfyUI never stops by itself on purpose).
 #
@@ -26,6 +34,9 @@ MODELS_DIR="${MODELS_DIR:-$COMFYUI_DATA_DIR/models}"
 # pods' files in its watch dir would upload them all again under its own pod id.
 COMFYUI_OUTPUT_DIR="${COMFYUI_OUTPUT_DIR:-$COMFYUI_DATA_DIR/output${RUNPOD_POD_ID:+/$RUNPOD_POD_ID}}"
 COMFYUI_PORT="${COMFYUI_PORT:-8188}"
+COMFYUI_INTERNAL_PORT="${COMFYUI_INTERNAL_PORT:-8189}"
+# Whole seconds a pod lives without its run renewing the lease; 0 turns the watcher off.
+RP_POD_LEASE_S="${RP_POD_LEASE_S:-300}"
 COMFYUI_ARGS="${COMFYUI_ARGS:-}"
 # The upload queue is SQLite: keep it on the container disk, not on the network filesystem
 # (whose locking SQLite cannot trust). It only matters during this pod's life; a new queue
@@ -34,10 +45,14 @@ RP_AGENT_STATE_DIR="${RP_AGENT_STATE_DIR:-/var/lib/rp-agent}"
 ENABLE_R2_SYNC="${ENABLE_R2_SYNC:-false}"
 export MODELS_DIR
 
-SECRET_NAMES=(R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY CIVITAI_API_KEY HF_TOKEN JUPYTER_PASSWORD PUBLIC_KEY)
-SHOWN_NAMES=(ENABLE_R2_SYNC R2_BUCKET R2_PREFIX WAN_720P ENABLE_TURBODIFFUSION GPU_TIER RUNPOD_POD_ID)
+SECRET_NAMES=(R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY CIVITAI_API_KEY HF_TOKEN JUPYTER_PASSWORD PUBLIC_KEY
+    RP_POD_TOKEN RUNPOD_API_KEY)
+SHOWN_NAMES=(ENABLE_R2_SYNC R2_BUCKET R2_PREFIX WAN_720P ENABLE_TURBODIFFUSION GPU_TIER RUNPOD_POD_ID
+    RP_POD_LEASE_S)
 
+PROXY_PID=""
 AGENT_PID=""
+LEASE_PID=""
 DOWNLOAD_PID=""
 COMFY_PID=""
 HELPER_PIDS=()
@@ -108,15 +123,16 @@ r2_settings_complete() {
     fi
 }
 
-# Runs in a background subshell: keeps `rp-agent sync` alive, backing off 1 s, 2 s, 4 s ...
-# up to 30 s between crashes (reset after a minute of healthy running). SIGTERM is passed to
-# the agent, which finishes its uploads before exiting; the loop then ends.
-AGENT_CHILD=""
-# Invoked from the TERM trap that supervise_agent installs. It stops every job of this subshell,
-# not just $AGENT_CHILD: a TERM can land between `rp-agent ... &` and `AGENT_CHILD=$!`, and an
-# agent missed there would outlive the pod's stop (skipping its flush, and holding stdout open).
+# `supervise NAME COMMAND...` runs in a background subshell: keeps COMMAND alive, backing off
+# 1 s, 2 s, 4 s ... up to 30 s between crashes (reset after a minute of healthy running).
+# SIGTERM is passed to the command (the agent finishes its uploads before exiting); the loop
+# then ends.
+SUPERVISED_CHILD=""
+# Invoked from the TERM trap that supervise installs. It stops every job of this subshell,
+# not just $SUPERVISED_CHILD: a TERM can land between `command &` and `SUPERVISED_CHILD=$!`, and
+# a child missed there would outlive the pod's stop (skipping its flush, and holding stdout open).
 # shellcheck disable=SC2329
-stop_supervised_agent() {
+stop_supervised() {
     local pid
     trap '' TERM
     for pid in $(jobs -p); do
@@ -126,26 +142,58 @@ stop_supervised_agent() {
     exit 0
 }
 
-supervise_agent() {
-    local delay=1 started rc
-    trap stop_supervised_agent TERM
-    mkdir -p "$RP_AGENT_STATE_DIR" "$COMFYUI_OUTPUT_DIR"
+supervise() {
+    local name="$1" delay=1 started rc
+    shift
+    trap stop_supervised TERM
     while true; do
         started=$SECONDS
-        rp-agent sync --watch-dir "$COMFYUI_OUTPUT_DIR" --state-dir "$RP_AGENT_STATE_DIR" &
-        AGENT_CHILD=$!
-        log "rp-agent started (pid $AGENT_CHILD), watching $COMFYUI_OUTPUT_DIR"
-        wait "$AGENT_CHILD"
+        "$@" &
+        SUPERVISED_CHILD=$!
+        log "$name started (pid $SUPERVISED_CHILD)"
+        wait "$SUPERVISED_CHILD"
         rc=$?
-        AGENT_CHILD=""
+        SUPERVISED_CHILD=""
         if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
-        log "rp-agent exited with status $rc; restarting in ${delay}s"
+        log "$name exited with status $rc; restarting in ${delay}s"
         sleep "$delay" &
-        AGENT_CHILD=$!
-        wait "$AGENT_CHILD"
-        AGENT_CHILD=""
+        SUPERVISED_CHILD=$!
+        wait "$SUPERVISED_CHILD"
+        SUPERVISED_CHILD=""
         delay=$((delay * 2 > 30 ? 30 : delay * 2))
     done
+}
+
+# Started even without a token: the public port then refuses every request (503) rather than
+# stand closed or, worse, open.
+start_proxy() {
+    if [ -z "${RP_POD_TOKEN:-}" ]; then
+        log "RP_POD_TOKEN not set: the ComfyUI port refuses every request"
+    fi
+    supervise "token proxy" rp-agent proxy --listen "0.0.0.0:$COMFYUI_PORT" \
+        --upstream "127.0.0.1:$COMFYUI_INTERNAL_PORT" &
+    PROXY_PID=$!
+}
+
+start_lease_watch() {
+    local name missing=()
+    if ! [[ "$RP_POD_LEASE_S" =~ ^[0-9]+$ ]]; then
+        log "RP_POD_LEASE_S=$RP_POD_LEASE_S is not whole seconds: lease watcher NOT started"
+        return 0
+    fi
+    if [ "$RP_POD_LEASE_S" -eq 0 ]; then
+        log "RP_POD_LEASE_S=0: no lease, this pod runs until it is stopped"
+        return 0
+    fi
+    for name in RUNPOD_POD_ID RUNPOD_API_KEY R2_ENDPOINT R2_BUCKET R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY; do
+        [ -n "${!name:-}" ] || missing+=("$name")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "${missing[*]} not set: lease watcher NOT started, this pod will not end itself"
+        return 0
+    fi
+    supervise "lease watcher" rp-agent lease-watch &
+    LEASE_PID=$!
 }
 
 start_agent() {
@@ -154,7 +202,10 @@ start_agent() {
         return 0
     fi
     r2_settings_complete || return 0
-    supervise_agent &
+    mkdir -p "$RP_AGENT_STATE_DIR" "$COMFYUI_OUTPUT_DIR"
+    log "rp-agent watching $COMFYUI_OUTPUT_DIR"
+    supervise rp-agent rp-agent sync --watch-dir "$COMFYUI_OUTPUT_DIR" \
+        --state-dir "$RP_AGENT_STATE_DIR" &
     AGENT_PID=$!
 }
 
@@ -207,11 +258,12 @@ start_comfyui() {
     write_extra_model_paths "$config"
     # COMFYUI_ARGS is a user-supplied flag list (e.g. "--lowvram"): split on purpose.
     read -r -a args <<<"$COMFYUI_ARGS"
-    (cd "$comfy_dir" && exec python3 main.py --listen 0.0.0.0 --port "$COMFYUI_PORT" \
+    # Loopback only: the proxy on $COMFYUI_PORT is the one way in from outside.
+    (cd "$comfy_dir" && exec python3 main.py --listen 127.0.0.1 --port "$COMFYUI_INTERNAL_PORT" \
         --output-directory "$COMFYUI_OUTPUT_DIR" --input-directory "$COMFYUI_DATA_DIR/input" \
         --extra-model-paths-config "$config" "${args[@]}") &
     COMFY_PID=$!
-    log "ComfyUI starting from $comfy_dir on port $COMFYUI_PORT (pid $COMFY_PID)"
+    log "ComfyUI starting from $comfy_dir on 127.0.0.1:$COMFYUI_INTERNAL_PORT, behind the token proxy on port $COMFYUI_PORT (pid $COMFY_PID)"
 }
 
 stop_pid() {
@@ -225,7 +277,7 @@ stop_pid() {
 # one started last, and shutdown stops in reverse start order, so it goes first. Its pid is also
 # tried as a process group: the download runs as the leader of its own.
 stop_unrecorded_jobs() {
-    local pid known=" $DOWNLOAD_PID $COMFY_PID $AGENT_PID ${HELPER_PIDS[*]} "
+    local pid known=" $DOWNLOAD_PID $COMFY_PID $PROXY_PID $AGENT_PID $LEASE_PID ${HELPER_PIDS[*]} "
     for pid in $(jobs -p); do
         case "$known" in *" $pid "*) continue ;; esac
         kill -TERM -- "-$pid" 2>/dev/null
@@ -248,10 +300,15 @@ shutdown() {
         log "stopping ComfyUI"
         stop_pid "$COMFY_PID"
     fi
+    if [ -n "$PROXY_PID" ]; then
+        log "stopping the token proxy"
+        stop_pid "$PROXY_PID"
+    fi
     if [ -n "$AGENT_PID" ]; then
         log "stopping rp-agent (it flushes pending uploads first)"
         stop_pid "$AGENT_PID"
     fi
+    stop_pid "$LEASE_PID"
     for pid in "${HELPER_PIDS[@]}"; do stop_pid "$pid"; done
     log "stopped"
     exit "$status"
@@ -270,7 +327,9 @@ main() {
     describe_env
     start_sshd
     start_jupyter
+    start_proxy
     start_agent
+    start_lease_watch
     download_models
     start_comfyui || shutdown 1
     local rc

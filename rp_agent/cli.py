@@ -1,4 +1,5 @@
-"""`rp-agent sync` and `rp-agent status`: every failure is one clear line and a non-zero exit."""
+"""`rp-agent sync | status | proxy | lease-watch`: every failure is one clear line and a non-zero
+exit."""
 
 from __future__ import annotations
 
@@ -23,9 +24,20 @@ from rp_agent.config import (
     AgentConfigError,
     default_state_dir,
 )
+from rp_agent.keys import DEFAULT_PREFIX
+from rp_agent.lease import (
+    DEFAULT_LEASE_S,
+    DEFAULT_OUTAGE_S,
+    DEFAULT_POLL_S,
+    LEASE_ENV,
+    OUTAGE_ENV,
+    POLL_ENV,
+    LeaseWatcher,
+)
 from rp_agent.paths import DEFAULT_EXTENSIONS
+from rp_agent.pod_api import PodIdentity
 from rp_agent.queue import UploadQueue
-from rp_agent.r2 import R2ConfigError
+from rp_agent.r2 import R2ConfigError, R2Settings, make_r2_client
 
 log = logging.getLogger("rp_agent")
 
@@ -83,6 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state-dir", help=STATE_HELP)
     status.add_argument("--watch-dir", help="find the default state dir of this watch dir")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    proxy = sub.add_parser(
+        "proxy",
+        help="serve ComfyUI only to holders of the pod's token (env RP_POD_TOKEN)",
+        description="Authenticating reverse proxy for ComfyUI: forwards HTTP and WebSocket "
+        "requests carrying the token (Authorization: Bearer, ?token= or the cookie it sets) "
+        "and answers 401 to everything else; without RP_POD_TOKEN it refuses every request.",
+    )
+    proxy.add_argument("--listen", default="0.0.0.0:8188", help="HOST:PORT (default 0.0.0.0:8188)")
+    proxy.add_argument(
+        "--upstream", default="127.0.0.1:8189", help="ComfyUI's HOST:PORT (default 127.0.0.1:8189)"
+    )
+
+    lease = sub.add_parser(
+        "lease-watch",
+        help="terminate this pod once its run stops renewing the lease in R2",
+        description="Env: R2_* as for sync, RUNPOD_POD_ID, RUNPOD_API_KEY, optional "
+        f"RUNPOD_API_BASE_URL, {LEASE_ENV} (default {DEFAULT_LEASE_S:.0f}), {OUTAGE_ENV} "
+        f"(default {DEFAULT_OUTAGE_S:.0f}).",
+    )
+    lease.add_argument(
+        "--poll",
+        type=float,
+        help=f"seconds between reads (default ${POLL_ENV}, else {DEFAULT_POLL_S:.0f})",
+    )
     return parser
 
 
@@ -93,7 +130,7 @@ def configure_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     # botocore at debug level would print signed headers; keep it quiet.
-    for noisy in ("botocore", "boto3", "urllib3", "watchdog"):
+    for noisy in ("botocore", "boto3", "urllib3", "watchdog", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -195,12 +232,75 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from rp_agent.proxy import TOKEN_ENV, parse_address, serve
+
+    try:
+        parse_address(args.listen)
+        parse_address(args.upstream)
+    except ValueError as exc:
+        return fail(str(exc))
+    try:
+        serve(args.listen, args.upstream, os.environ.get(TOKEN_ENV))
+    except OSError as exc:
+        return fail(f"cannot listen on {args.listen}: {exc}", 1)
+    return 0
+
+
+def _seconds_env(name: str, default: float) -> float:
+    text = os.environ.get(name) or ""
+    try:
+        return float(text) if text.strip() else default
+    except ValueError:
+        raise AgentConfigError(f"{name}={text!r} is not a number of seconds") from None
+
+
+def cmd_lease_watch(args: argparse.Namespace) -> int:
+    try:
+        lease_s = _seconds_env(LEASE_ENV, DEFAULT_LEASE_S)
+        outage_s = _seconds_env(OUTAGE_ENV, DEFAULT_OUTAGE_S)
+        if lease_s <= 0:
+            print(f"rp-agent: {LEASE_ENV}={lease_s:g}: lease disabled, nothing to watch")
+            return 0
+        poll_s = args.poll if args.poll is not None else _seconds_env(POLL_ENV, DEFAULT_POLL_S)
+        if poll_s <= 0:
+            raise AgentConfigError(f"the poll interval must be > 0, got {poll_s:g}")
+        settings = R2Settings.from_env()
+        pod = PodIdentity.from_env()
+    except (R2ConfigError, AgentConfigError, ValueError) as exc:
+        return fail(str(exc))
+    watcher = LeaseWatcher(
+        make_r2_client(settings),
+        settings.bucket,
+        os.environ.get("R2_PREFIX") or DEFAULT_PREFIX,
+        pod,
+        lease_s=lease_s,
+        poll_s=poll_s,
+        outage_s=outage_s,
+    )
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # Nothing to flush: leave at once, even from the middle of an API call (the pod's own
+        # terminate call is answered by stopping this very process).
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return watcher.run(threading.Event())
+
+
+COMMANDS = {
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "proxy": cmd_proxy,
+    "lease-watch": cmd_lease_watch,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    if args.command == "sync":
-        return cmd_sync(args)
-    return cmd_status(args)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

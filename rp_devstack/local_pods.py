@@ -1,9 +1,12 @@
-"""A RunPod pod as local processes: the ComfyUI stand-in, and rp-agent when the pod asks for it.
+"""A RunPod pod as local processes, as docker/start.sh runs them in the real image: the ComfyUI
+stand-in on a loopback port, `rp-agent proxy` owning the pod's public ComfyUI port (only the pod's
+token passes), `rp-agent sync` when the pod asks for it, and `rp-agent lease-watch`.
 
 Each pod owns a directory shaped like the real image's volume (`workspace/ComfyUI/output`), runs
 every process in its own session (so one `killpg` ends the process and anything it spawned) and
 gets only the environment a real container would: the pod's env with secret references resolved,
-plus the `RUNPOD_*` variables RunPod injects. Every process runs under a small guard
+plus the `RUNPOD_*` variables RunPod injects (the pod id, and an API key good for this pod only,
+with which the lease watcher ends the pod). Every process runs under a small guard
 (`python -m rp_devstack.local_pods --parent PID -- argv`) that ends its process group when the
 emulator's process dies without cleaning up (SIGKILL, a crashed test run): no orphaned pods. The host's own R2/RunPod variables never leak in, so
 a pod that forgot to pass its settings fails here exactly as it would on RunPod.
@@ -30,6 +33,9 @@ from rp_devstack.ports import free_port
 log = logging.getLogger(__name__)
 
 COMFYUI_PRIVATE_PORT = 8188
+# The image's defaults (docker/Dockerfile, start.sh): a pod holds a lease unless its env says 0.
+DEFAULT_LEASE_S = "300"
+R2_NAMES = ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
 # What a container inherits from the host: enough to run Python, nothing with credentials.
 _HOST_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
@@ -82,7 +88,14 @@ class LocalPod:
     env: dict[str, str]
     comfy_command: ComfyCommand = standin_command
     agent_grace_s: float = 15.0
+    # What RunPod injects so a pod can call the API about itself (the emulator's URL and a key
+    # the emulator accepts for this pod only).
+    api_base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    # The pod's public ComfyUI port (the proxy's; RunPod maps 8188 to it) and ComfyUI's own,
+    # reachable from this machine only.
     comfy_port: int = field(default_factory=free_port)
+    comfy_internal_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -98,19 +111,37 @@ class LocalPod:
     def sync_enabled(self) -> bool:
         return truthy(self.env.get("ENABLE_R2_SYNC"))
 
+    @property
+    def lease_enabled(self) -> bool:
+        """start.sh's rule: a lease unless RP_POD_LEASE_S is 0, and R2 to read it from."""
+        try:
+            lease_s = float(self.env.get("RP_POD_LEASE_S") or DEFAULT_LEASE_S)
+        except ValueError:
+            return True  # the watcher itself reports the bad value
+        return lease_s > 0 and all(self.env.get(name) for name in R2_NAMES)
+
     def start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.input_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         process_env = self._process_env()
-        self._spawn(
-            "comfyui",
-            list(self.comfy_command(self.comfy_port, self.output_dir, self.input_dir, self.env)),
-            process_env,
+        comfy_argv = self.comfy_command(
+            self.comfy_internal_port, self.output_dir, self.input_dir, self.env
         )
+        self._spawn("comfyui", list(comfy_argv), process_env)
+        agent = agent_executable()
+        proxy_argv = [
+            agent,
+            "proxy",
+            "--listen",
+            f"127.0.0.1:{self.comfy_port}",
+            "--upstream",
+            f"127.0.0.1:{self.comfy_internal_port}",
+        ]
+        self._spawn("proxy", proxy_argv, process_env)
         if self.sync_enabled:
             argv = [
-                agent_executable(),
+                agent,
                 "sync",
                 "--watch-dir",
                 str(self.output_dir),
@@ -118,17 +149,26 @@ class LocalPod:
                 str(self.root / "agent-state"),
             ]
             self._spawn("agent", argv, process_env)
-        log.info("local pod %s started (ComfyUI on port %d)", self.pod_id, self.comfy_port)
+        if self.lease_enabled:
+            self._spawn("lease", [agent, "lease-watch"], process_env)
+        log.info(
+            "local pod %s started (ComfyUI behind the token proxy on port %d)",
+            self.pod_id,
+            self.comfy_port,
+        )
 
     def comfy_listening(self) -> bool:
-        proc = self.processes.get("comfyui")
-        if proc is None or proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", self.comfy_port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        """ComfyUI and the proxy in front of it both accept connections."""
+        for name, port in (("comfyui", self.comfy_internal_port), ("proxy", self.comfy_port)):
+            proc = self.processes.get(name)
+            if proc is None or proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    pass
+            except OSError:
+                return False
+        return True
 
     def comfy_exited(self) -> bool:
         proc = self.processes.get("comfyui")
@@ -160,6 +200,11 @@ class LocalPod:
     def _process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in _HOST_ENV_KEPT}
         env.update(self.env)
+        env.setdefault("RP_POD_LEASE_S", DEFAULT_LEASE_S)
+        if self.api_key:
+            env["RUNPOD_API_KEY"] = self.api_key
+        if self.api_base_url:
+            env["RUNPOD_API_BASE_URL"] = self.api_base_url
         env.update(
             {
                 "RUNPOD_POD_ID": self.pod_id,

@@ -1,4 +1,4 @@
-"""`rp-launch`: launch, wait for, terminate and list RunPod pods from a shell (seed 2's launcher).
+"""`rp-launch`: launch, wait for, open, terminate and list RunPod pods from a shell.
 
 Reads RUNPOD_API_KEY (and RUNPOD_API_BASE_URL, e.g. the devstack's; RUNPOD_API=graphql to use
 RunPod's GraphQL API instead of REST v2) from the environment.
@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.resources.runpod_client import (
     CLOUD_TYPES,
     COMFYUI_PORT,
@@ -32,6 +33,7 @@ from rp_pipeline.resources.runpod_client import (
     PodSpec,
     ReadyPod,
     RunPodClient,
+    port_url,
 )
 from rp_pipeline.resources.runpod_errors import (
     NoCapacityError,
@@ -121,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--terminate-on-timeout", action="store_true", help="terminate the pod if not ready"
     )
 
+    # No --json: its one output is a URL carrying the pod's token, kept out of machine output.
+    opener = sub.add_parser(
+        "open", help="print a browser URL for the pod's ComfyUI (carries the pod's token)"
+    )
+    opener.add_argument("pod_id")
+    opener.add_argument("-v", "--verbose", action="store_true", help="log API steps to stderr")
+
     terminate = sub.add_parser("terminate", parents=[common], help="terminate a pod (idempotent)")
     terminate.add_argument("pod_id")
 
@@ -139,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.json = args.json or args.json_first
+    args.json = getattr(args, "json", False) or args.json_first
     args.verbose = args.verbose or args.verbose_first
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -186,6 +195,11 @@ def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]
         env[key] = value
     if args.bid is not None and not args.interruptible:
         raise UsageError("--bid only applies with --interruptible")
+    # The pod's ComfyUI answers only this token; `rp-launch open` reads it back from the pod.
+    env.setdefault(POD_TOKEN_ENV, new_pod_token())
+    # No run renews a lease for a pod launched by hand: it runs until `rp-launch terminate`
+    # unless `--env RP_POD_LEASE_S=<seconds>` asks it to end itself.
+    env.setdefault("RP_POD_LEASE_S", "0")
     spec = PodSpec(
         image=args.image,
         gpu_types=args.gpus or list(DEFAULT_GPU_TYPES),
@@ -212,7 +226,7 @@ def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]
             client.terminate(pod.id)
             raise
         result["comfyui_url"] = ready.comfyui_url
-        _say(args, f"ready: ComfyUI at {ready.comfyui_url}")
+        _say(args, f"ready: ComfyUI at {ready.comfyui_url} (browser: rp-launch open {pod.id})")
     return result
 
 
@@ -220,6 +234,26 @@ def cmd_wait(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]:
     ready = _wait(client, args, args.pod_id, args.port, args.terminate_on_timeout)
     _say(args, f"ready: ComfyUI at {ready.comfyui_url}")
     return {"pod": ready.pod.summary(), "comfyui_url": ready.comfyui_url}
+
+
+def cmd_open(client: RunPodClient, args: argparse.Namespace) -> None:
+    if args.json:
+        raise UsageError("open has no --json form: its output carries the pod's token")
+    pod = client.get(args.pod_id)
+    if pod is None:
+        raise UsageError(f"pod {args.pod_id} does not exist (terminated?): `rp-launch list`")
+    token = pod_token(pod)
+    if token is None:
+        raise UsageError(
+            f"pod {pod.id} was launched without {POD_TOKEN_ENV}: its ComfyUI refuses every "
+            "request; launch a new pod with `rp-launch launch`"
+        )
+    url = port_url(pod.id, pod.runtime_ports, COMFYUI_PORT)
+    if url is None:
+        raise UsageError(f"pod {pod.id} has no ComfyUI port yet: `rp-launch wait {pod.id}`")
+    # Printed, never passed on a command line: the token stays out of shell history. The proxy
+    # swaps it for a cookie at once and drops it from the address bar.
+    print(f"{url}/?token={token}", flush=True)
 
 
 def cmd_terminate(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]:
@@ -276,6 +310,7 @@ def cmd_template(client: RunPodClient, args: argparse.Namespace) -> dict[str, An
 COMMANDS: dict[str, Callable[[RunPodClient, argparse.Namespace], Any]] = {
     "launch": cmd_launch,
     "wait": cmd_wait,
+    "open": cmd_open,
     "terminate": cmd_terminate,
     "list": cmd_list,
     "gpus": cmd_gpus,

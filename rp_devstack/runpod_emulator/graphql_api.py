@@ -148,6 +148,18 @@ def execute(state: EmulatorState, query: str, variables: dict[str, Any] | None) 
     return body
 
 
+def execute_for_pod(
+    state: EmulatorState, pod_id: str, query: str, variables: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A request made with a pod's own key: only that pod, only read/stop/terminate."""
+    root = _PodScopedRoot(state, pod_id)
+    result = graphql_sync(SCHEMA, query, root_value=root, variable_values=variables)
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [{"message": e.message, "path": e.path} for e in result.errors]
+    return body
+
+
 _LOGICAL = {
     "pod": "get_pod",
     "gpuTypes": "gpu_types",
@@ -236,6 +248,34 @@ class _Root:
 
     def saveTemplate(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return self.e.save_template(input)
+
+
+class _PodScopedRoot:
+    """GraphQL root for a pod-scoped key: its own pod's read, stop and terminate, nothing else."""
+
+    def __init__(self, state: EmulatorState, pod_id: str) -> None:
+        self.e = state
+        self.pod_id = pod_id
+
+    def _own(self, input: dict[str, Any] | None) -> str:
+        if (input or {}).get("podId") != self.pod_id:
+            raise GraphQLError(f"this API key is limited to pod {self.pod_id}")
+        return self.pod_id
+
+    def pod(self, _info: Any, input: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        pod = self.e.get_pod(self._own(input))
+        return pod_view(self.e, pod) if pod else None
+
+    def podStop(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        return pod_view(self.e, self.e.stop_pod(self._own(input)))
+
+    def podTerminate(self, _info: Any, input: dict[str, Any]) -> None:
+        self.e.terminate_pod(self._own(input))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise GraphQLError(f"this API key is limited to pod {self.pod_id}: {name} not allowed")
 
 
 def _runtime(state: EmulatorState, pod: EmulatedPod) -> dict[str, Any] | None:

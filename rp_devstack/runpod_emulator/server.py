@@ -89,6 +89,10 @@ class RunPodEmulator(EmulatorState):
         return graphql_api.execute(self, query, variables)
 
 
+# What a pod's own key may do over REST v2: read, act on (stop, terminate...) and delete its pod.
+POD_KEY_ROUTES = frozenset({"/v2/pods/{id}", "/v2/pods/{id}/action", "/v2/pods/{id}/logs"})
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: RunPodEmulator
     protocol_version = "HTTP/1.1"
@@ -129,9 +133,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _graphql(self, query_string: str, raw: bytes) -> None:
         self.emulator.count_request("POST /graphql")
         query_key = next(iter(parse_qs(query_string).get("api_key", [])), None)
-        if not self.emulator.authorized(self.headers.get("Authorization"), query_key):
-            self._text(401, "401 Unauthorized")
-            return
+        header = self.headers.get("Authorization")
+        scope = None  # None: the account's key; else the pod a pod-scoped key belongs to
+        if not self.emulator.authorized(header, query_key):
+            scope = self.emulator.pod_scope(header, query_key)
+            if scope is None:
+                self._text(401, "401 Unauthorized")
+                return
         try:
             payload = json.loads(raw or b"{}")
             query = payload["query"]
@@ -147,7 +155,12 @@ class _Handler(BaseHTTPRequestHandler):
                 429, b"Too Many Requests", "text/plain", {"Retry-After": str(fault.retry_after)}
             )
             return
-        body = self.emulator.execute(query, payload.get("variables"))
+        if scope is not None:
+            body = graphql_api.execute_for_pod(
+                self.emulator, scope, query, payload.get("variables")
+            )
+        else:
+            body = self.emulator.execute(query, payload.get("variables"))
         if fault and self._after_effect(fault):
             return
         self._json(200, body)
@@ -158,11 +171,17 @@ class _Handler(BaseHTTPRequestHandler):
         e = self.emulator
         op = e.contract.match(method, path)
         e.count_request(f"{method} {op.template if op else path}")
-        if not e.authorized(self.headers.get("Authorization"), None):
-            missing = not (self.headers.get("Authorization") or "").strip()
-            detail = "missing bearer token" if missing else "invalid bearer token"
-            self._answer(rest_v2.problem(401, detail))
-            return
+        header = self.headers.get("Authorization")
+        if not e.authorized(header, None):
+            scope = e.pod_scope(header, None)
+            if scope is None:
+                missing = not (header or "").strip()
+                detail = "missing bearer token" if missing else "invalid bearer token"
+                self._answer(rest_v2.problem(401, detail))
+                return
+            if op is None or op.template not in POD_KEY_ROUTES or op.path_params["id"] != scope:
+                self._answer(rest_v2.problem(403, f"this API key is limited to pod {scope}"))
+                return
         if op is None:
             allowed = e.contract.allowed_methods(path)
             if allowed:

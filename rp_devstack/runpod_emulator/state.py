@@ -138,6 +138,7 @@ class EmulatorState:
         self._volumes: dict[str, NetworkVolume] = {}
         self._templates: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
+        self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
         self._stock: dict[tuple[str, str], int] = {}
         self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self._requests: Counter[str] = Counter()
@@ -146,6 +147,11 @@ class EmulatorState:
     @property
     def api_key(self) -> str:
         return self._api_key
+
+    @property
+    def base_url(self) -> str:
+        """Where the APIs are served (the server knows); pods get it as RUNPOD_API_BASE_URL."""
+        return "(not started)"
 
     # ---------------------------------------------------------------- setup and admin
 
@@ -216,10 +222,27 @@ class EmulatorState:
             self._requests.clear()
 
     def authorized(self, header: str | None, query_key: str | None) -> bool:
-        presented = query_key
-        if header and header.lower().startswith("bearer "):
-            presented = header[7:].strip()
+        presented = presented_key(header, query_key)
         return bool(presented) and secrets.compare_digest(presented or "", self._api_key)
+
+    def pod_scope(self, header: str | None, query_key: str | None) -> str | None:
+        """Like RunPod, every pod gets an API key good for that pod only (`RUNPOD_API_KEY` in
+        its env): the pod such a key belongs to, or None when the key is not one."""
+        presented = presented_key(header, query_key) or ""
+        with self._lock:
+            for key, pod_id in self._pod_keys.items():
+                if secrets.compare_digest(presented, key):
+                    return pod_id
+        return None
+
+    def _pod_key(self, pod_id: str) -> str:
+        """The pod's own key (one per pod, kept across stop/resume). Called with the lock held."""
+        for key, owner in self._pod_keys.items():
+            if owner == pod_id:
+                return key
+        key = f"pod-{pod_id}-{secrets.token_urlsafe(24)}"
+        self._pod_keys[key] = pod_id
+        return key
 
     def crash_pod(self, pod_id: str) -> None:
         """The pod's container dies: processes killed at once, desiredStatus EXITED."""
@@ -515,6 +538,8 @@ class EmulatorState:
             env=self._resolve_secrets(pod.env),
             comfy_command=self.comfy_command,
             agent_grace_s=self.agent_grace_s,
+            api_base_url=self.base_url,
+            api_key=self._pod_key(pod.id),
         )
         try:
             pod.local.start()
@@ -586,3 +611,10 @@ def new_id() -> str:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def presented_key(header: str | None, query_key: str | None) -> str | None:
+    """The API key of a request: `Authorization: Bearer KEY`, else `?api_key=KEY`."""
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return query_key

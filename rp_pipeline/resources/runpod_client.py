@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from rp_pipeline.resources.pod_token import pod_token
 from rp_pipeline.resources.runpod_backend import CAPACITY_MARKER, RunPodBackend, make_backend
 from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
@@ -379,11 +380,14 @@ class RunPodClient:
         deadline_s: float = 300.0,
         terminate_on_timeout: bool = True,
         on_state: Callable[[str], None] | None = None,
+        token: str | None = None,
     ) -> ReadyPod:
         """Poll until the pod runs, maps `port`, and ComfyUI answers `GET /system_stats`.
 
-        Fails fast on EXITED/TERMINATED. On timeout or exit the pod is terminated unless
-        `terminate_on_timeout` is False (a dead or late pod only costs money).
+        ComfyUI sits behind the pod's token proxy: the probe sends `token`, by default the one
+        in the pod's env (RP_POD_TOKEN). Fails fast on EXITED/TERMINATED. On timeout or exit
+        the pod is terminated unless `terminate_on_timeout` is False (a dead or late pod only
+        costs money).
         """
         deadline = time.monotonic() + deadline_s
         state = ""
@@ -403,7 +407,8 @@ class RunPodClient:
                 if pod.status in DEAD_STATUSES or pod.desired_status in GONE_STATUSES:
                     reason = f"it is {pod.status or pod.desired_status} before ComfyUI answered"
                     self._give_up(pod_id, reason + self._log_tail(pod_id), terminate_on_timeout)
-                if pod.desired_status == "RUNNING" and url and _comfy_answers(url):
+                probe_token = token or pod_token(pod)
+                if pod.desired_status == "RUNNING" and url and _comfy_answers(url, probe_token):
                     log.info("pod %s ready: ComfyUI at %s", pod_id, url)
                     return ReadyPod(pod=pod, comfyui_url=url)
             if new_state != state:
@@ -615,10 +620,11 @@ def _describe(pod: Pod, url: str | None, port: int) -> str:
     return f"RUNNING, waiting for ComfyUI at {url}"
 
 
-def _comfy_answers(url: str) -> bool:
+def _comfy_answers(url: str, token: str | None = None) -> bool:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     for path in ("/system_stats", "/queue"):
         try:
-            if requests.get(url + path, timeout=5).status_code == 200:
+            if requests.get(url + path, headers=headers, timeout=5).status_code == 200:
                 return True
         except requests.RequestException:
             return False

@@ -78,16 +78,20 @@ def test_prd_env_defaults_and_no_baked_credentials() -> None:
     assert env["ENABLE_TURBODIFFUSION"] == "false"
     assert env["GPU_TIER"] == "auto"
     assert "WAN_720P" in env
+    assert env["RP_POD_LEASE_S"] == "300"  # a pod no live run renews ends itself
     assert env["R2_ENDPOINT"] == ""  # the account id never ships in the image
     secretish = [k for k in env if re.search(r"KEY|SECRET|TOKEN|PASSWORD", k)]
     assert secretish == []
     assert "r2.cloudflarestorage.com" not in DOCKERFILE.read_text()
 
 
-def test_healthcheck_probes_comfyui_system_stats() -> None:
+def test_healthcheck_probes_comfyui_system_stats_behind_the_proxy() -> None:
     [health] = [args for name, args in instructions() if name == "HEALTHCHECK"]
     assert "curl -fsS" in health
-    assert "127.0.0.1:${COMFYUI_PORT:-8188}/system_stats" in health
+    # ComfyUI's own loopback port: the public one wants the pod's token.
+    assert "127.0.0.1:${COMFYUI_INTERNAL_PORT:-8189}/system_stats" in health
+    assert env_defaults()["COMFYUI_INTERNAL_PORT"] == "8189"
+    assert env_defaults()["COMFYUI_PORT"] == "8188"
 
 
 def test_entrypoint_is_start_sh_and_ports_exposed() -> None:
@@ -157,7 +161,7 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
         cwd=context, env=env, check=True, capture_output=True,
     )  # fmt: skip
     pinned = {line.split("==")[0] for line in requirements.read_text().splitlines() if "==" in line}
-    assert {"boto3", "watchdog", "rich"} <= pinned
+    assert {"boto3", "watchdog", "rich", "aiohttp"} <= pinned
     assert not pinned & {"dagster", "runpod", "moto", "pytest"}  # the pod gets the agent only
     assert "--hash=sha256:" in requirements.read_text()
 

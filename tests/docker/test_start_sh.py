@@ -1,6 +1,8 @@
 """docker/start.sh run for real as a process tree: a stand-in ComfyUI (main.py answering
-/system_stats), a stand-in `rp-agent` on PATH, the real download_models.sh with an empty
-manifest. Checks ordering, agent supervision, signal forwarding and that secrets never print.
+/system_stats), a stand-in `rp-agent` on PATH whose `proxy` command is the real token proxy,
+the real download_models.sh with an empty manifest. Checks ordering, agent supervision, signal
+forwarding, that ComfyUI is reachable only through the proxy with the pod's token, and that
+secrets never print.
 
 A stop can reach a pod at any moment, so it is sent in every phase (model download, the agent's
 restart backoff, the agent running) and each time start.sh must exit cleanly within the stop
@@ -16,8 +18,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from rp_devstack.ports import free_port
+from rp_pipeline.resources.pod_token import new_pod_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = REPO_ROOT / "docker" / "start.sh"
@@ -35,6 +40,8 @@ START = REPO_ROOT / "docker" / "start.sh"
 STOP_GRACE_S = 30
 SECRET = "r2-secret-value-should-never-print"
 KEY_ID = "r2-key-id-should-never-print"
+TOKEN = new_pod_token()
+RUNPOD_KEY = "pod-scoped-key-should-never-print"
 
 FAKE_COMFY = """
 import http.server, signal, sys, pathlib
@@ -64,6 +71,13 @@ server.serve_forever()
 # runs die ("always": every one).
 FAKE_AGENT = """#!/usr/bin/env bash
 log="{events}"
+case "$1" in
+    proxy) exec "{python}" -m rp_agent.cli "$@" ;;
+    lease-watch)
+        echo "lease-start $* pod=$RUNPOD_POD_ID" >> "$log"
+        trap 'echo lease-stopped >> "$log"; exit 0' TERM
+        while true; do sleep 0.1; done ;;
+esac
 runs_file="{state}/runs"
 runs=$(( $(cat "$runs_file" 2>/dev/null || echo 0) + 1 ))
 echo "$runs" > "$runs_file"
@@ -123,6 +137,7 @@ class Pod:
     process: subprocess.Popen[str]
     events: Path
     port: int
+    internal_port: int
     output_dir: Path
     marker: str
 
@@ -148,12 +163,21 @@ class Pod:
         out = self.process.stdout.read() if self.process.poll() is not None else ""  # type: ignore[union-attr]
         pytest.fail(f"{what} did not happen; events={self.event_lines()} output={out}")
 
-    def comfy_answers(self) -> bool:
+    def comfy_answers(self, token: str | None = TOKEN) -> bool:
+        """ComfyUI answers through the public port (the proxy) to a holder of `token`."""
+        return self.public_status(token) == 200
+
+    def public_status(self, token: str | None) -> int | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/system_stats")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/system_stats", timeout=1):
-                return True
+            with urllib.request.urlopen(request, timeout=1) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
         except OSError:
-            return False
+            return None
 
 
 @pytest.fixture
@@ -168,7 +192,7 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
         agent = bin_dir / "rp-agent"
-        agent.write_text(FAKE_AGENT.format(events=events, state=tmp_path))
+        agent.write_text(FAKE_AGENT.format(events=events, state=tmp_path, python=sys.executable))
         agent.chmod(0o755)
         fake_sleep = bin_dir / "sleep"
         fake_sleep.write_text(FAKE_SLEEP.format(events=events, sleep=shutil.which("sleep")))
@@ -176,6 +200,7 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
         manifest = tmp_path / "manifest.txt"
         manifest.write_text("")
         port = free_port()
+        internal_port = free_port()
         data_dir = tmp_path / "data"
         marker = f"RP_START_SH_TEST={uuid.uuid4().hex}"
         env = {
@@ -187,6 +212,8 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
             "COMFYUI_DIR": str(comfy_dir),
             "COMFYUI_DATA_DIR": str(data_dir),
             "COMFYUI_PORT": str(port),
+            "COMFYUI_INTERNAL_PORT": str(internal_port),
+            "RP_POD_TOKEN": TOKEN,
             "COMFYUI_ARGS": comfy_args,
             "RP_AGENT_STATE_DIR": str(tmp_path / "agent-state"),
             "MODELS_MANIFEST": str(manifest),
@@ -205,7 +232,7 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
             text=True,
             preexec_fn=default_signals_own_session,
         )
-        pod = Pod(process, events, port, data_dir / "output", marker)
+        pod = Pod(process, events, port, internal_port, data_dir / "output", marker)
         started.append(pod)
         return pod
 
@@ -265,7 +292,8 @@ def test_sigterm_stops_comfyui_then_flushes_the_restarted_agent(start_pod) -> No
     assert "R2_SECRET_ACCESS_KEY: set" in out
     assert "R2_ACCESS_KEY_ID: set" in out
     assert "CIVITAI_API_KEY: not set" in out
-    for value in (SECRET, KEY_ID, "acct-id"):
+    assert "RP_POD_TOKEN: set" in out
+    for value in (SECRET, KEY_ID, "acct-id", TOKEN):
         assert value not in out
 
 
@@ -371,3 +399,64 @@ def test_sigterm_during_the_agent_restart_backoff(start_pod) -> None:
     assert "comfy-stopped" in events
     # The backoff was still running: the agent had started once, and was not started again.
     assert sum(line.startswith("agent-start") for line in events) == 1
+
+
+def test_comfyui_listens_on_loopback_behind_the_token_proxy(start_pod) -> None:
+    pod = start_pod()
+    pod.wait_for(pod.comfy_answers, "ComfyUI answering through the proxy")
+
+    assert pod.public_status(None) == 401
+    assert pod.public_status(new_pod_token()) == 401
+    [comfy_start] = [line for line in pod.event_lines() if line.startswith("comfy-start")]
+    assert f"--listen 127.0.0.1 --port {pod.internal_port} " in comfy_start
+
+    status, out = stop(pod)  # also fails if the proxy outlived the stop
+
+    assert status == 0, out
+    assert out.index("stopping ComfyUI") < out.index("stopping the token proxy")
+    assert out.index("stopping the token proxy") < out.index("stopping rp-agent")
+    assert TOKEN not in out
+
+
+def test_a_pod_without_token_refuses_everyone(start_pod) -> None:
+    pod = start_pod({"RP_POD_TOKEN": ""})
+    pod.wait_for(lambda: pod.public_status(None) == 503, "the proxy refusing")
+    assert pod.public_status("anything-at-all-long-enough") == 503
+
+    _, out = stop(pod)
+
+    assert "RP_POD_TOKEN not set: the ComfyUI port refuses every request" in out
+    assert any(line.startswith("comfy-start") for line in pod.event_lines())
+
+
+def test_lease_watcher_runs_when_the_pod_can_end_itself(start_pod) -> None:
+    pod = start_pod({"RUNPOD_POD_ID": "pod123abc", "RUNPOD_API_KEY": RUNPOD_KEY})
+    pod.wait_for(lambda: "lease-start lease-watch pod=pod123abc" in pod.event_lines(), "watcher")
+
+    status, out = stop(pod)
+
+    assert status == 0, out
+    assert "lease-stopped" in pod.event_lines()
+    assert "RP_POD_LEASE_S=300" in out  # the image's default lease
+    assert "RUNPOD_API_KEY: set" in out and RUNPOD_KEY not in out
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"RP_POD_LEASE_S": "0"}, "RP_POD_LEASE_S=0: no lease, this pod runs until it is stopped"),
+        ({"RP_POD_LEASE_S": "5m"}, "RP_POD_LEASE_S=5m is not whole seconds"),
+        (
+            {"RUNPOD_POD_ID": "", "RUNPOD_API_KEY": ""},
+            "RUNPOD_POD_ID RUNPOD_API_KEY not set: lease watcher NOT started",
+        ),
+    ],
+)
+def test_lease_watcher_not_started_says_why(start_pod, env: dict[str, str], reason: str) -> None:
+    pod = start_pod({"RUNPOD_POD_ID": "pod123abc", "RUNPOD_API_KEY": RUNPOD_KEY, **env})
+    pod.wait_for(pod.comfy_answers, "ComfyUI answering")
+
+    _, out = stop(pod)
+
+    assert reason in out
+    assert not [line for line in pod.event_lines() if line.startswith("lease-start")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
 from rp_pipeline.resources.runpod import PodSpec
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
@@ -10,7 +11,10 @@ GPU_L40S = "NVIDIA L40S"
 
 
 def spec(**overrides: object) -> PodSpec:
+    """A pod spec whose env carries a fresh pod token (as every launcher puts there: without
+    one the pod's proxy refuses every request, readiness probes included) plus `env=`."""
     base = PodSpec(image="local/comfyui:test", gpu_types=[GPU_4090])
     for key, value in overrides.items():
         setattr(base, key, value)
+    base.env = {POD_TOKEN_ENV: new_pod_token(), **base.env}
     return base

@@ -12,6 +12,7 @@ from runpod_helpers import GPU_4090, GPU_A6000, GPU_L40S, spec
 
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import NETWORK_VOLUME_ID
+from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, pod_token
 from rp_pipeline.resources.runpod import (
     NoCapacityError,
     PodLaunchError,
@@ -112,8 +113,22 @@ def test_ready_only_when_comfyui_answers_not_on_desired_status(client, runpod_em
         "PROVISIONING (RunPod is allocating the machine)",  # REST v2
     )
     assert ready.comfyui_url.startswith("http://127.0.0.1:")
-    assert requests.get(ready.comfyui_url + "/system_stats", timeout=5).status_code == 200
+    # The probe got through the pod's proxy with the token from the pod's env; nobody else does.
+    token = pod_token(ready.pod)
+    assert token is not None
+    auth = {"Authorization": f"Bearer {token}"}
+    assert requests.get(ready.comfyui_url + "/system_stats", headers=auth, timeout=5).ok
+    assert requests.get(ready.comfyui_url + "/system_stats", timeout=5).status_code == 401
     client.terminate(pod.id)
+
+
+def test_a_pod_without_token_never_becomes_ready(client, runpod_emulator) -> None:
+    bare = spec()
+    bare.env.pop(POD_TOKEN_ENV)
+    pod = client.launch(bare, RUN_ID)
+    with pytest.raises(PodNotReadyError, match="waiting for ComfyUI") as info:
+        client.wait_until_ready(pod.id, deadline_s=8)
+    assert info.value.terminated
 
 
 def test_timeout_terminates_the_pod(client, runpod_emulator) -> None:

@@ -12,6 +12,9 @@ from runpod_helpers import GPU_4090, GPU_L40S
 
 from rp_devstack.runpod_emulator import CAPACITY_MESSAGE, RunPodEmulator
 from rp_devstack.stack import NETWORK_VOLUME_ID
+from rp_pipeline.resources.pod_token import new_pod_token
+
+TOKEN = new_pod_token()
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def test_sdk_pod_lifecycle(sdk: RunPodEmulator) -> None:
         GPU_L40S,
         ports="8188/http,22/tcp",
         network_volume_id=NETWORK_VOLUME_ID,
-        env={"ENABLE_R2_SYNC": "false"},
+        env={"ENABLE_R2_SYNC": "false", "RP_POD_TOKEN": TOKEN},
     )
     pod_id = created["id"]
     assert created["imageName"] == "local/comfyui:test"
@@ -48,8 +51,10 @@ def test_sdk_pod_lifecycle(sdk: RunPodEmulator) -> None:
         time.sleep(0.2)
     (mapping,) = pod["runtime"]["ports"]
     assert mapping["privatePort"] == 8188 and mapping["isIpPublic"] is True
-    stats = requests.get(f"http://{mapping['ip']}:{mapping['publicPort']}/system_stats", timeout=5)
+    url = f"http://{mapping['ip']}:{mapping['publicPort']}/system_stats"
+    stats = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert stats.status_code == 200
+    assert requests.get(url, timeout=5).status_code == 401  # the pod's proxy wants its token
 
     assert [p["id"] for p in runpod.get_pods()] == [pod_id]
     assert runpod.stop_pod(pod_id)["desiredStatus"] == "EXITED"
