@@ -130,6 +130,9 @@ def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[s
         "R2_BUCKET": r2.bucket,
         "R2_PREFIX": r2.prefix,
         "DAGSTER_RUN_ID": run_id,
+        # The pod's own boot lease matches the run's, so a run that dies before its first
+        # renewal still ends its pods this soon.
+        "RP_POD_LEASE_S": str(int(settings.pod_lease_s)),
         **settings.extra_pod_env,
     }
     for name, secret in settings.pod_secret_refs.items():
