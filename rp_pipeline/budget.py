@@ -244,6 +244,11 @@ class RunBudget:
             self._check(need, f"the next video (${per_video:.2f})")
             self._prompts_in_flight += 1
 
+    def already_in_flight(self, n: int) -> None:
+        """Count prompts an earlier op of the run submitted (they were checked then)."""
+        with self._lock:
+            self._prompts_in_flight += max(0, n)
+
     def finish_prompt(self) -> None:
         with self._lock:
             self._prompts_in_flight = max(0, self._prompts_in_flight - 1)

@@ -18,7 +18,8 @@ def pod_seconds(state: BatchState, pod: PodInfo, until: float | None = None) -> 
         if state.served_by.get(key) == pod.pod_id
     )
     shares: dict[str, float] = {}
-    previous = pod.launched_at
+    # An adopted pod's idle time is settled apart (pod_idle_cost_usd), not in a video's share.
+    previous = pod.launched_at + pod.adopted_idle_s
     for visible_at, key in landed:
         shares[key] = max(0.0, visible_at - previous)
         previous = max(previous, visible_at)
@@ -33,7 +34,8 @@ def billed_seconds(pod: PodInfo, now: float) -> float:
 
 
 def settled_costs(state: BatchState, now: float) -> dict[str, float]:
-    """USD per partition such that they add up to the billed cost of every pod of the run.
+    """USD per partition such that they add up to the billed busy cost of every pod of the run
+    (an adopted pod's idle time is settled apart, as pod_idle_cost_usd).
 
     A pod that produced no video (never ready, died before its first video, idle) is paid for
     by its failed partitions, or else spread evenly over the run's partitions."""
@@ -43,6 +45,7 @@ def settled_costs(state: BatchState, now: float) -> dict[str, float]:
         billed = billed_seconds(pod, now)
         rate = pod.cost_per_hr / 3600.0
         shares = pod_seconds(state, pod, until=pod.launched_at + billed)
+        billed = max(0.0, billed - pod.adopted_idle_s)
         if shares:
             for key, seconds in shares.items():
                 costs[key] += seconds * rate

@@ -28,12 +28,21 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_pipeline.ops.harvest import inspect_video, is_video_output, locate_output
+from rp_pipeline.budget import BudgetExceeded
+from rp_pipeline.ops.harvest import (
+    Located,
+    head_from_receipt,
+    inspect_video,
+    is_video_output,
+    locate_output,
+)
 from rp_pipeline.ops.lease import LeaseKeeper
+from rp_pipeline.ops.pay_less import receipt_for_prefix
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import PodSlots
 from rp_pipeline.ops.state import BatchState, PodInfo, Submitted, VideoRecord
 from rp_pipeline.ops.teardown import terminate_confirmed
+from rp_pipeline.pod_market import PodMarket, launch_on_market, was_preempted
 from rp_pipeline.resources.comfyui import (
     ComfyUIClient,
     ComfyUIError,
@@ -49,6 +58,13 @@ from rp_pipeline.resources.runpod_errors import (
     RunPodAuthError,
     RunPodError,
     UnknownGpuError,
+)
+from rp_pipeline.warm_pods import (
+    claim_idle_pod,
+    evict_idle_pod,
+    fleet_usage,
+    needs_of,
+    release_to_idle,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +145,7 @@ class Fleet:
     stop: threading.Event = field(default_factory=threading.Event)
     live_workers: int = 0
     replacements_left: int = 0
+    budget: Any = None  # rp_pipeline.budget.RunBudget: asked before each prompt (None: no cap)
 
     def emit(self, kind: str, pod_id: str, **kw: Any) -> None:
         self.events.put(Event(kind, pod_id, **kw))
@@ -219,7 +236,27 @@ class PodWorker(threading.Thread):
                 self._fail(key, f"{type(exc).__name__}: {exc}")
             if self.in_flight and self.in_flight[0] == key:
                 self.in_flight.popleft()
+                self._prompt_done()
         self._leave()
+
+    def _prompt_done(self) -> None:
+        if self.fleet.budget is not None:
+            self.fleet.budget.finish_prompt()
+
+    def _budget_allows(self, key: str) -> bool:
+        """Count the prompt against the run's budget; once the cap is reached, fail it and
+        every prompt still queued with the budget's reason (no pod takes them any more)."""
+        if self.fleet.budget is None:
+            return True
+        try:
+            self.fleet.budget.start_prompt(self.pod.cost_per_hr)
+            return True
+        except BudgetExceeded as exc:
+            with self.fleet.lock:
+                rest = [key, *self.fleet.todo]
+                self.fleet.todo.clear()
+            self._fail_all(rest, str(exc))
+            return False
 
     def _top_up(self) -> None:
         """Queue prompts until PROMPTS_PER_POD are on the pod (or the shared queue is empty)."""
@@ -228,13 +265,17 @@ class PodWorker(threading.Thread):
                 if not self.fleet.todo:
                     return
                 key = self.fleet.todo.popleft()
+            if not self._budget_allows(key):
+                return
             try:
                 self._submit(key)
             except PodDied:
+                self._prompt_done()
                 with self.fleet.lock:
                     self.fleet.todo.appendleft(key)
                 raise
             except Exception as exc:
+                self._prompt_done()
                 self._fail(key, f"ComfyUI refused the prompt: {type(exc).__name__}: {exc}")
 
     def _submit(self, key: str) -> None:
@@ -259,6 +300,7 @@ class PodWorker(threading.Thread):
         if result is None:
             return
         self.in_flight.popleft()
+        self._prompt_done()
         died: PodDied | None = None
         try:
             self._top_up()  # the next prompt is queued before we spend time on R2
@@ -405,7 +447,7 @@ class PodWorker(threading.Thread):
         True when this worker carries on with a new pod."""
         dead = self.pod
         dead.failure = why
-        unfinished = list(self.in_flight)
+        unfinished = self._salvage(dead, list(self.in_flight))
         self.in_flight.clear()
         self.fleet.say(
             dead.pod_id,
@@ -452,20 +494,94 @@ class PodWorker(threading.Thread):
         self.fleet.say(new.pod_id, f"replacement for {dead.pod_id} ready")
         return True
 
+    def _salvage(self, dead: PodInfo, keys: list[str]) -> list[str]:
+        """The dead pod's prompts that must run again. One whose video the pod's agent already
+        put in R2 is collected from its receipt instead (never generated twice); each moved
+        off a pod RunPod took back is marked preempted."""
+        for _ in keys:
+            self._prompt_done()
+        state = self.fleet.state
+        try:
+            preempted = was_preempted(self.client, dead.pod_id, dead.interruptible)
+        except Exception:
+            preempted = False
+        rerun = []
+        for key in keys:
+            if preempted:
+                state.preempted[key] = dead.pod_id
+            try:
+                receipt = (
+                    receipt_for_prefix(self.r2, dead.pod_id, state.video(key).filename_prefix)
+                    if self.fleet.settings.enable_r2_sync
+                    else None
+                )
+            except Exception:
+                receipt = None
+            if receipt is None:
+                rerun.append(key)
+                continue
+            sub = state.submitted[key]
+            located = Located(head_from_receipt(receipt), receipt.upload_done, "agent", receipt)
+            record = inspect_video(
+                r2=self.r2, located=located, partition_key=key, prompt_id=sub.prompt_id,
+                generation_time_s=None, queue_wait_s=None,
+            )  # fmt: skip
+            self.fleet.say(dead.pod_id, f"{key}: its video reached R2 before the pod died")
+            self.fleet.emit("video", dead.pod_id, partition_key=key, record=record)
+        return rerun
+
     def _terminate(self, pod: PodInfo) -> None:
         if pod.terminated_at is not None and pod.terminate_confirmed:
             return
         terminate_confirmed(self.client, pod, self.fleet.settings.terminate_confirm_s)
+        if self.fleet.budget is not None:
+            self.fleet.budget.pod_stopped(pod.pod_id, at=pod.terminated_at)
         self.leases.release(pod.pod_id)
         if self.slots is not None and pod.slot_key and pod.terminate_confirmed:
             # An unconfirmed pod keeps its slot: it may still be running.
             self.slots.free(pod.slot_key)
 
     def _end_pod(self) -> None:
-        self._terminate(self.pod)
-        state = "confirmed" if self.pod.terminate_confirmed else "UNCONFIRMED (may still bill)"
-        self.fleet.say(self.pod.pod_id, f"terminated ({state})")
+        if self._keep_warm():
+            idle_s = self.fleet.state.plan.idle_s
+            self.fleet.say(self.pod.pod_id, f"idle for the next run for up to {idle_s:.0f} s")
+        else:
+            self._terminate(self.pod)
+            state = "confirmed" if self.pod.terminate_confirmed else "UNCONFIRMED (may still bill)"
+            self.fleet.say(self.pod.pod_id, f"terminated ({state})")
         self.fleet.emit("pod_end", self.pod.pod_id)
+
+    def _keep_warm(self) -> bool:
+        """Release a healthy pod to idle (RP_POD_IDLE_S > 0) instead of terminating it: its
+        lease turns idle, the pod-side watcher ends it when nobody adopts it in time. This
+        run's bill for it ends here, and it gives back its run slot (idle pods are counted
+        against RP_MAX_PODS from RunPod's pod list and their leases instead)."""
+        plan, pod = self.fleet.state.plan, self.pod
+        if plan is None or plan.idle_s <= 0 or pod.failure or pod.terminated_at is not None:
+            return False
+        if self.fleet.stop.is_set():
+            return False
+        self.leases.forget(pod.pod_id)  # a late renewal would undo the release
+        try:
+            needs = needs_of(
+                self.client, self.client.get(pod.pod_id), self.runpod.image,
+                self.runpod.network_volume_id,
+            )  # fmt: skip
+            kept = release_to_idle(
+                self.r2.client, self.r2.bucket, pod.pod_id, self.fleet.state.run_id, needs,
+                plan.idle_s, prefix=self.r2.prefix,
+            )  # fmt: skip
+        except Exception as exc:
+            self.fleet.say(pod.pod_id, f"could not keep the pod warm ({exc}); terminating it")
+            kept = False
+        if not kept:
+            return False
+        pod.terminated_at, pod.terminate_confirmed, pod.kept_warm = time.time(), True, True
+        if self.fleet.budget is not None:
+            self.fleet.budget.pod_stopped(pod.pod_id, at=pod.terminated_at)
+        if self.slots is not None and pod.slot_key:
+            self.slots.free(pod.slot_key)
+        return True
 
 
 class Progress:
@@ -505,6 +621,8 @@ class Launcher:
     leases: LeaseKeeper
     base_env: dict[str, str]
     batch_size: int
+    plan: Any = None  # rp_pipeline.ops.pay_less.RunPlan (None: on-demand, no warm pods)
+    budget: Any = None  # rp_pipeline.budget.RunBudget, asked before each new pod
 
     def label(self, slot: str, attempt: int = 0) -> str:
         return f"x{self.batch_size}-{slot}" + (f"-r{attempt}" if attempt else "")
@@ -514,13 +632,20 @@ class Launcher:
         is looked for by its name once the API answers again and adopted if it exists; only
         when no pod carries the name is the create tried again (never a blind duplicate)."""
         client = self.runpod.get_client()
+        market = self.plan.market if self.plan is not None else PodMarket()
+        if self.budget is not None:  # BudgetExceeded: no new pod, the caller says why
+            self.budget.check_new_pod(self.plan.price)
+        adopted = self._adopt(client, slot)
+        if adopted is not None:
+            return adopted
+        self._make_room(client)
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
         spec = self.runpod.pod_spec(env=env, name=label)
         for tries_left in range(CREATE_TRIES - 1, -1, -1):
             launched_at = time.time()
             try:
-                pod = client.launch(spec, self.run_id)
+                pod = launch_on_market(client, spec, self.run_id, market)
                 break
             except RunPodError as exc:
                 if isinstance(exc, (NoCapacityError, UnknownGpuError, RunPodAuthError)):
@@ -543,9 +668,54 @@ class Launcher:
             launched_at=launched_at,
             slot_key=slot,
             client_id=uuid.uuid4().hex,
+            # interruptible-fallback may have rented on-demand; an EXITED on-demand pod is then
+            # counted as preempted too, which only adds the flag to its moved prompts.
+            interruptible=market.spot,
         )
         self.leases.hold(pod.id)
         return info
+
+    def _adopt(self, client: Any, slot: str) -> PodInfo | None:
+        """Claim an idle pod of an earlier run that fits (it skips the boot); the claim is
+        this run's lease, which the LeaseKeeper takes over and renews from here."""
+        r2 = self.leases.r2
+        try:
+            claim = claim_idle_pod(
+                client, r2.client, r2.bucket, self.run_id,
+                image=self.runpod.image, gpu_types=self.runpod.gpu_types,
+                volume=self.runpod.network_volume_id, lease_s=self.leases.lease_s,
+                prefix=r2.prefix,
+            )  # fmt: skip
+        except Exception as exc:  # no adoption is never worse than a cold launch
+            log.warning("could not look for an idle pod to adopt (%s); launching one", exc)
+            return None
+        if claim is None:
+            return None
+        pod = claim.pod
+        self.leases.hold(pod.id)
+        return PodInfo(
+            pod_id=pod.id,
+            name=pod.name,
+            gpu_type=str(pod.gpu_type or ""),
+            cost_per_hr=float(pod.cost_per_hr or 0.0),
+            launched_at=claim.claimed_at - claim.idle_s,
+            slot_key=slot,
+            client_id=uuid.uuid4().hex,
+            interruptible=self.plan is not None and self.plan.market.spot,
+            adopted_idle_s=claim.idle_s,
+            adopted_from_run=claim.previous_run_id,
+        )
+
+    def _make_room(self, client: Any) -> None:
+        """Idle pods count against RP_MAX_PODS (they hold no run slot): when they fill it,
+        end one so the new pod stays within the limit."""
+        r2 = self.leases.r2
+        try:
+            usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
+            if usage.idle and usage.pods >= self.settings.max_live_pods:
+                evict_idle_pod(client, r2.client, r2.bucket, self.run_id, r2.prefix)
+        except Exception as exc:
+            log.warning("could not count idle pods against RP_MAX_PODS (%s)", exc)
 
     def _find_lost_create(self, client: Any, label: str, wait_s: float = 60.0) -> Any:
         """The pod called `dagster-<run8>-<label>-...`, once the pod list answers again."""

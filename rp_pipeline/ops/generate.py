@@ -37,6 +37,7 @@ from dagster import (
 from pydantic import Field
 
 from rp_agent.keys import filename_prefix
+from rp_pipeline.budget import DEFAULT_VIDEO_S, BudgetExceeded, BudgetSettings, RunBudget
 from rp_pipeline.ops.cost import pod_seconds, settled_costs
 from rp_pipeline.ops.fleet import (
     PROMPTS_PER_POD,
@@ -49,7 +50,8 @@ from rp_pipeline.ops.fleet import (
     terminate_confirmed,
 )
 from rp_pipeline.ops.lease import LeaseKeeper
-from rp_pipeline.ops.metadata import settled_metadata, video_metadata
+from rp_pipeline.ops.metadata import preempted_metadata, settled_metadata, video_metadata
+from rp_pipeline.ops.pay_less import plan_run
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
 from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
@@ -188,6 +190,20 @@ def fleet_size(n_videos: int, settings: GenerationSettings, by_cost: int) -> int
     )
 
 
+def run_budget(state: BatchState) -> RunBudget:
+    """The run's budget, rebuilt in each op from the plan; every pod of the run bills it."""
+    budget: RunBudget = (
+        state.plan.budget()
+        if state.plan is not None
+        else RunBudget(BudgetSettings(), spent_today_usd=0.0, video_seconds=DEFAULT_VIDEO_S)
+    )
+    for pod in state.pods.values():
+        budget.pod_started(pod.pod_id, pod.cost_per_hr, at=pod.launched_at)
+        if pod.terminated_at is not None:
+            budget.pod_stopped(pod.pod_id, at=pod.terminated_at)
+    return budget
+
+
 def _slots(context: OpExecutionContext, settings: GenerationSettings) -> PodSlots:
     return PodSlots(context.instance, context.run_id, settings.max_live_pods)
 
@@ -244,6 +260,12 @@ def launch_pod(
             f"${settings.max_total_cost_per_hr:.2f}/h cap (RP_MAX_TOTAL_COST_PER_HR)"
         )
     want = fleet_size(n, settings, by_cost)
+    catalog = patiently(client.gpu_types, "reading GPU prices")
+    state.plan = plan_run(
+        context.instance, catalog, list(runpod.gpu_types), runpod.cloud_type,
+        videos=n, pods=want, fallback_price=float(runpod.max_cost_per_hr or 0.0),
+    )  # fmt: skip
+    budget = run_budget(state)
     slots = _slots(context, settings)
     waited = {"at": 0.0}
 
@@ -271,6 +293,8 @@ def launch_pod(
         leases=leases,
         base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
         batch_size=n,
+        plan=state.plan,
+        budget=budget,
     )
     errors: dict[str, str] = {}
     with leases, fleet_teardown(context, client, state, settings, leases):
@@ -278,9 +302,13 @@ def launch_pod(
             for slot, result in in_parallel(claimed, launcher.launch):
                 if isinstance(result, PodInfo):
                     state.pods[result.pod_id] = result
+                    how = (
+                        f"adopted warm pod {result.pod_id} (idle {result.adopted_idle_s:.0f} s)"
+                        if result.adopted_from_run
+                        else f"launched pod {result.pod_id}"
+                    )
                     context.log.info(
-                        f"launched pod {result.pod_id} ({result.gpu_type}, "
-                        f"${result.cost_per_hr}/h) in slot {slot}"
+                        f"{how} ({result.gpu_type}, ${result.cost_per_hr}/h) in slot {slot}"
                     )
                 else:
                     errors[slot] = str(result)
@@ -361,7 +389,7 @@ def wait_for_ready(
     with leases, fleet_teardown(context, client, state, settings, leases):
         for pod, result in in_parallel(live, launcher.ready):
             if isinstance(result, PodInfo):
-                boot_s = (pod.ready_at or time.time()) - pod.launched_at
+                boot_s = (pod.ready_at or time.time()) - pod.launched_at - pod.adopted_idle_s
                 context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
                 continue
             pod.failure = f"never ready: {result}"
@@ -377,7 +405,9 @@ def wait_for_ready(
     context.add_output_metadata(
         {
             "ready_pods": MetadataValue.int(len(ready)),
-            "boot_s": ", ".join(f"{(p.ready_at or 0) - p.launched_at:.1f}" for p in ready),
+            "boot_s": ", ".join(
+                f"{(p.ready_at or 0) - p.launched_at - p.adopted_idle_s:.1f}" for p in ready
+            ),
         }
     )
     return state
@@ -400,12 +430,21 @@ def submit_workflow(
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
     with leases, fleet_teardown(context, client, state, settings, leases):
         clients = {pod.pod_id: comfy_client(comfyui, client, pod) for pod in live}
+        budget = run_budget(state)
         skip: set[str] = set()
         for _ in range(PROMPTS_PER_POD):
             for pod in live:
                 if not todo or pod.pod_id in skip:
                     continue
                 key = todo.popleft()
+                try:
+                    budget.start_prompt(pod.cost_per_hr)
+                except BudgetExceeded as exc:  # fail it and the rest of the queue: no pod runs them
+                    for failed in [key, *todo]:
+                        state.failures[failed] = str(exc)
+                        context.log.error(f"{failed}: {exc}")
+                    todo.clear()
+                    continue
                 try:
                     sub = clients[pod.pod_id].submit(state.video(key).api_json)
                 except PromptValidationError as exc:
@@ -448,7 +487,10 @@ def harvest_outputs(
         todo=deque(key for key in state.partition_keys if key not in done),
         live_workers=len(live),
         replacements_left=settings.max_replacement_pods,
+        budget=run_budget(state),
     )
+    in_flight = [k for k in state.submitted if k not in state.records and k not in state.failures]
+    fleet.budget.already_in_flight(len(in_flight))
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
     slots = _slots(context, settings)
     launcher = Launcher(
@@ -458,6 +500,8 @@ def harvest_outputs(
         leases=leases,
         base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
         batch_size=len(state.videos),
+        plan=state.plan,
+        budget=fleet.budget,
     )
 
     def relaunch(dead: PodInfo) -> PodInfo | None:
@@ -467,6 +511,7 @@ def harvest_outputs(
             fleet.say(dead.pod_id, f"replacement pod failed: {exc}", "error")
             return None
         state.pods[pod.pod_id] = pod
+        fleet.budget.pod_started(pod.pod_id, pod.cost_per_hr, at=pod.launched_at)
         return pod
 
     workers = [
@@ -527,7 +572,8 @@ def _handle(
                 pod_seconds=seconds,
                 cost_usd=pod.cost_per_hr * seconds / 3600.0,
                 batch_size=len(state.videos),
-            ),
+            )
+            | preempted_metadata(state, key),
         )
     elif event.kind == "pod_end":
         pod = state.pods[event.pod_id]
@@ -567,6 +613,8 @@ def terminate_pod(
     except Exception as exc:
         context.log.error(f"could not list this run's pods to confirm none is left: {exc}")
     for pod in state.pods.values():
+        if pod.kept_warm:  # its idle lease is what keeps it adoptable and ends it in time
+            continue
         leases.release(pod.pod_id)
         if pod.terminate_confirmed:
             slots.free(pod.slot_key)

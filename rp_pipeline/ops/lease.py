@@ -55,6 +55,7 @@ class LeaseKeeper:
         self.lease_s = lease_s
         self._pods: set[str] = set()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         for pod_id in pod_ids:
@@ -76,6 +77,12 @@ class LeaseKeeper:
         with self._lock:
             self._pods.add(pod_id)
         self._write(pod_id)
+
+    def forget(self, pod_id: str) -> None:
+        """Stop renewing the pod's lease and leave it in place (the pod is handed on idle);
+        waits out a renewal in progress, so none lands after this returns."""
+        with self._write_lock, self._lock:
+            self._pods.discard(pod_id)
 
     def release(self, pod_id: str) -> None:
         """Stop renewing and delete the lease (the pod is terminated)."""
@@ -100,7 +107,8 @@ class LeaseKeeper:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
-            with self._lock:
-                pods = sorted(self._pods)
-            for pod_id in pods:
-                self._write(pod_id)
+            with self._write_lock:
+                with self._lock:
+                    pods = sorted(self._pods)
+                for pod_id in pods:
+                    self._write(pod_id)

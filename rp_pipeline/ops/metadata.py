@@ -6,8 +6,9 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from rp_pipeline.ops.state import PlannedVideo, PodInfo, VideoRecord
+from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, VideoRecord
 from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.warm_pods import split_billed_seconds
 
 
 def _maybe_float(value: float | None) -> Any:
@@ -80,6 +81,12 @@ def video_metadata(
     return metadata
 
 
+def preempted_metadata(state: BatchState, key: str) -> dict[str, Any]:
+    """`preempted` and the pod's id for a partition moved off a pod RunPod took back."""
+    pod_id = state.preempted.get(key)
+    return {"preempted": True, "preempted_pod_id": pod_id} if pod_id else {}
+
+
 def settled_metadata(
     *,
     cost_usd: float,
@@ -101,7 +108,11 @@ def settled_metadata(
             "pod_id": pod.pod_id,
             "pod_billed_s": MetadataValue.float(round(billed, 3)),
             "terminate_confirmed": pod.terminate_confirmed,
+            "pod_kept_warm": pod.kept_warm,
         }
+        # Idle time an adopted pod brought with it is billed to this run, shown apart.
+        split = split_billed_seconds(billed, pod.adopted_idle_s, pod.cost_per_hr)
+        metadata |= {k: MetadataValue.float(v) for k, v in split.metadata().items()}
         if pod_last_visible_at is not None and pod.terminated_at is not None:
             # How promptly the pod was terminated after its last video was in R2.
             lag = pod.terminated_at - pod_last_visible_at

@@ -43,6 +43,14 @@ class PodInfo:
     terminated_at: float | None = None
     terminate_confirmed: bool = False
     failure: str | None = None  # why the pod left the fleet early (never ready, died)
+    interruptible: bool = False  # rented on the spot market: RunPod may take it back
+    # An idle pod this run adopted: launched_at is claim time - adopted_idle_s, because the run
+    # pays the idle time it took over (shown apart from busy time in the settled cost).
+    adopted_idle_s: float = 0.0
+    adopted_from_run: str | None = None
+    # Released to idle for the next run instead of terminated: terminated_at is the release
+    # time (this run's bill ends there) and the pod holds no run slot any more.
+    kept_warm: bool = False
 
     @property
     def live(self) -> bool:
@@ -86,6 +94,9 @@ class BatchState:
     # Which pod produced (or last tried) each partition: the cost of a pod is shared by them.
     served_by: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # Partitions moved off a pod RunPod took back (spot preemption): partition -> that pod's id.
+    preempted: dict[str, str] = field(default_factory=dict)
+    plan: Any = None  # rp_pipeline.ops.pay_less.RunPlan, set by launch_pod before any pod
 
     @property
     def partition_keys(self) -> list[str]:
