@@ -4,6 +4,7 @@ devstack pods (emulator + rp-agent), real Dagster runs."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from dagster import AssetKey, DagsterInstance
 from rp_agent.keys import lease_key
 from rp_devstack.runpod_emulator import EmulatorAdmin
 from rp_devstack.stack import Devstack
+from rp_pipeline.resources.runpod import RunPodClient
 from tests.pipeline.helpers import (
     generate,
     latest_by_partition,
@@ -180,13 +182,14 @@ def test_budget_reached_mid_run_fails_the_queue(
     monkeypatch.setattr(rp_pipeline.budget, "POD_BOOT_S", 0.0)
     keys = write_prompts(prompts_dir, "budget", 6)
     register_requests(instance, resources)
-    client = resources["runpod"].get_client()
+    client = RunPodClient(os.environ["RUNPOD_API_KEY"], os.environ["RUNPOD_API_BASE_URL"])
     catalog = {g.id: g for g in client.gpu_types()}
     runpod = resources["runpod"]
-    price = max(catalog[g].price_for(runpod.cloud_type) for g in runpod.gpu_types if g in catalog)
+    # The cheapest type the run may get: the cap holds whichever GPU the pod lands on.
+    price = min(catalog[g].price_for(runpod.cloud_type) for g in runpod.gpu_types if g in catalog)
     monkeypatch.setenv("RP_EXPECTED_VIDEO_S", "0.2")
-    # 15 s of pod time: the boot and the first videos fit, six videos of ~3 s do not.
-    monkeypatch.setenv("RP_MAX_RUN_COST_USD", f"{price * 15.0 / 3600:.8f}")
+    # 12 s of pod time: the boot and the first videos fit, six videos of ~3 s do not.
+    monkeypatch.setenv("RP_MAX_RUN_COST_USD", f"{price * 12.0 / 3600:.8f}")
     slower = {**SLOW, "COMFY_STANDIN_STEP_SECONDS": "0.15"}
     result = generate(instance, fleet(resources, slower, max_live_pods=1), keys)
     assert not result.success
