@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
     AssetObservation,
@@ -37,6 +38,7 @@ from dagster import (
 from pydantic import Field
 
 from rp_agent.keys import filename_prefix
+from rp_pipeline.checks import video_check_evaluations
 from rp_pipeline.ops.cost import pod_seconds, settled_costs
 from rp_pipeline.ops.fleet import (
     PROMPTS_PER_POD,
@@ -500,8 +502,9 @@ def _handle(
     r2: R2Resource,
     settings: GenerationSettings,
     event: Any,
-) -> Iterator[AssetMaterialization]:
-    """Turn a worker's event into a log line or a materialization (main thread only)."""
+) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+    """Turn a worker's event into a log line, or a materialization and its check evaluations
+    (main thread only)."""
     if event.kind == "log":
         getattr(context.log, event.level)(event.message)
     elif event.kind == "failed":
@@ -529,6 +532,9 @@ def _handle(
                 batch_size=len(state.videos),
             ),
         )
+        # The checks are not steps of the run (the ops materialize with events), so the
+        # Checks tab gets each video's three evaluations from here, right after it lands.
+        yield from video_check_evaluations(context.instance, r2, [key])
     elif event.kind == "pod_end":
         pod = state.pods[event.pod_id]
         if pod.terminated_at is not None:
