@@ -52,6 +52,7 @@ from rp_pipeline.ops.fleet import (
 )
 from rp_pipeline.ops.lease import LeaseKeeper
 from rp_pipeline.ops.metadata import settled_metadata, video_metadata
+from rp_pipeline.ops.retry import materialized_by_ancestors
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
 from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
@@ -82,10 +83,22 @@ def run_partition_keys(context: OpExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-@op(ins={"video_requests": In(Nothing)}, out=Out(BatchState))
+@op(ins={"video_requests": In(Nothing)}, out=Out(BatchState, is_required=False))
 def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R2Resource):
-    """Resolve and validate every request of the run before any pod exists."""
+    """Resolve and validate every request of the run before any pod exists. A retried run
+    drops the partitions an earlier attempt already materialized; with none left, no output:
+    the later steps are skipped and the run succeeds without a pod."""
     keys = run_partition_keys(context)
+    done = materialized_by_ancestors(context.instance, context.dagster_run, GENERATED_VIDEO)
+    if skipped := [key for key in keys if key in done]:
+        keys = [key for key in keys if key not in done]
+        context.log.info(
+            f"retry: skipping {len(skipped)} partition(s) an earlier attempt materialized: "
+            + ", ".join(f"{key} (run {done[key][:8]})" for key in skipped)
+        )
+        if not keys:
+            context.log.info("retry: every partition is already materialized; no pod is needed")
+            return
     try:
         specs = resolve_requests(r2, keys, config.requests)
     except (UnknownRequestError, RequestError) as exc:
@@ -122,7 +135,7 @@ def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R
             metadata={key: MetadataValue.text(msg) for key, msg in problems.items()},
         )
     context.log.info(f"{len(planned)} request(s) valid: {', '.join(keys)}")
-    return BatchState(run_id=context.run_id, videos=planned)
+    yield Output(BatchState(run_id=context.run_id, videos=planned))
 
 
 def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[str, str]:
