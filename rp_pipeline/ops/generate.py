@@ -52,6 +52,7 @@ from rp_pipeline.ops.fleet import (
 )
 from rp_pipeline.ops.lease import LeaseKeeper
 from rp_pipeline.ops.metadata import settled_metadata, video_metadata
+from rp_pipeline.ops.podlogs import PodLogForwarder, in_parallel_forwarding
 from rp_pipeline.ops.retry import materialized_by_ancestors
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
@@ -373,8 +374,10 @@ def wait_for_ready(
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
     launcher = Launcher(runpod, settings, context.run_id, leases, {}, len(state.videos))
     slots = _slots(context, settings)
+    forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
     with leases, fleet_teardown(context, client, state, settings, leases):
-        for pod, result in in_parallel(live, launcher.ready):
+        booting = in_parallel_forwarding(live, launcher.ready, forwarder, lambda: state.pods)
+        for pod, result in booting:
             if isinstance(result, PodInfo):
                 boot_s = (pod.ready_at or time.time()) - pod.launched_at
                 context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
@@ -475,6 +478,8 @@ def harvest_outputs(
         batch_size=len(state.videos),
     )
 
+    forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
+
     def relaunch(dead: PodInfo) -> PodInfo | None:
         try:
             pod = launcher.ready(launcher.launch(dead.slot_key, attempt=1))
@@ -496,11 +501,13 @@ def harvest_outputs(
             for worker in workers:
                 worker.start()
             while any(w.is_alive() for w in workers) or not fleet.events.empty():
+                forwarder.poll(list(state.pods))
                 try:
                     event = fleet.events.get(timeout=0.5)
                 except queue.Empty:
                     continue
                 yield from _handle(context, state, r2, settings, event)
+            forwarder.poll(list(state.pods), force=True)  # the pods' last lines
         except BaseException:
             fleet.stop.set()
             raise

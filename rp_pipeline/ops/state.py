@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rp_pipeline.pod_reports import LogCursor
+
 
 @dataclass
 class PlannedVideo:
@@ -86,6 +88,8 @@ class BatchState:
     # Which pod produced (or last tried) each partition: the cost of a pod is shared by them.
     served_by: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # Where the forwarding of each pod's log lines into the run stopped (ops carry on from it).
+    log_cursors: dict[str, LogCursor] = field(default_factory=dict)
 
     @property
     def partition_keys(self) -> list[str]:
