@@ -40,6 +40,7 @@ from pydantic import Field
 from rp_agent.keys import filename_prefix
 from rp_pipeline.checks import video_check_evaluations
 from rp_pipeline.ops.cost import pod_seconds, settled_costs
+from rp_pipeline.ops.external import pods_for
 from rp_pipeline.ops.fleet import (
     PROMPTS_PER_POD,
     Fleet,
@@ -248,9 +249,11 @@ def launch_pod(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ) -> BatchState:
     """Launch the run's k pods side by side, each holding a `runpod_pods` slot, each with its own
     GPU fallback and a fresh token; refused when the account already spends too much."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     n = len(state.videos)
     by_cost, spend = pods_within_cost_cap(client, runpod, settings.max_total_cost_per_hr)
@@ -366,9 +369,11 @@ def wait_for_ready(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ) -> BatchState:
     """RUNNING is not ready: wait for each pod's runtime, port and ComfyUI answering, side by
     side. A pod that never gets there is terminated and the others carry on."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
@@ -412,6 +417,7 @@ def submit_workflow(
 ) -> BatchState:
     """Prime each ready pod with its first prompts (the running one + one queued behind it);
     the rest stay in the shared queue that harvest_outputs' workers pull from."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     todo = deque(state.partition_keys)
@@ -457,6 +463,7 @@ def harvest_outputs(
     """One worker thread per pod pulls prompts from the shared queue; each video is
     materialized the moment its object is in R2, and each pod terminated as soon as the queue
     is empty and its last video is in R2."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     done = set(state.submitted) | set(state.failures)
@@ -573,10 +580,12 @@ def terminate_pod(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ):
     """Confirm every pod of the run is gone (retrying unconfirmed terminates), free their pod
     slots and leases, record each partition's settled cost, and fail the run naming the
     partitions that failed."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s)
     slots = _slots(context, settings)
