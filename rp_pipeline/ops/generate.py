@@ -561,7 +561,17 @@ def _handle(
         )
         # The checks are not steps of the run (the ops materialize with events), so the
         # Checks tab gets each video's three evaluations from here, right after it lands.
-        yield from video_check_evaluations(context.instance, r2, [key])
+        # Best effort: the video is in, and R2 trouble while reading it back must not fail
+        # the harvest of the others.
+        try:
+            checks = list(video_check_evaluations(context.instance, r2, [key]))
+        except Exception as exc:
+            context.log.warning(
+                f"{key}: checks not recorded ({type(exc).__name__}: {exc}); run them from the "
+                "asset's Checks tab"
+            )
+            checks = []
+        yield from checks
     elif event.kind == "pod_end":
         pod = state.pods[event.pod_id]
         if pod.terminated_at is not None:
