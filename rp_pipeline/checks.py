@@ -10,8 +10,8 @@ so a replaced object is read again). A failure names the property and the differ
 
 They run from the Checks tab (one partition at a time). The asset's ops materialize partitions
 with explicit events rather than an output, so check steps planned in the same run would be
-skipped; instead, the op that materializes can yield `video_check_evaluations(...)` right after
-the materializations, which records all three for each partition, also in a run over a batch.
+skipped; instead `harvest_outputs` yields `video_check_evaluations(...)` right after each
+materialization, which records all three for each partition, also in a run over a batch.
 """
 
 import tempfile
