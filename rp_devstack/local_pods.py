@@ -37,6 +37,9 @@ COMFYUI_PRIVATE_PORT = 8188
 DEFAULT_LEASE_S = "300"
 R2_NAMES = ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
+# Processes whose output files (logs/<name>.log) the agent ships to R2 for the run's log.
+LOGGED_PROCESSES = ("comfyui", "proxy", "lease")
+
 # What a container inherits from the host: enough to run Python, nothing with credentials.
 _HOST_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -201,6 +204,12 @@ class LocalPod:
         env = {k: v for k, v in os.environ.items() if k in _HOST_ENV_KEPT}
         env.update(self.env)
         env.setdefault("RP_POD_LEASE_S", DEFAULT_LEASE_S)
+        # As start.sh does in the image: the agent ships the other processes' output too, so the
+        # run's log shows ComfyUI's lines (the stand-in's, here) beside the agent's own.
+        env.setdefault(
+            "RP_AGENT_LOG_FILES",
+            ",".join(str(self.root / "logs" / f"{name}.log") for name in LOGGED_PROCESSES),
+        )
         if self.api_key:
             env["RUNPOD_API_KEY"] = self.api_key
         if self.api_base_url:

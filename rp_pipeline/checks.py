@@ -10,12 +10,13 @@ so a replaced object is read again). A failure names the property and the differ
 
 They run from the Checks tab (one partition at a time). The asset's ops materialize partitions
 with explicit events rather than an output, so check steps planned in the same run would be
-skipped; instead, the op that materializes can yield `video_check_evaluations(...)` right after
-the materializations, which records all three for each partition, also in a run over a batch.
+skipped; instead `harvest_outputs` yields `video_check_evaluations(...)` right after each
+materialization, which records all three for each partition, also in a run over a batch.
 """
 
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     MetadataValue,
+    PreviewWarning,
     asset_check,
 )
 
@@ -41,6 +43,15 @@ from rp_pipeline.request_store import load_request
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.workflows import get_workflow
 from rp_pipeline.workflows.render import defaults
+
+# Checks on a dynamically partitioned asset need `partitions_def` on their spec, which Dagster
+# flags as a preview feature; the warning would print on every load of the code location
+# (each `make demo`, each run) and says nothing the user can act on.
+warnings.filterwarnings(
+    "ignore",
+    message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    category=PreviewWarning,
+)
 
 GENERATED_VIDEO = AssetKey("generated_video")
 CHECKED = ("width", "height", "frames", "fps")

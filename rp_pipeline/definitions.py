@@ -107,10 +107,15 @@ def generation_settings(env: str) -> GenerationSettings:
 
 def comfyui_resource(env: str) -> ComfyUIResource:
     """One ComfyUI resource for every client of a run: timeouts and deadlines in one place."""
+    # COMFYUI_URL: a ComfyUI the user runs; the runs then use it instead of launching pods.
+    options: dict[str, Any] = {
+        "external_url": _optional_env("COMFYUI_URL"),
+        "external_token": _optional_env("COMFYUI_TOKEN"),
+    }
     if env == "devstack":
         # Stand-in prompts take seconds: poll history often so completion is seen at once.
-        return ComfyUIResource(poll_interval_s=0.5, unreachable_grace_s=30.0)
-    return ComfyUIResource()
+        options |= {"poll_interval_s": 0.5, "unreachable_grace_s": 30.0}
+    return ComfyUIResource(**options)
 
 
 def resources_for(env: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ generate_videos = define_asset_job(
     description="Generate the selected video requests in one run on up to RP_MAX_PODS pods.",
     tags={
         "rp/pod-runs": "1",
-        # One automatic retry of a failed run (run_retries in deploy/dagster.yaml), on a fresh
-        # pod: ALL_STEPS, because the steps after launch_pod hand over a pod that the failure
-        # already terminated, so resuming FROM_FAILURE could only fail again.
+        # One automatic retry of a failed run (run_retries in deploy/dagster.yaml) on fresh pods:
+        # ALL_STEPS, because the steps after launch_pod hand over pods that the failure already
+        # terminated, so resuming FROM_FAILURE could only fail again. The retry's
+        # validate_requests drops the partitions an earlier attempt materialized.
         "dagster/max_retries": "1",
         "dagster/retry_strategy": "ALL_STEPS",
     },

@@ -76,6 +76,8 @@ DEAD_STATUSES = {"EXITED", "ERROR", "TERMINATED", "DEAD", "FAILED"}
 PROGRESS_EVERY_S = 10.0
 # Creates tried per pod slot when RunPod fails before a pod exists (checked by name each time).
 CREATE_TRIES = 3
+# Lines of the pod's own log quoted when it dies, in the partitions' failure.
+LOG_LINES_IN_FAILURES = 5
 
 
 class PodDied(Exception):
@@ -422,7 +424,7 @@ class PodWorker(threading.Thread):
             raise PodDied("the pod died: RunPod no longer knows it")
         status = str(pod.desired_status).upper()
         if status in DEAD_STATUSES:
-            raise PodDied(f"the pod died: RunPod reports it {status}")
+            raise PodDied(f"the pod died: RunPod reports it {status}{self._log_tail()}")
         if error is None and self.comfy.is_ready():
             self._outage_since = None
             return
@@ -430,7 +432,17 @@ class PodWorker(threading.Thread):
         self._outage_since = self._outage_since or now
         grace = self.comfy.unreachable_grace_s
         if now - self._outage_since >= grace:
-            raise PodDied(f"the pod's ComfyUI has not answered for {grace:.0f} s")
+            raise PodDied(f"the pod's ComfyUI has not answered for {grace:.0f} s{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        """ "; last log lines: a | b" from RunPod, so the failure says why ComfyUI died."""
+        try:
+            lines = self.client.pod_logs(self.pod.pod_id, LOG_LINES_IN_FAILURES)
+        except Exception:  # best effort: never hide the failure it explains
+            lines = None
+        if not lines:
+            return ""
+        return "; last log lines: " + " | ".join(line.strip()[:200] for line in lines)
 
     # ------------------------------------------------------------------ endings
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
     AssetObservation,
@@ -38,7 +39,9 @@ from pydantic import Field
 
 from rp_agent.keys import filename_prefix
 from rp_pipeline.budget import DEFAULT_VIDEO_S, BudgetExceeded, BudgetSettings, RunBudget
+from rp_pipeline.checks import video_check_evaluations
 from rp_pipeline.ops.cost import pod_seconds, settled_costs
+from rp_pipeline.ops.external import pods_for
 from rp_pipeline.ops.fleet import (
     PROMPTS_PER_POD,
     Fleet,
@@ -52,6 +55,8 @@ from rp_pipeline.ops.fleet import (
 from rp_pipeline.ops.lease import LeaseKeeper
 from rp_pipeline.ops.metadata import preempted_metadata, settled_metadata, video_metadata
 from rp_pipeline.ops.pay_less import plan_run
+from rp_pipeline.ops.podlogs import PodLogForwarder, in_parallel_forwarding
+from rp_pipeline.ops.retry import materialized_by_ancestors
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
 from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
@@ -82,10 +87,22 @@ def run_partition_keys(context: OpExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-@op(ins={"video_requests": In(Nothing)}, out=Out(BatchState))
+@op(ins={"video_requests": In(Nothing)}, out=Out(BatchState, is_required=False))
 def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R2Resource):
-    """Resolve and validate every request of the run before any pod exists."""
+    """Resolve and validate every request of the run before any pod exists. A retried run
+    drops the partitions an earlier attempt already materialized; with none left, no output:
+    the later steps are skipped and the run succeeds without a pod."""
     keys = run_partition_keys(context)
+    done = materialized_by_ancestors(context.instance, context.dagster_run, GENERATED_VIDEO)
+    if skipped := [key for key in keys if key in done]:
+        keys = [key for key in keys if key not in done]
+        context.log.info(
+            f"retry: skipping {len(skipped)} partition(s) an earlier attempt materialized: "
+            + ", ".join(f"{key} (run {done[key][:8]})" for key in skipped)
+        )
+        if not keys:
+            context.log.info("retry: every partition is already materialized; no pod is needed")
+            return
     try:
         specs = resolve_requests(r2, keys, config.requests)
     except (UnknownRequestError, RequestError) as exc:
@@ -122,7 +139,7 @@ def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R
             metadata={key: MetadataValue.text(msg) for key, msg in problems.items()},
         )
     context.log.info(f"{len(planned)} request(s) valid: {', '.join(keys)}")
-    return BatchState(run_id=context.run_id, videos=planned)
+    yield Output(BatchState(run_id=context.run_id, videos=planned))
 
 
 def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[str, str]:
@@ -248,9 +265,11 @@ def launch_pod(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ) -> BatchState:
     """Launch the run's k pods side by side, each holding a `runpod_pods` slot, each with its own
     GPU fallback and a fresh token; refused when the account already spends too much."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     n = len(state.videos)
     by_cost, spend = pods_within_cost_cap(client, runpod, settings.max_total_cost_per_hr)
@@ -378,16 +397,20 @@ def wait_for_ready(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ) -> BatchState:
     """RUNNING is not ready: wait for each pod's runtime, port and ComfyUI answering, side by
     side. A pod that never gets there is terminated and the others carry on."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
     launcher = Launcher(runpod, settings, context.run_id, leases, {}, len(state.videos))
     slots = _slots(context, settings)
+    forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
     with leases, fleet_teardown(context, client, state, settings, leases):
-        for pod, result in in_parallel(live, launcher.ready):
+        booting = in_parallel_forwarding(live, launcher.ready, forwarder, lambda: state.pods)
+        for pod, result in booting:
             if isinstance(result, PodInfo):
                 boot_s = (pod.ready_at or time.time()) - pod.launched_at - pod.adopted_idle_s
                 context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
@@ -424,6 +447,7 @@ def submit_workflow(
 ) -> BatchState:
     """Prime each ready pod with its first prompts (the running one + one queued behind it);
     the rest stay in the shared queue that harvest_outputs' workers pull from."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     todo = deque(state.partition_keys)
@@ -478,6 +502,7 @@ def harvest_outputs(
     """One worker thread per pod pulls prompts from the shared queue; each video is
     materialized the moment its object is in R2, and each pod terminated as soon as the queue
     is empty and its last video is in R2."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     live = state.live_pods()
     done = set(state.submitted) | set(state.failures)
@@ -504,6 +529,8 @@ def harvest_outputs(
         budget=fleet.budget,
     )
 
+    forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
+
     def relaunch(dead: PodInfo) -> PodInfo | None:
         try:
             pod = launcher.ready(launcher.launch(dead.slot_key, attempt=1))
@@ -526,11 +553,13 @@ def harvest_outputs(
             for worker in workers:
                 worker.start()
             while any(w.is_alive() for w in workers) or not fleet.events.empty():
+                forwarder.poll(list(state.pods))
                 try:
                     event = fleet.events.get(timeout=0.5)
                 except queue.Empty:
                     continue
                 yield from _handle(context, state, r2, settings, event)
+            forwarder.poll(list(state.pods), force=True)  # the pods' last lines
         except BaseException:
             fleet.stop.set()
             raise
@@ -545,8 +574,9 @@ def _handle(
     r2: R2Resource,
     settings: GenerationSettings,
     event: Any,
-) -> Iterator[AssetMaterialization]:
-    """Turn a worker's event into a log line or a materialization (main thread only)."""
+) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+    """Turn a worker's event into a log line, or a materialization and its check evaluations
+    (main thread only)."""
     if event.kind == "log":
         getattr(context.log, event.level)(event.message)
     elif event.kind == "failed":
@@ -575,6 +605,19 @@ def _handle(
             )
             | preempted_metadata(state, key),
         )
+        # The checks are not steps of the run (the ops materialize with events), so the
+        # Checks tab gets each video's three evaluations from here, right after it lands.
+        # Best effort: the video is in, and R2 trouble while reading it back must not fail
+        # the harvest of the others.
+        try:
+            checks = list(video_check_evaluations(context.instance, r2, [key]))
+        except Exception as exc:
+            context.log.warning(
+                f"{key}: checks not recorded ({type(exc).__name__}: {exc}); run them from the "
+                "asset's Checks tab"
+            )
+            checks = []
+        yield from checks
     elif event.kind == "pod_end":
         pod = state.pods[event.pod_id]
         if pod.terminated_at is not None:
@@ -593,10 +636,12 @@ def terminate_pod(
     runpod: RunPodResource,
     r2: R2Resource,
     settings: GenerationSettings,
+    comfyui: ComfyUIResource,
 ):
     """Confirm every pod of the run is gone (retrying unconfirmed terminates), free their pod
     slots and leases, record each partition's settled cost, and fail the run naming the
     partitions that failed."""
+    runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s)
     slots = _slots(context, settings)

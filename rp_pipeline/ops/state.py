@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rp_pipeline.pod_reports import LogCursor
+
 
 @dataclass
 class PlannedVideo:
@@ -97,6 +99,8 @@ class BatchState:
     # Partitions moved off a pod RunPod took back (spot preemption): partition -> that pod's id.
     preempted: dict[str, str] = field(default_factory=dict)
     plan: Any = None  # rp_pipeline.ops.pay_less.RunPlan, set by launch_pod before any pod
+    # Where the forwarding of each pod's log lines into the run stopped (ops carry on from it).
+    log_cursors: dict[str, LogCursor] = field(default_factory=dict)
 
     @property
     def partition_keys(self) -> list[str]:

@@ -113,7 +113,7 @@ def test_dead_pod_hands_its_prompts_to_the_other_pod(
     pods = pods_of_run(devstack.emulator, result.run_id)
     assert all(p["desired_status"] in GONE for p in pods)
     messages = "\n".join(run_messages(instance, result.run_id))
-    assert "the pod died: RunPod reports it EXITED" in messages
+    assert "the pod died: RunPod reports it EXITED; last log lines: " in messages
     assert "go back to the queue" in messages
     survivors = {found[k]["pod_id"] for k in keys} - set(crashed)
     assert survivors, "the other pod produced the dead pod's unfinished videos"

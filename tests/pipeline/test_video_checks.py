@@ -15,6 +15,7 @@ from rp_pipeline.assets.previews import FACT_NAMES, preview_json_key
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.checks import video_check_evaluations, video_checks
+from rp_pipeline.jobs import generate_videos
 from rp_pipeline.pod_reports import find_receipt
 from rp_pipeline.sensors.r2_scan import scan
 from tests.pipeline.helpers import (
@@ -59,6 +60,11 @@ def test_checks_pass_after_a_real_run_and_catch_a_corrupted_object(
         raise_on_error=False,
     )
     assert result.success
+    # The materializing op records the three checks in the run itself (the Checks tab of a
+    # run started from the asset page), although `materialize` plans no check step for them.
+    in_run = evaluations(result)
+    assert set(in_run) == {"sha256_matches_agent", "mp4_decodes", "matches_request"}
+    assert all(e.passed and e.partition == key for e in in_run.values()), in_run
     checks = evaluations(run_checks(instance, resources, key))
     assert set(checks) == {"sha256_matches_agent", "mp4_decodes", "matches_request"}
     for name, evaluation in checks.items():
@@ -100,3 +106,33 @@ def test_checks_pass_after_a_real_run_and_catch_a_corrupted_object(
     doc = json.loads(r2.get_bytes(preview_json_key(md["r2_key"])))
     assert doc["facts"] == {name: md[name] for name in FACT_NAMES}
     assert doc["facts"]["frames"] == 9
+
+
+def test_generate_videos_job_records_every_partitions_checks(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
+) -> None:
+    """The job excludes the check steps; its runs still carry all three checks per video."""
+    keys = write_prompts(prompts_dir, "jobchecked", 2)
+    register_requests(instance, resources)
+    defs = Definitions(
+        assets=[video_requests, generated_video],
+        asset_checks=video_checks,
+        jobs=[generate_videos],
+        resources=resources,
+    )
+    result = defs.resolve_job_def("generate_videos").execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    found = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+    assert set(found) == {
+        (name, key)
+        for key in keys
+        for name in ("sha256_matches_agent", "mp4_decodes", "matches_request")
+    }
+    assert all(e.passed for e in found.values()), found
