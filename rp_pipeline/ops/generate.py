@@ -177,8 +177,8 @@ def patiently(call: Any, what: str, wait_s: float = 60.0) -> Any:
         except RunPodTransientError as exc:
             if time.monotonic() >= give_up:
                 raise Failure(
-                    f"RunPod's API kept failing for {wait_s:.0f} s while {what} "
-                    f"({type(exc).__name__}); no pod was launched"
+                    f"RunPod's API kept failing for {wait_s:.0f} s while {what} ({exc}); "
+                    "no pod was launched"
                 ) from None
             time.sleep(2.0)
 
