@@ -84,14 +84,6 @@ def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
 
 
 @pytest.fixture
-def devstack_env(devstack: Devstack, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The devstack's variables set in os.environ for the test (as `source DIR/env` would)."""
-    for name, value in devstack.env.items():
-        monkeypatch.setenv(name, value)
-    return dict(devstack.env)
-
-
-@pytest.fixture
 def runpod_emulator(tmp_path: Path) -> Iterator[RunPodEmulator]:
     """A fresh emulator for one test (own pods, stock and faults), with the devstack's network
     volume; pods run the ComfyUI stand-in. Stopped (pods killed) after the test."""
