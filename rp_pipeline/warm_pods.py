@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import DEFAULT_PREFIX, lease_key
+from rp_agent.keys import DEFAULT_PREFIX, lease_key, prefix_from_env
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def idle_pod_ids_from_env(pod_ids: Iterable[str]) -> set[str]:
         settings = R2Settings.from_env()
     except R2ConfigError:
         return set()
-    prefix = os.environ.get("R2_PREFIX") or DEFAULT_PREFIX
+    prefix = prefix_from_env()
     try:
         leases = read_leases(make_r2_client(settings), settings.bucket, pod_ids, prefix)
     except (ClientError, BotoCoreError) as exc:

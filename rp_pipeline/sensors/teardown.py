@@ -1,7 +1,6 @@
 """Sensors that make pod teardown independent of any single op running to completion."""
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -47,11 +46,11 @@ def pod_reaper(
     r2: R2Resource,
 ):
     """Every minute: terminate pods whose Dagster run is over or unknown, pods older than
-    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), warm pods whose idle time is
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S), warm pods whose idle time is
     over, and pods whose run stopped renewing its lease (its process died): such a run is marked
     failed and its pod slots freed."""
     client = runpod.get_client()
-    lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
+    lifetime = settings.max_pod_lifetime_s
     now = time.time()
     pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
     # The cursor remembers when each live pod was first seen: its age when RunPod gives none.
