@@ -5,8 +5,8 @@
 - the RunPod emulator with network volume `devstack-volume` (EU-RO-1) and the RunPod secrets
   `R2_ACCESS_KEY_ID` / `R2_SECRET_ACCESS_KEY` (so pod env can say `{{ RUNPOD_SECRET_R2_... }}`),
 - a ComfyUI stand-in outside any pod (`COMFYUI_STANDALONE_URL`, for client tests),
-and `.env` holds the eight DESIGN variables pointing at them. `.stop()` ends all of it, pods
-included; it also runs at interpreter exit.
+and `.env` holds the eight connection variables (RunPod, R2, ComfyUI) pointing at them.
+`.stop()` ends all of it, pods included; it also runs at interpreter exit.
 """
 
 from __future__ import annotations

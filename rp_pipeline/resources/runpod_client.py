@@ -71,8 +71,7 @@ class PodSpec:
     network_volume_id: str | None = None
     template_id: str | None = None
     container_disk_gb: int = 20
-    # 100 GB (the PRD's template) rather than the seed's 50: WAN 2.2 14B weights alone are
-    # ~40 GB. Unused when a network volume is attached: the volume is mounted instead.
+    # 100 GB rather than 50: WAN 2.2 14B weights alone are ~40 GB. Unused when a network volume is attached: the volume is mounted instead.
     volume_gb: int = 100
     volume_mount_path: str = "/workspace"
     ports: str = DEFAULT_PORTS
@@ -197,7 +196,8 @@ class GpuType:
 
 
 def port_url(pod_id: str, runtime_ports: list[dict[str, Any]], port: int) -> str | None:
-    """DESIGN's rule: the public ip:port when RunPod exposes one, else RunPod's HTTPS proxy."""
+    """The public ip:port when RunPod exposes one (faster, no proxy timeout), else RunPod's
+    HTTPS proxy."""
     for mapping in runtime_ports:
         if mapping.get("privatePort") == port:
             if mapping.get("isIpPublic") and mapping.get("publicPort"):
