@@ -73,8 +73,9 @@ def comfyui_standin(tmp_path: Path) -> Iterator[ComfyStandin]:
 @pytest.fixture(scope="session")
 def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """The whole offline stack (S3 + bucket, RunPod emulator with network volume and secrets,
-    standalone ComfyUI stand-in); `.env` has the eight connection variables (RunPod, R2, ComfyUI), `.emulator` the admin
-    handle. Shared by the session: tests should terminate the pods they launch."""
+    standalone ComfyUI stand-in); `.env` has the eight connection variables (RunPod, R2,
+    ComfyUI), `.emulator` the admin handle. Shared by the session: tests should terminate the
+    pods they launch."""
     stack = Devstack(tmp_path_factory.mktemp("devstack"), boot_delay_s=0.5, agent_grace_s=10.0)
     stack.start()
     try:

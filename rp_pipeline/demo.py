@@ -140,14 +140,9 @@ def run_demo(workdir: Path) -> None:
     stack = Devstack(workdir / "devstack", boot_delay_s=0.5)
     try:
         stack.start()
-        os.environ.update(stack.env)
-        os.environ["RP_ENV"] = "devstack"
+        home = stack.use_in_this_process(workdir / "dagster_home")
         for name, value in DEMO_FLEET.items():
             os.environ.setdefault(name, value)
-        home = workdir / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
         step(f"devstack up; Dagster instance in {home}")
         materialize_batch(stack)
     finally:

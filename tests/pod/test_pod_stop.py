@@ -6,8 +6,6 @@ proxy, so the SIGKILL fallback of a stop is never needed. Real processes of a de
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,7 @@ from rp_agent.r2 import R2Settings
 from rp_devstack.local_pods import LocalPod, end_process_group
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
 
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
-        time.sleep(0.1)
+from .helpers import wait_until
 
 
 def test_every_process_of_a_pod_exits_on_sigterm(
