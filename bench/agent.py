@@ -1,6 +1,6 @@
 """rp-agent against its peers on one local S3 server (moto), with zero-loss verification.
 
-Tools: rp-agent in watch mode and the PRD design (inotifywait + one Python process per file)
+Tools: rp-agent in watch mode and the naive sync (inotifywait + one Python process per file)
 see files being written while they run; `aws s3 cp --recursive`, `s5cmd cp` and `rclone copy`
 copy the same files one-shot after they were written.
 
@@ -48,12 +48,12 @@ BIN = Path(sys.executable).parent
 MIB = 1024 * 1024
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 WORKLOADS = os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4").split(",")
-TOOLS = os.environ.get("BENCH_TOOLS", "rp-agent,PRD design,s5cmd cp,aws s3 cp,rclone copy").split(
+TOOLS = os.environ.get("BENCH_TOOLS", "rp-agent,naive sync,s5cmd cp,aws s3 cp,rclone copy").split(
     ","
 )
-# The PRD design starts one Python process (~50 MB RSS) per file at once; 300 of them would take
+# The naive sync starts one Python process (~50 MB RSS) per file at once; 300 of them would take
 # ~15 GB on this shared machine, so its W1 burst is 100 files and its time is scaled to 300.
-PRD_W1_FILES = int(os.environ.get("BENCH_PRD_W1_FILES", "50"))
+NAIVE_W1_FILES = int(os.environ.get("BENCH_NAIVE_W1_FILES", "50"))
 WATCH_TIMEOUT = 180.0
 
 Files = dict[str, bytes]  # relative path -> content
@@ -307,14 +307,14 @@ class Agent(WatchTool):
 
 
 class PrdDesign(WatchTool):
-    name = "PRD design"
+    name = "naive sync"
 
     def start(self, watch: Path, work: Path, settings: R2Settings) -> subprocess.Popen[bytes]:
         log = work / "prd.log"
         env = {**s3_env(settings), "PYTHON": sys.executable}
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                ["bash", str(HERE / "prd_design" / "r2_sync.sh"), str(watch)],
+                ["bash", str(HERE / "naive_sync" / "r2_sync.sh"), str(watch)],
                 env=env, stdout=out, stderr=out, start_new_session=True,
             )  # fmt: skip
         wait_for_line(log, "Watches established", proc, 30)
@@ -431,7 +431,7 @@ class Bench:
         last_visible = max(first_seen.values()) if complete and first_seen else None
         seconds = last_visible - max(closed.values()) if last_visible else None
         total = last_visible - start if last_visible else None
-        time.sleep(0.5)  # let stragglers (PRD background uploads) finish before verifying
+        time.sleep(0.5)  # let stragglers (naive sync background uploads) finish before verifying
         found, corrupted = verify(client, settings.bucket, files, tool.key_for)
         shutil.rmtree(work)
         run = Run(
@@ -520,9 +520,9 @@ def run_all(bench: Bench) -> list[Result]:
             log(summarize(name, workload, runs[name], scale, note))
 
     w1 = w1_files()
-    prd_w1 = dict(list(w1.items())[:PRD_W1_FILES])
+    naive_w1 = dict(list(w1.items())[:NAIVE_W1_FILES])
     prd_note = (
-        f"{len(prd_w1)}-file burst, time scaled x{len(w1) / len(prd_w1):g} to 300 files; "
+        f"{len(naive_w1)}-file burst, time scaled x{len(w1) / len(naive_w1):g} to 300 files; "
         "RSS = peak of its whole process tree"
     )
     measure(
@@ -530,19 +530,21 @@ def run_all(bench: Bench) -> list[Result]:
         [
             (agent.name, lambda: bench.watched(agent, w1), REPEATS, 1.0, "last close to last visible"),
             *[(t.name, lambda t=t: bench.one_shot(t, w1), REPEATS, 1.0, "") for t in one_shots],
-            (prd.name, lambda: bench.watched(prd, prd_w1, sample_rss=True), 1, len(w1) / len(prd_w1), prd_note),
+            (prd.name, lambda: bench.watched(prd, naive_w1, sample_rss=True), 1, len(w1) / len(naive_w1), prd_note),
         ],
     )  # fmt: skip
 
     w2 = {"video/big_00001_.mp4": os.urandom(200 * MIB)}
-    flat_w2 = {"big_00001_.mp4": w2["video/big_00001_.mp4"]}  # the PRD watches one level only
+    flat_w2 = {
+        "big_00001_.mp4": w2["video/big_00001_.mp4"]
+    }  # the naive sync watches one level only
     measure(
         "W2",
         [
             (agent.name, lambda: bench.watched(agent, w2, sample_rss=True), REPEATS, 1.0, "close to visible"),
             *[(t.name, lambda t=t: bench.one_shot(t, w2), REPEATS, 1.0, "") for t in one_shots],
             (prd.name, lambda: bench.watched(prd, flat_w2, sample_rss=True), 1, 1.0,
-             "file at the top level (PRD is not recursive); close to visible"),
+             "file at the top level (the naive sync is not recursive); close to visible"),
         ],
     )  # fmt: skip
 
@@ -588,10 +590,10 @@ def targets(results: list[Result]) -> dict[str, Any]:
         r = pick(results, tool, workload)
         return r.seconds_median if r else None
 
-    agent_w1, s5_w1, prd_w1 = (
+    agent_w1, s5_w1, naive_w1 = (
         secs("rp-agent", "W1"),
         secs("s5cmd cp", "W1"),
-        secs("PRD design", "W1"),
+        secs("naive sync", "W1"),
     )
     agent_w2, s5_w2 = secs("rp-agent", "W2"), secs("s5cmd cp", "W2")
     w1_agent = pick(results, "rp-agent", "W1")
@@ -616,14 +618,14 @@ def targets(results: list[Result]) -> dict[str, Any]:
             ratio(total_w1, (s5_w1 + writing_w1) if s5_w1 and writing_w1 else None),
             lambda v: v is not None and v <= 1.3,
         ),
-        "W1 PRD/agent >= 3": (ratio(prd_w1, agent_w1), lambda v: v is not None and v >= 3),
+        "W1 naive/agent >= 3": (ratio(naive_w1, agent_w1), lambda v: v is not None and v >= 3),
         "W2 agent/s5cmd <= 1.3": (ratio(agent_w2, s5_w2), lambda v: v is not None and v <= 1.3),
         "W2 agent RSS <= 100 MB": (
             w2.rss_peak_mb if w2 else None,
             lambda v: v is not None and v <= 100,
         ),
         "zero lost or corrupted (all tools, all workloads)": (
-            sum(r.lost + r.corrupted for r in results if r.tool != "PRD design"),
+            sum(r.lost + r.corrupted for r in results if r.tool != "naive sync"),
             lambda v: v == 0,
         ),
     }
@@ -660,7 +662,7 @@ def markdown(results: list[Result], met: dict[str, Any], meta: dict[str, Any]) -
         "HEADs the last 8 missing keys every 10 ms; W3/W4 list every 10 ms),",
         "and `first write -> visible` includes the time the writer itself took (`writing s`).",
         "For W1 the second ratio compares that with s5cmd's copy time plus the same writing time.",
-        "The PRD design's W1 uses a smaller burst (one ~50 MB Python process per file at once)",
+        "The naive sync's W1 uses a smaller burst (one ~50 MB Python process per file at once)",
         "and is scaled linearly to 300 files, which flatters it. It does not watch",
         "subdirectories, so its W4 file is lost by design; its losses are excluded from the",
         "zero-loss target, which concerns rp-agent and the copy tools.",

@@ -43,15 +43,10 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
     stack = Devstack(workdir / "devstack", boot_delay_s=1.0).start()
     rows = []
     try:
-        os.environ.update(stack.env)
-        os.environ["RP_ENV"] = "devstack"
+        stack.use_in_this_process(workdir / "dagster_home")
         prompts = workdir / "prompts"
         prompts.mkdir()
         os.environ["RP_PROMPTS_DIR"] = str(prompts)
-        home = workdir / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
 
         from rp_pipeline.assets.requests import video_requests
         from rp_pipeline.batch import materialize_batch

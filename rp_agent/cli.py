@@ -24,7 +24,7 @@ from rp_agent.config import (
     AgentConfigError,
     default_state_dir,
 )
-from rp_agent.keys import DEFAULT_PREFIX
+from rp_agent.keys import prefix_from_env
 from rp_agent.lease import (
     DEFAULT_LEASE_S,
     DEFAULT_OUTAGE_S,
@@ -272,7 +272,7 @@ def cmd_lease_watch(args: argparse.Namespace) -> int:
     watcher = LeaseWatcher(
         make_r2_client(settings),
         settings.bucket,
-        os.environ.get("R2_PREFIX") or DEFAULT_PREFIX,
+        prefix_from_env(),
         pod,
         lease_s=lease_s,
         poll_s=poll_s,

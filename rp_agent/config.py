@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rp_agent.keys import DEFAULT_PREFIX, LOCAL_POD_ID
+from rp_agent.keys import DEFAULT_PREFIX, LOCAL_POD_ID, prefix_from_env
 from rp_agent.paths import DEFAULT_EXTENSIONS, parse_extensions
 from rp_agent.podlogs import LOG_FILES_ENV, parse_log_files
 from rp_agent.r2 import R2Settings
@@ -107,7 +107,7 @@ class AgentConfig:
             watch_dir=watch,
             state_dir=state,
             r2=r2,
-            prefix=env.get("R2_PREFIX") or DEFAULT_PREFIX,
+            prefix=prefix_from_env(env),
             pod_id=env.get("RUNPOD_POD_ID") or None,
             extensions=exts,
             workers=workers,

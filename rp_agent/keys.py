@@ -7,12 +7,21 @@ file's mtime, so both sides must call this one function.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 DEFAULT_PREFIX = "outputs"
 LOCAL_POD_ID = "local"
+PREFIX_ENV = "R2_PREFIX"
+
+
+def prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The key prefix in R2 (env R2_PREFIX, default `outputs`), for every process of a deployment."""
+    env = os.environ if environ is None else environ
+    return env.get(PREFIX_ENV) or DEFAULT_PREFIX
 
 
 def object_key(

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger("rp_agent.proxy")
@@ -116,13 +116,26 @@ class TokenProxy:
         self.upstream = f"http://{upstream}"
         self.token = usable_token(token)
         self.session: aiohttp.ClientSession | None = None
+        # The browser-side sockets of the open bridges, closed on shutdown (see _close_sockets).
+        self.sockets: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         app.on_startup.append(self._open_session)
+        app.on_shutdown.append(self._close_sockets)
         app.on_cleanup.append(self._close_session)
         return app
+
+    async def _close_sockets(self, _app: web.Application) -> None:
+        """On SIGTERM: close every bridged WebSocket (1001 going away). aiohttp's graceful
+        shutdown waits for running handlers, and a bridge handler runs as long as its socket is
+        open, so without this an open /ws (the pipeline's or a browser's) holds a pod stop up
+        for the whole shutdown timeout."""
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY) for ws in list(self.sockets)),
+            return_exceptions=True,
+        )
 
     async def _open_session(self, _app: web.Application) -> None:
         self.session = aiohttp.ClientSession(
@@ -243,6 +256,7 @@ class TokenProxy:
             protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0
         )
         await client.prepare(request)
+        self.sockets.add(client)
         pumps = [
             asyncio.ensure_future(_pump(upstream, client)),
             asyncio.ensure_future(_pump(client, upstream)),
@@ -250,10 +264,14 @@ class TokenProxy:
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for pump in pumps:
-                pump.cancel()
+            self.sockets.discard(client)
+            # Close both while their pumps still read them: a socket closed with a reader
+            # waiting is closed at once, whereas one nobody reads waits (up to 10 s) for the
+            # peer's close reply, which a client that is not reading right now never sends.
             await upstream.close()
             await client.close()
+            for pump in pumps:
+                pump.cancel()
         return client
 
 
@@ -295,5 +313,5 @@ def serve(listen: str, upstream: str, token: str | None) -> None:
         )
     log.info("proxy on %s:%d -> ComfyUI at %s (token required)", host, port, upstream)
     # access_log=None: the default access line holds the query string, i.e. `?token=`.
-    # A short shutdown grace: a pod stop must not wait a minute for a browser's open /ws.
+    # Open bridges are closed at shutdown; the timeout only bounds a slow in-flight download.
     web.run_app(proxy.app(), host=host, port=port, access_log=None, print=None, shutdown_timeout=5)

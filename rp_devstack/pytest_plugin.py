@@ -73,22 +73,15 @@ def comfyui_standin(tmp_path: Path) -> Iterator[ComfyStandin]:
 @pytest.fixture(scope="session")
 def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     """The whole offline stack (S3 + bucket, RunPod emulator with network volume and secrets,
-    standalone ComfyUI stand-in); `.env` has the eight DESIGN variables, `.emulator` the admin
-    handle. Shared by the session: tests should terminate the pods they launch."""
+    standalone ComfyUI stand-in); `.env` has the eight connection variables (RunPod, R2,
+    ComfyUI), `.emulator` the admin handle. Shared by the session: tests should terminate the
+    pods they launch."""
     stack = Devstack(tmp_path_factory.mktemp("devstack"), boot_delay_s=0.5, agent_grace_s=10.0)
     stack.start()
     try:
         yield stack
     finally:
         stack.stop()
-
-
-@pytest.fixture
-def devstack_env(devstack: Devstack, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The devstack's variables set in os.environ for the test (as `source DIR/env` would)."""
-    for name, value in devstack.env.items():
-        monkeypatch.setenv(name, value)
-    return dict(devstack.env)
 
 
 @pytest.fixture

@@ -5,14 +5,15 @@
 - the RunPod emulator with network volume `devstack-volume` (EU-RO-1) and the RunPod secrets
   `R2_ACCESS_KEY_ID` / `R2_SECRET_ACCESS_KEY` (so pod env can say `{{ RUNPOD_SECRET_R2_... }}`),
 - a ComfyUI stand-in outside any pod (`COMFYUI_STANDALONE_URL`, for client tests),
-and `.env` holds the eight DESIGN variables pointing at them. `.stop()` ends all of it, pods
-included; it also runs at interpreter exit.
+and `.env` holds the eight connection variables (RunPod, R2, ComfyUI) pointing at them.
+`.stop()` ends all of it, pods included; it also runs at interpreter exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -127,6 +128,17 @@ class Devstack:
         target.write_text("\n".join(lines) + "\n")
         target.chmod(0o600)
         return target
+
+    def use_in_this_process(self, dagster_home: Path) -> Path:
+        """Point this process's Dagster code at the stack, as `make dev` does: the stack's
+        variables and RP_ENV=devstack in os.environ, and DAGSTER_HOME a new instance directory
+        (telemetry off). Returns that directory."""
+        os.environ.update(self.env)
+        os.environ["RP_ENV"] = "devstack"
+        dagster_home.mkdir(parents=True)
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        return dagster_home
 
     def pids(self) -> list[int]:
         """Every process this devstack started (S3, stand-in, pods' processes)."""

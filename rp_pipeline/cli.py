@@ -183,7 +183,7 @@ def _client() -> RunPodClient:
             "RUNPOD_API_KEY is not set: export it (RunPod console > Settings > API Keys) "
             "or `source <devstack state dir>/env`"
         )
-    return RunPodClient(key, os.environ.get("RUNPOD_API_BASE_URL") or None)
+    return RunPodClient(key)  # RUNPOD_API_BASE_URL is read by RunPodClient
 
 
 def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]:

@@ -47,6 +47,23 @@ def materializations(instance: Any, asset: str) -> list[Any]:
     return list(instance.fetch_materializations(AssetKey(asset), limit=100).records)
 
 
+def settled_costs(instance: Any, keys: list[str]) -> dict[str, float]:
+    """Each partition's settled cost: the `cost_settled` AssetObservation recorded once its pod
+    ended (the materialization's `cost_usd` is only the provisional share)."""
+    from dagster import AssetKey
+
+    records = instance.fetch_observations(AssetKey("generated_video"), limit=1000).records
+    costs: dict[str, float] = {}
+    for record in records:  # newest first
+        md = record.asset_observation.metadata
+        if record.partition_key not in costs and _value(md.get("cost_settled")) is True:
+            costs[record.partition_key] = float(_value(md["cost_usd"]))
+    missing = [key for key in keys if key not in costs]
+    if missing:
+        raise DemoError(f"no settled cost recorded for {missing}")
+    return costs
+
+
 def print_videos(instance: Any, keys: list[str]) -> None:
     records = {r.partition_key: r for r in materializations(instance, "generated_video")}
     table = Table(title="generated_video (one partition per request)", show_lines=False)
@@ -63,6 +80,8 @@ def print_videos(instance: Any, keys: list[str]) -> None:
         "cost $",
     ):
         table.add_column(column, overflow="fold")
+    # Printed to 5 decimals; the total is the sum of the printed figures.
+    costs = {key: round(cost, 5) for key, cost in settled_costs(instance, keys).items()}
     for key in keys:
         md = {k: _value(v) for k, v in records[key].asset_materialization.metadata.items()}
         table.add_row(
@@ -75,8 +94,10 @@ def print_videos(instance: Any, keys: list[str]) -> None:
             _fmt(md["generation_time_s"]),
             _fmt(md["queue_wait_s"]),
             _fmt(md["upload_latency_s"], 3),  # a small upload takes milliseconds
-            f"{md['cost_usd']:.5f}",
+            f"{costs[key]:.5f}",
         )
+    table.add_section()
+    table.add_row("total", *[""] * 8, f"{sum(costs[key] for key in keys):.5f}")
     console.print(table)
     for key in keys:
         md = records[key].asset_materialization.metadata
@@ -119,14 +140,9 @@ def run_demo(workdir: Path) -> None:
     stack = Devstack(workdir / "devstack", boot_delay_s=0.5)
     try:
         stack.start()
-        os.environ.update(stack.env)
-        os.environ["RP_ENV"] = "devstack"
+        home = stack.use_in_this_process(workdir / "dagster_home")
         for name, value in DEMO_FLEET.items():
             os.environ.setdefault(name, value)
-        home = workdir / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
         step(f"devstack up; Dagster instance in {home}")
         materialize_batch(stack)
     finally:

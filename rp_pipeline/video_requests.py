@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,3 @@ def scan_requests(directory: Path | None = None) -> RequestScan:
 def load_requests(directory: Path | None = None) -> dict[str, VideoRequest]:
     """The valid requests of `scan_requests` by key."""
     return scan_requests(directory).requests
-
-
-def requests_by_key(requests: Iterable[VideoRequest]) -> dict[str, VideoRequest]:
-    return {request.key: request for request in requests}

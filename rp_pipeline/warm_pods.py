@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import DEFAULT_PREFIX, lease_key
+from rp_agent.keys import DEFAULT_PREFIX, lease_key, prefix_from_env
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ DEFAULT_IDLE_S = 0.0
 # An idle pod is only claimed while this much of its idle time is left, so the pod-side watcher
 # (which polls, and whose clock may differ a little) cannot end it right after the claim.
 CLAIM_MARGIN_S = 30.0
-GONE_STATUSES = ("EXITED", "TERMINATED")
 
 
 class WarmPodConfigError(ValueError):
@@ -302,7 +301,7 @@ def claim_idle_pod(
     now = time.time() if now is None else now
     wanted = list(gpu_types)
     pods = sorted(
-        (p for p in client.list_pods() if _ours(p) and p.desired_status == "RUNNING"),
+        (p for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"),
         key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
     )
     for pod in pods:
@@ -338,7 +337,7 @@ def evict_idle_pod(
     closest to its end first. It is claimed with the same conditional write before it is ended,
     so no other run adopts it meanwhile; the id ended, or None when there was no idle pod."""
     now = time.time()
-    live = [p.id for p in client.list_pods() if _ours(p) and p.desired_status == "RUNNING"]
+    live = [p.id for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"]
     leases = read_leases(s3, bucket, live, prefix)
     for _, pod_id in sorted((lease.expires_at, i) for i, lease in leases.items() if lease.idle):
         # expires_at = now: should our terminate fail, the pod's own watcher ends it.
@@ -358,7 +357,7 @@ def fleet_usage(
 ) -> FleetUsage:
     """Live pods of ours, busy vs idle (an idle pod past its time bills until it is ended, so it
     still counts), for RP_MAX_PODS and the $/h cap."""
-    pods = [p for p in client.list_pods() if _ours(p) and p.desired_status not in GONE_STATUSES]
+    pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
     leases = read_leases(s3, bucket, [p.id for p in pods], prefix)
     busy = idle = 0
     busy_cost = idle_cost = 0.0
@@ -384,14 +383,10 @@ def idle_pod_ids_from_env(pod_ids: Iterable[str]) -> set[str]:
         settings = R2Settings.from_env()
     except R2ConfigError:
         return set()
-    prefix = os.environ.get("R2_PREFIX") or DEFAULT_PREFIX
+    prefix = prefix_from_env()
     try:
         leases = read_leases(make_r2_client(settings), settings.bucket, pod_ids, prefix)
     except (ClientError, BotoCoreError) as exc:
         log.warning("could not read pod leases from R2 (%s); idle pods are not marked", exc)
         return set()
     return {pod_id for pod_id, lease in leases.items() if lease.idle}
-
-
-def _ours(pod: Any) -> bool:
-    return bool((pod.env or {}).get("DAGSTER_RUN_ID")) or str(pod.name).startswith("dagster-")

@@ -1,7 +1,7 @@
 """The stand-in's node catalogue: a trimmed copy of a real ComfyUI `/object_info` answer.
 
 `object_info.json` beside this module was cut from the recording of ComfyUI 0.3.64
-(`/work/shared/comfyui-real/object_info_full.body.json`) down to the nodes our shipped WAN 2.2
+(`object_info_full.body.json` of the recorded transcripts, see COMFYUI_REAL_DIR) down to the nodes our shipped WAN 2.2
 workflows and the recorded fixtures use, plus a hand-written `VHS_VideoCombine` (a custom node).
 Model-file combos are empty in the recording (no weights were installed); the stand-in fills
 them from a configurable "installed models" table so the shipped workflows validate by default

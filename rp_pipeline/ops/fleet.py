@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 # Prompts a pod holds in its ComfyUI queue: the running one + one waiting, so the GPU starts
 # the next video the moment one ends, while the rest stay in the shared queue for any pod.
 PROMPTS_PER_POD = 2
-DEAD_STATUSES = {"EXITED", "ERROR", "TERMINATED", "DEAD", "FAILED"}
 PROGRESS_EVERY_S = 10.0
 # Creates tried per pod slot when RunPod fails before a pod exists (checked by name each time).
 CREATE_TRIES = 3
@@ -422,8 +421,8 @@ class PodWorker(threading.Thread):
             return
         if pod is None:
             raise PodDied("the pod died: RunPod no longer knows it")
-        status = str(pod.desired_status).upper()
-        if status in DEAD_STATUSES:
+        if pod.is_gone:
+            status = pod.status or pod.desired_status
             raise PodDied(f"the pod died: RunPod reports it {status}{self._log_tail()}")
         if error is None and self.comfy.is_ready():
             self._outage_since = None

@@ -15,18 +15,6 @@ def _maybe_float(value: float | None) -> Any:
     return MetadataValue.float(round(value, 3)) if value is not None else MetadataValue.null()
 
 
-def observation_metadata(record: VideoRecord) -> dict[str, Any]:
-    """What is known the moment a video lands (before the pod's bill)."""
-    return {
-        "r2_key": MetadataValue.path(record.r2_key),
-        "r2_source": record.r2_source,
-        "size_bytes": MetadataValue.int(record.size_bytes),
-        "sha256": record.sha256,
-        "generation_time_s": _maybe_float(record.generation_time_s),
-        "upload_latency_s": _maybe_float(record.upload_latency_s),
-    }
-
-
 def video_metadata(
     *,
     record: VideoRecord,

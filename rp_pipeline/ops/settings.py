@@ -6,7 +6,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 # Pod env entries that carry secrets are RunPod secret references, resolved by RunPod when the
-# container starts, so the key values never transit Dagster (DESIGN: prefer secret references).
+# container starts, so the key values never transit Dagster (secret references are preferred over plain values).
 DEFAULT_SECRET_REFS = {
     "R2_ACCESS_KEY_ID": "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY": "R2_SECRET_ACCESS_KEY",

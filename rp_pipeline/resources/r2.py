@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, PrivateAttr
 
+from rp_agent.keys import DEFAULT_PREFIX, PREFIX_ENV
 from rp_agent.r2 import R2Settings, make_r2_client
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class R2Resource(ConfigurableResource):
             bucket=EnvVar("R2_BUCKET"),
             access_key_id=EnvVar("R2_ACCESS_KEY_ID"),
             secret_access_key=EnvVar("R2_SECRET_ACCESS_KEY"),
-            prefix=EnvVar("R2_PREFIX") if _env_set("R2_PREFIX") else "outputs",
+            prefix=EnvVar(PREFIX_ENV) if _env_set(PREFIX_ENV) else DEFAULT_PREFIX,
             public_base_url=EnvVar("R2_PUBLIC_BASE_URL")
             if _env_set("R2_PUBLIC_BASE_URL")
             else None,

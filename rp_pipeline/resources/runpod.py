@@ -96,7 +96,6 @@ class RunPodResource(ConfigurableResource):
     interruptible: bool = False
     bid_per_gpu: float | None = None
     max_cost_per_hr: float | None = None
-    ready_timeout_s: float = 300.0
     poll_interval_s: float = 2.0
 
     def get_client(self) -> RunPodClient:

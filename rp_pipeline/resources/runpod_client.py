@@ -48,9 +48,10 @@ DEFAULT_IMAGE = "ghcr.io/runpod-dagster/comfyui-wan22:latest"
 DEFAULT_GPU_TYPES = ("NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S")
 DEFAULT_PORTS = "8188/http,8888/http,22/tcp"
 COMFYUI_PORT = 8188
-GONE_STATUSES = ("EXITED", "TERMINATED")
-# Lifecycle statuses (REST v2 `status`) after which a pod will not become ready by itself.
-DEAD_STATUSES = ("EXITED", "ERROR", "TERMINATED")
+# desiredStatus values of a pod RunPod has stopped (REST v2 reports ERROR as desiredStatus EXITED).
+GONE_DESIRED = frozenset({"EXITED", "TERMINATED"})
+# Lifecycle statuses (REST v2 `status`) after which a pod will not run again by itself.
+GONE_LIFECYCLE = frozenset({"EXITED", "ERROR", "TERMINATED"})
 AVAILABILITY_RANK = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
 LOG_LINES_IN_ERRORS = 5
 
@@ -70,8 +71,7 @@ class PodSpec:
     network_volume_id: str | None = None
     template_id: str | None = None
     container_disk_gb: int = 20
-    # 100 GB (the PRD's template) rather than the seed's 50: WAN 2.2 14B weights alone are
-    # ~40 GB. Unused when a network volume is attached: the volume is mounted instead.
+    # 100 GB rather than 50: WAN 2.2 14B weights alone are ~40 GB. Unused when a network volume is attached: the volume is mounted instead.
     volume_gb: int = 100
     volume_mount_path: str = "/workspace"
     ports: str = DEFAULT_PORTS
@@ -136,13 +136,28 @@ class Pod:
             gpu_type=(record.get("machine") or {}).get("gpuDisplayName"),
             cost_per_hr=record.get("costPerHr"),
             env=env,
-            run_id=env.get("DAGSTER_RUN_ID"),
+            run_id=env.get("DAGSTER_RUN_ID") or None,
             created_at=created_at,
             image=record.get("imageName"),
             runtime_ports=list(runtime.get("ports") or []),
             datacenter=machine.get("dataCenterId") or record.get("dataCenterId"),
             status=status,
         )
+
+    @property
+    def is_gone(self) -> bool:
+        """RunPod has stopped the pod (EXITED, TERMINATED, or ERROR on REST v2): it will run no
+        more work by itself, and there is nothing left to terminate or to count as live."""
+        return (
+            self.desired_status.upper() in GONE_DESIRED
+            or (self.status or "").upper() in GONE_LIFECYCLE
+        )
+
+    @property
+    def is_ours(self) -> bool:
+        """Launched by this pipeline: `DAGSTER_RUN_ID` in its env or a `dagster-` name (see
+        `pod_name`). Pods of anyone else on the account are never touched."""
+        return self.run_id is not None or self.name.startswith("dagster-")
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe facts without env values (an env value may be a plain secret)."""
@@ -181,7 +196,8 @@ class GpuType:
 
 
 def port_url(pod_id: str, runtime_ports: list[dict[str, Any]], port: int) -> str | None:
-    """DESIGN's rule: the public ip:port when RunPod exposes one, else RunPod's HTTPS proxy."""
+    """The public ip:port when RunPod exposes one (faster, no proxy timeout), else RunPod's
+    HTTPS proxy."""
     for mapping in runtime_ports:
         if mapping.get("privatePort") == port:
             if mapping.get("isIpPublic") and mapping.get("publicPort"):
@@ -404,7 +420,7 @@ class RunPodClient:
                 pod = Pod.from_record(record)
                 url = port_url(pod_id, pod.runtime_ports, port)
                 new_state = _describe(pod, url, port)
-                if pod.status in DEAD_STATUSES or pod.desired_status in GONE_STATUSES:
+                if pod.is_gone:
                     reason = f"it is {pod.status or pod.desired_status} before ComfyUI answered"
                     self._give_up(pod_id, reason + self._log_tail(pod_id), terminate_on_timeout)
                 probe_token = token or pod_token(pod)

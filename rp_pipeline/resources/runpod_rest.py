@@ -28,6 +28,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from rp_pipeline.resources.runpod_backend import DEFAULT_API_BASE_URL
 from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
     RunPodApiError,
@@ -40,7 +41,6 @@ from rp_pipeline.resources.runpod_errors import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_BASE_URL = "https://api.runpod.io"
 KEY_HELP = "check RUNPOD_API_KEY (RunPod console > Settings > API Keys)"
 # v2 status -> the GraphQL-era desiredStatus the records also carry.
 DESIRED = {

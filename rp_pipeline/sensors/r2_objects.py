@@ -30,11 +30,7 @@ log = logging.getLogger(__name__)
 def live_pod_ids(runpod: RunPodResource) -> set[str] | None:
     """Pods that can still write objects; None if RunPod cannot be asked (scan then over-lists)."""
     try:
-        return {
-            pod.id
-            for pod in runpod.get_client().list_pods()
-            if str(pod.desired_status).upper() not in {"TERMINATED", "EXITED"}
-        }
+        return {pod.id for pod in runpod.get_client().list_pods() if not pod.is_gone}
     except Exception as exc:
         log.warning("cannot list pods (%s); treating every pod as live", type(exc).__name__)
         return None

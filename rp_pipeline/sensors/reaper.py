@@ -10,10 +10,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from dagster import DagsterRunStatus
+
+from rp_pipeline.resources.runpod_client import Pod
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ IN_PROGRESS = {
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 }
-GONE = {"TERMINATED", "EXITED"}
 
 
 @dataclass(frozen=True)
@@ -34,32 +34,8 @@ class Orphan:
     reason: str
 
 
-def pod_run_id(pod: Any) -> str | None:
-    run_id = getattr(pod, "run_id", None) or (getattr(pod, "env", None) or {}).get("DAGSTER_RUN_ID")
-    return str(run_id) if run_id else None
-
-
-def is_ours(pod: Any) -> bool:
-    return pod_run_id(pod) is not None or str(getattr(pod, "name", "")).startswith("dagster-")
-
-
-def created_epoch(pod: Any) -> float | None:
-    created = getattr(pod, "created_at", None)
-    if created is None:
-        return None
-    if isinstance(created, datetime):
-        return created.timestamp()
-    try:
-        return float(created)
-    except (TypeError, ValueError):
-        try:
-            return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-
-
 def find_orphans(
-    pods: Iterable[Any],
+    pods: Iterable[Pod],
     run_status: Callable[[str], DagsterRunStatus | None],
     max_lifetime_s: float,
     now: float | None = None,
@@ -73,16 +49,16 @@ def find_orphans(
     now = time.time() if now is None else now
     orphans = []
     for pod in pods:
-        if not is_ours(pod) or str(getattr(pod, "desired_status", "")).upper() in GONE:
+        if not pod.is_ours or pod.is_gone:
             continue
         lease = (leases or {}).get(pod.id) or {}
         if lease.get("state") == "idle":
             if float(lease.get("expires_at") or 0.0) <= now:
                 orphans.append(Orphan(pod.id, None, "idle time over"))
             continue
-        run_id = lease.get("run_id") or pod_run_id(pod)
+        run_id = lease.get("run_id") or pod.run_id
         status = run_status(run_id) if run_id else None
-        created = created_epoch(pod) or (first_seen or {}).get(pod.id)
+        created = pod.created_at or (first_seen or {}).get(pod.id)
         if status not in IN_PROGRESS:
             reason = f"run {run_id} is {status.value if status else 'unknown'}"
             orphans.append(Orphan(pod.id, run_id, reason))
@@ -91,7 +67,7 @@ def find_orphans(
     return orphans
 
 
-def lapsed_lease(pod: Any, lease: dict[str, Any] | None, now: float) -> Orphan | None:
+def lapsed_lease(pod: Pod, lease: dict[str, Any] | None, now: float) -> Orphan | None:
     """An Orphan when the pod's run lease has expired (the run stopped renewing it); a pod
     without a lease is left to the other rules."""
     if not lease or lease.get("state") == "idle":  # idle (warm) pods have their own rule
@@ -104,7 +80,7 @@ def lapsed_lease(pod: Any, lease: dict[str, Any] | None, now: float) -> Orphan |
         return None
     return Orphan(
         pod.id,
-        lease.get("run_id") or pod_run_id(pod),
+        lease.get("run_id") or pod.run_id,
         f"lease expired {now - expires_at:.0f} s ago (run process gone)",
     )
 
@@ -119,10 +95,7 @@ def terminate_pods_of_run(
         lease = (leases or {}).get(pod.id) or {}
         if lease.get("state") == "idle" or lease.get("run_id") not in (None, run_id):
             continue
-        if (
-            pod_run_id(pod) == run_id
-            and str(getattr(pod, "desired_status", "")).upper() not in GONE
-        ):
+        if pod.run_id == run_id and not pod.is_gone:
             client.terminate(pod.id)
             done.append(pod.id)
     return done

@@ -1,7 +1,6 @@
 """Sensors that make pod teardown independent of any single op running to completion."""
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,12 +22,9 @@ from rp_pipeline.ops.slots import free_run_slots
 from rp_pipeline.resources.r2 import R2Resource
 from rp_pipeline.resources.runpod import RunPodResource
 from rp_pipeline.sensors.reaper import (
-    GONE,
     IN_PROGRESS,
     find_orphans,
-    is_ours,
     lapsed_lease,
-    pod_run_id,
     terminate_pods_of_run,
 )
 from rp_pipeline.warm_pods import lease_bodies
@@ -50,13 +46,13 @@ def pod_reaper(
     r2: R2Resource,
 ):
     """Every minute: terminate pods whose Dagster run is over or unknown, pods older than
-    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S overrides), warm pods whose idle time is
+    `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S), warm pods whose idle time is
     over, and pods whose run stopped renewing its lease (its process died): such a run is marked
     failed and its pod slots freed."""
     client = runpod.get_client()
-    lifetime = float(os.environ.get("RP_POD_MAX_LIFETIME_S") or settings.max_pod_lifetime_s)
+    lifetime = settings.max_pod_lifetime_s
     now = time.time()
-    pods = [p for p in client.list_pods() if is_ours(p) and p.desired_status not in GONE]
+    pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
     # The cursor remembers when each live pod was first seen: its age when RunPod gives none.
     seen = json.loads(context.cursor) if context.cursor else {}
     seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
@@ -88,7 +84,7 @@ def _lapsed_runs(
     found = []
     for pod in pods:
         lease = dict(leases.get(pod.id) or {})
-        run_id = lease.get("run_id") or pod_run_id(pod)
+        run_id = lease.get("run_id") or pod.run_id
         if pod.id in skip or not run_id:
             continue
         run = context.instance.get_run_by_id(run_id)

@@ -24,7 +24,7 @@ from rp_devstack.comfyui_standin.catalogue import MODEL_INPUTS
 from .helpers import mp4_facts, output_files
 
 FIXTURES = Path(os.environ.get("COMFYUI_REAL_DIR", "/work/shared/comfyui-real"))
-if not (FIXTURES / "INDEX.json").is_file():  # pragma: no cover - shared/ sits beside the repo
+if not (FIXTURES / "INDEX.json").is_file():  # pragma: no cover - or in shared/ beside the checkout
     FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "comfyui-real"
 
 pytestmark = pytest.mark.skipif(

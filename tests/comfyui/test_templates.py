@@ -210,7 +210,7 @@ def test_sizes_and_frames_match(ours: str, template: str, switch_on: bool, laten
 
 
 def test_t2v_is_the_720p_variant() -> None:
-    """DESIGN: T2V 14B ships at 720p, 1280x704x121 @ 16 fps (the template's default is 640x640)."""
+    """T2V 14B ships at 720p, 1280x704x121 @ 16 fps (the template's default is 640x640)."""
     api = get_workflow("wan22_t2v_14b").api_json
     latent = api_nodes(api, "EmptyHunyuanLatentVideo")[0]
     assert (latent["width"], latent["height"], latent["length"]) == (1280, 704, 121)

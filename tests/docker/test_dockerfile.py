@@ -1,5 +1,5 @@
 """docker/Dockerfile checked without a Docker engine: its contract (base by ARG, OCI labels,
-PRD defaults, no baked credentials, health check) read from the file itself, and the exact
+the default env, no baked credentials, health check) read from the file itself, and the exact
 steps that install rp-agent replayed on a copy of the build context it would receive.
 """
 

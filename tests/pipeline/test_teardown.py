@@ -114,9 +114,12 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
         assert status[orphan_unknown.id] == "TERMINATED"
         assert status[alive.id] != "TERMINATED"
         # The live run's pod goes too once it outlives the maximum lifetime.
+        # RP_POD_MAX_LIFETIME_S reaches the sensor through the settings resource.
         monkeypatch.setenv("RP_POD_MAX_LIFETIME_S", "0.5")
+        from rp_pipeline.definitions import resources_for
+
         time.sleep(1.0)
-        result, _ = tick(pod_reaper, instance, resources, cursor)
+        result, _ = tick(pod_reaper, instance, resources_for("devstack"), cursor)
         assert "reaped 1 pod(s)" in str(result.skip_message)
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert status[alive.id] == "TERMINATED"

@@ -28,6 +28,8 @@ from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.resources.runpod import PodSpec, RunPodClient
 
+from .helpers import wait_until
+
 RUN_ID = "lease-run-0001"
 
 
@@ -43,13 +45,6 @@ def write_lease(s3: Any, bucket: str, pod_id: str, expires_at: float) -> None:
     """What the run does (and renews) while it uses the pod."""
     body = {"pod_id": pod_id, "run_id": RUN_ID, "renewed_at": time.time(), "expires_at": expires_at}
     s3.put_object(Bucket=bucket, Key=lease_key(pod_id), Body=json.dumps(body).encode())
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
-        time.sleep(0.1)
 
 
 def pod_row(emulator: RunPodEmulator, pod_id: str) -> dict[str, Any]:

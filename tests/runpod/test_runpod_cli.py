@@ -18,17 +18,25 @@ from rp_devstack.stack import NETWORK_VOLUME_ID
 RP_LAUNCH = str(Path(sys.executable).with_name("rp-launch"))
 
 
-def rp_launch(emulator: RunPodEmulator, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def only_base_url_and_key(
+    emulator: RunPodEmulator, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """rp-launch with nothing of the host's env but PATH, HOME, the API key and base URL."""
     environ = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
         "RUNPOD_API_KEY": emulator.api_key,
         "RUNPOD_API_BASE_URL": emulator.base_url,
-        "RUNPOD_NETWORK_VOLUME_ID": NETWORK_VOLUME_ID,
         **env,
     }
     return subprocess.run(
         [RP_LAUNCH, *args], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def rp_launch(emulator: RunPodEmulator, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return only_base_url_and_key(
+        emulator, *args, **{"RUNPOD_NETWORK_VOLUME_ID": NETWORK_VOLUME_ID, **env}
     )
 
 
@@ -87,18 +95,6 @@ def test_gpus_lists_prices_and_stock(runpod_emulator: RunPodEmulator) -> None:
     table = rp_launch(runpod_emulator, "gpus").stdout.splitlines()
     (line_4090,) = [line for line in table if line.startswith(GPU_4090)]
     assert "secure $0.69" in line_4090 and "stock HIGH (EU-RO-1 HIGH, US-KS-2 LOW)" in line_4090
-
-
-def only_base_url_and_key(emulator: RunPodEmulator, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "RUNPOD_API_KEY": emulator.api_key,
-        "RUNPOD_API_BASE_URL": emulator.base_url,
-    }
-    return subprocess.run(
-        [RP_LAUNCH, *args], env=environ, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_acceptance_rest_v2_end_to_end_without_graphql(runpod_emulator: RunPodEmulator) -> None:

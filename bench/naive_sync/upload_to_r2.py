@@ -1,7 +1,7 @@
-"""The PRD's per-file uploader (seed 000, "Key Implementation: upload_to_r2.py"), completed.
+"""The naive sync's per-file uploader (started by r2_sync.sh once per new file).
 
 One process per file: builds a boto3 client, uploads to outputs/YYYY-MM-DD/<filename> with
-retries and exponential backoff, exits. Kept deliberately as the PRD describes it (no queue,
+retries and exponential backoff, exits. Kept deliberately simple (no queue,
 no metadata, no subdirectory in the key) because it is the baseline the benchmark measures.
 """
 
