@@ -43,6 +43,10 @@ COMFYUI_ARGS="${COMFYUI_ARGS:-}"
 # re-checks the output dir against R2 at start.
 RP_AGENT_STATE_DIR="${RP_AGENT_STATE_DIR:-/var/lib/rp-agent}"
 ENABLE_R2_SYNC="${ENABLE_R2_SYNC:-false}"
+# start.sh's own output and ComfyUI's are copied here (container disk), and the agent ships
+# their new lines to R2 so the Dagster run using the pod shows them.
+POD_LOG_DIR="$RP_AGENT_STATE_DIR/logs"
+export RP_AGENT_LOG_FILES="${RP_AGENT_LOG_FILES:-$POD_LOG_DIR/start.log,$POD_LOG_DIR/comfyui.log}"
 export MODELS_DIR
 
 SECRET_NAMES=(R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY CIVITAI_API_KEY HF_TOKEN JUPYTER_PASSWORD PUBLIC_KEY
@@ -55,10 +59,20 @@ AGENT_PID=""
 LEASE_PID=""
 DOWNLOAD_PID=""
 COMFY_PID=""
+COMFY_LOG_PID=""
+LOG_COPY_PID=""
 HELPER_PIDS=()
 STOPPING=""
 
 log() { printf '[start] %s\n' "$*"; }
+
+# `copy_to_log FILE`: stdin to stdout and FILE. Deaf to TERM/INT (ignored signals stay ignored
+# across exec): a stop must not end the copy before the stopping processes' last lines; it
+# ends when every writer has exited.
+copy_to_log() {
+    trap '' TERM INT
+    exec tee -a "$1"
+}
 
 # The image's ComfyUI checkout: hearmeman-style images keep it at /ComfyUI (fast container
 # disk), others at /workspace/ComfyUI.
@@ -259,10 +273,15 @@ start_comfyui() {
     # COMFYUI_ARGS is a user-supplied flag list (e.g. "--lowvram"): split on purpose.
     read -r -a args <<<"$COMFYUI_ARGS"
     # Loopback only: the proxy on $COMFYUI_PORT is the one way in from outside.
+    # Its output goes to the container's log (fd 3) and to comfyui.log for the agent to ship;
+    # the copy is this shell's child (fd 4 closed at once), so shutdown can wait for it.
+    exec 4> >(copy_to_log "$POD_LOG_DIR/comfyui.log" >&3)
+    COMFY_LOG_PID=$!
     (cd "$comfy_dir" && exec python3 main.py --listen 127.0.0.1 --port "$COMFYUI_INTERNAL_PORT" \
         --output-directory "$COMFYUI_OUTPUT_DIR" --input-directory "$COMFYUI_DATA_DIR/input" \
-        --extra-model-paths-config "$config" "${args[@]}") &
+        --extra-model-paths-config "$config" "${args[@]}") >&4 2>&4 4>&- &
     COMFY_PID=$!
+    exec 4>&-
     log "ComfyUI starting from $comfy_dir on 127.0.0.1:$COMFYUI_INTERNAL_PORT, behind the token proxy on port $COMFYUI_PORT (pid $COMFY_PID)"
 }
 
@@ -311,10 +330,19 @@ shutdown() {
     stop_pid "$LEASE_PID"
     for pid in "${HELPER_PIDS[@]}"; do stop_pid "$pid"; done
     log "stopped"
+    # Every writer is stopped: the log copies end at their input's end; wait for them so
+    # nothing of the pod outlives start.sh.
+    exec >&3 2>&3
+    wait ${COMFY_LOG_PID:+"$COMFY_LOG_PID"} ${LOG_COPY_PID:+"$LOG_COPY_PID"}
     exit "$status"
 }
 
 main() {
+    mkdir -p "$POD_LOG_DIR"
+    # fd 3: the container's own stdout, for ComfyUI's copy (start.log holds start.sh's lines).
+    exec 3>&1
+    exec > >(copy_to_log "$POD_LOG_DIR/start.log") 2>&1
+    LOG_COPY_PID=$!
     # A shell cannot trap a signal that was ignored when it started (as a background job of
     # another shell ignores SIGINT): say so, rather than leave a Ctrl-C that silently does nothing.
     if [ "$(trap -p INT)" = "trap -- '' SIGINT" ]; then

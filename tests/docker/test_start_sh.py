@@ -50,6 +50,7 @@ def note(line):
     with open(log, "a") as f:
         f.write(line + "\\n")
 note("comfy-start " + " ".join(sys.argv[1:]))
+print("comfy listening", flush=True)
 port = int(sys.argv[sys.argv.index("--port") + 1])
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -81,7 +82,7 @@ esac
 runs_file="{state}/runs"
 runs=$(( $(cat "$runs_file" 2>/dev/null || echo 0) + 1 ))
 echo "$runs" > "$runs_file"
-echo "agent-start $* key=${{R2_ACCESS_KEY_ID:+yes}}" >> "$log"
+echo "agent-start $* logs=${{RP_AGENT_LOG_FILES:-}} key=${{R2_ACCESS_KEY_ID:+yes}}" >> "$log"
 crashes="${{FAKE_AGENT_CRASHES:-1}}"
 if [ "$crashes" = always ] || [ "$runs" -le "$crashes" ]; then
     echo "agent-exit 3" >> "$log"
@@ -295,6 +296,32 @@ def test_sigterm_stops_comfyui_then_flushes_the_restarted_agent(start_pod) -> No
     assert "RP_POD_TOKEN: set" in out
     for value in (SECRET, KEY_ID, "acct-id", TOKEN):
         assert value not in out
+
+
+def test_start_and_comfyui_output_go_to_the_files_the_agent_ships(
+    start_pod, tmp_path: Path
+) -> None:
+    pod = start_pod({"FAKE_AGENT_CRASHES": "0"})
+    pod.wait_for(pod.comfy_answers, "ComfyUI answering")
+    logs = tmp_path / "agent-state" / "logs"
+    comfy_log, start_log = logs / "comfyui.log", logs / "start.log"
+    pod.wait_for(
+        lambda: comfy_log.exists() and "comfy listening" in comfy_log.read_text(),
+        "ComfyUI's output in comfyui.log",
+    )
+    [agent_start] = [line for line in pod.event_lines() if line.startswith("agent-start")]
+    assert f" logs={start_log},{comfy_log} " in agent_start
+
+    status, out = stop(pod)
+
+    assert status == 0, out
+    text = start_log.read_text()
+    assert "[start] rp-agent watching" in text and "[start] stopping ComfyUI" in text
+    assert "[start] stopped" in text and "comfy listening" not in text
+    # The container's own log (RunPod's log view) still gets both.
+    assert "[start] stopped" in out and "comfy listening" in out
+    for value in (SECRET, KEY_ID, TOKEN):
+        assert value not in text
 
 
 def test_models_are_in_place_before_comfyui_starts(start_pod) -> None:
