@@ -79,6 +79,21 @@ class PodMarket:
         )
         return [spot, on_demand] if self.kind == "interruptible-fallback" else [spot]
 
+    def worst_price(
+        self, catalog: Iterable[GpuType], gpu_types: Iterable[str], cloud_type: str = "ALL"
+    ) -> float | None:
+        """The most a pod of this run may cost per hour (for the budget's estimate): the dearest
+        requested GPU type's price on the dearest market this setting may rent on."""
+        by_id = {g.id: g for g in catalog}
+        prices = []
+        for gpu in (by_id[g] for g in gpu_types if g in by_id):
+            if self.kind == "interruptible":
+                if gpu.spot_price is not None and gpu.spot_price <= (self.bid_max or math.inf):
+                    prices.append(gpu.spot_price)
+            elif (price := gpu.price_for(cloud_type)) is not None:
+                prices.append(price)
+        return max(prices, default=None)
+
     def check(self, catalog: Iterable[GpuType], gpu_types: Iterable[str]) -> None:
         """Refuse, before any launch, a spot-only market no requested GPU type can meet."""
         if self.kind != "interruptible":

@@ -52,7 +52,9 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     root = tmp_path_factory.mktemp("e2e")
     stack = Devstack(root / "devstack", boot_delay_s=0.5, agent_grace_s=10.0)
     stack.start()
-    dagster = DagsterUI(root, stack.env)
+    # The cancel test renders a 5000-step request to be certainly mid-generation when it
+    # clicks Terminate: above the default step budget (100), so this instance allows it.
+    dagster = DagsterUI(root, {**stack.env, "RP_MAX_STEPS": "5000"})
     try:
         dagster.start()
         yield E2EStack(stack, dagster)
