@@ -31,8 +31,9 @@ and on `EmulatorAdmin` (an HTTP handle for other processes):
   POST /_emulator/requests/reset
   GET  /_emulator/contract_violations   answers that broke the REST v2 document (should be [])
   POST /_emulator/faults      {"count": N, "mode": M, "operation": opt, "hang_seconds": s,
-                               "retry_after": s}; the next N calls of `operation` (any if
-                               omitted), on either API, fail by mode:
+                               "retry_after": s, "seconds": opt}; the next N calls of
+                               `operation` (any if omitted), on either API, fail by mode (with
+                               "seconds", only calls within that many seconds: an outage):
                                  "5xx"   502 with an HTML body, before doing anything
                                  "hang"  do it, answer only after hang_seconds (lost response)
                                  "lose"  do it, then close the connection with no answer

@@ -37,6 +37,7 @@ class EmulatorAdmin:
         operation: str | None = None,
         hang_seconds: float = 5.0,
         retry_after: int = 1,
+        seconds: float | None = None,
     ) -> None:
         self._call(
             "POST",
@@ -47,6 +48,7 @@ class EmulatorAdmin:
                 "operation": operation,
                 "hang_seconds": hang_seconds,
                 "retry_after": retry_after,
+                "seconds": seconds,
             },
         )
 

@@ -288,6 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
                     args.get("operation"),
                     float(args.get("hang_seconds", 5.0)),
                     int(args.get("retry_after", 1)),
+                    float(args["seconds"]) if args.get("seconds") is not None else None,
                 )
             elif path == "/_emulator/stock":
                 e.set_stock(args["gpu_type_id"], int(args["count"]), args.get("datacenter"))

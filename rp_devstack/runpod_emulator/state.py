@@ -110,6 +110,9 @@ class Fault:
     operation: str | None
     hang_seconds: float
     retry_after: int = 1
+    # Epoch second after which the fault no longer fires (None: until it is used): an outage
+    # of a given length rather than of a given number of calls.
+    until: float | None = None
 
 
 class EmulatorState:
@@ -190,19 +193,24 @@ class EmulatorState:
         operation: str | None = None,
         hang_seconds: float = 5.0,
         retry_after: int = 1,
+        seconds: float | None = None,
     ) -> None:
         """The next `count` API calls (of `operation`, if given; either API) fail as `Fault`
-        says. `operation` is a logical name (`OPERATIONS`) or a GraphQL root field name."""
+        says, or only those within the next `seconds` if given. `operation` is a logical name
+        (`OPERATIONS`) or a GraphQL root field name."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; use one of {', '.join(FAULT_MODES)}")
+        until = time.time() + seconds if seconds is not None else None
         with self._lock:
             self._faults.extend(
-                Fault(mode, operation, hang_seconds, int(retry_after)) for _ in range(count)
+                Fault(mode, operation, hang_seconds, int(retry_after), until) for _ in range(count)
             )
 
     def take_fault(self, *names: str | None) -> Fault | None:
         """The first pending fault aimed at any of `names` (or at every operation)."""
+        now = time.time()
         with self._lock:
+            self._faults = [f for f in self._faults if f.until is None or f.until > now]
             for i, fault in enumerate(self._faults):
                 if fault.operation is None or fault.operation in names:
                     return self._faults.pop(i)

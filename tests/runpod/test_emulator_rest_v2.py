@@ -197,3 +197,11 @@ def test_rest_backend_sends_only_documented_fields() -> None:
     }
     assert contract.schema_errors("CreateTemplateRequest", template_body(template)) == []
     assert contract.schema_errors("UpdateTemplateRequest", template_body(template)) == []
+
+
+def test_a_fault_window_ends_after_its_seconds(runpod_emulator) -> None:
+    """An outage of a given length: faults given `seconds` stop firing once it has passed."""
+    runpod_emulator.fail_next(1000, "5xx", "list_pods", seconds=0.5)
+    assert runpod_emulator.take_fault("list_pods") is not None
+    time.sleep(0.6)
+    assert runpod_emulator.take_fault("list_pods") is None
