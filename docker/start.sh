@@ -333,7 +333,9 @@ shutdown() {
     # Every writer is stopped: the log copies end at their input's end; wait for them so
     # nothing of the pod outlives start.sh.
     exec >&3 2>&3
-    wait ${COMFY_LOG_PID:+"$COMFY_LOG_PID"} ${LOG_COPY_PID:+"$LOG_COPY_PID"}
+    for pid in "$COMFY_LOG_PID" "$LOG_COPY_PID"; do
+        if [ -n "$pid" ]; then wait "$pid" || true; fi
+    done
     exit "$status"
 }
 
