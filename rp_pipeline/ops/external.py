@@ -17,6 +17,7 @@ from typing import Any
 
 from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
+from rp_pipeline.resources.runpod_client import PodSpec
 from rp_pipeline.resources.runpod_errors import RunPodError
 
 
@@ -107,8 +108,9 @@ class ExternalComfyUI:
     def get_client(self) -> ExternalClient:
         return ExternalClient(self.comfyui)
 
-    def pod_spec(self, **overrides: Any) -> dict[str, Any]:
-        return {}  # nothing is created
+    def pod_spec(self, **overrides: Any) -> PodSpec:
+        # Nothing is created: the spec only travels through the launch path unchanged.
+        return PodSpec()
 
 
 def pods_for(runpod: Any, comfyui: ComfyUIResource, settings: Any) -> tuple[Any, Any]:
