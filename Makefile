@@ -5,11 +5,12 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help uv sync test test-fast chaos lint fmt bench demo dev clean
+.PHONY: help uv sync test test-stack test-fast chaos lint fmt bench demo dev clean
 
 help:
 	@echo "make demo   run the main job end to end on the embedded devstack"
-	@echo "make test   run the test suite (CI runs it, then make chaos)"
+	@echo "make test   run the test suite (CI runs it, then make test-stack and make chaos)"
+	@echo "make test-stack  the team deployment (PostgreSQL, daemon, webserver) with real processes"
 	@echo "make chaos  fault-injection suite on the devstack; table in bench/results/chaos.md"
 	@echo "make dev    devstack + Dagster UI on http://127.0.0.1:3000"
 	@echo "make lint   ruff check, ruff format --check, mypy, shellcheck, hadolint, workflow schemas"
@@ -23,10 +24,14 @@ sync: uv
 
 # The chaos cases that boot pods run in `make chaos` (its fast cases run here too).
 test: sync
-	$(UV) run pytest -m "not chaos" $(PYTEST_ARGS)
+	$(UV) run pytest -m "not chaos and not stack" $(PYTEST_ARGS)
+
+# The team deployment proven with real processes (12 queued runs, daemon killed mid-queue).
+test-stack: sync
+	$(UV) run pytest -m stack $(PYTEST_ARGS)
 
 test-fast: sync
-	$(UV) run pytest -m "not slow and not e2e and not chaos" $(PYTEST_ARGS)
+	$(UV) run pytest -m "not slow and not e2e and not chaos and not stack" $(PYTEST_ARGS)
 
 # Every chaos case (fast and slow); writes bench/results/chaos.md and chaos.json, then fails if
 # a case missed its acceptance (0 orphan / duplicate pods, R2 videos materialized, one-line errors).

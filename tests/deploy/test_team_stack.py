@@ -36,6 +36,7 @@ from tests.e2e.requests_config import new_partition_key, request_spec, run_confi
 from tests.pipeline.helpers import tick
 
 pytestmark = [
+    pytest.mark.stack,
     pytest.mark.postgres,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
