@@ -60,6 +60,7 @@ from rp_pipeline.ops.retry import materialized_by_ancestors
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
 from rp_pipeline.ops.state import BatchState, PlannedVideo, PodInfo, Submitted
+from rp_pipeline.ops.teardown import remembered_interrupts
 from rp_pipeline.request_store import UnknownRequestError, resolve_requests
 from rp_pipeline.resources.comfyui import ComfyUIError, PromptValidationError
 from rp_pipeline.resources.comfyui_resource import ComfyUIResource
@@ -548,11 +549,16 @@ def harvest_outputs(
         )
         for pod in live
     ]  # fmt: skip
-    with leases, fleet_teardown(context, client, state, settings, leases):
+    with (
+        leases,
+        fleet_teardown(context, client, state, settings, leases),
+        remembered_interrupts() as stopped,
+    ):
         try:
             for worker in workers:
                 worker.start()
             while any(w.is_alive() for w in workers) or not fleet.events.empty():
+                stopped()
                 forwarder.poll(list(state.pods))
                 try:
                     event = fleet.events.get(timeout=0.5)
