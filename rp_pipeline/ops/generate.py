@@ -250,8 +250,10 @@ def fleet_teardown(
             if pod.terminate_confirmed:
                 slots.free(pod.slot_key)
         try:
+            # Spare every pod the run knows: one it kept warm is idle now, and may already be
+            # another run's adopted pod (its name still carries this run's id).
             sweep_run_pods(
-                client, context.run_id, keep=[p.pod_id for p in live], wait_s=30.0,
+                client, context.run_id, keep=state.pods, wait_s=30.0,
                 confirm_s=settings.terminate_confirm_s,
             )  # fmt: skip
         except Exception as exc:  # the failure sensor and reaper try again

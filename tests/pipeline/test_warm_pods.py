@@ -431,3 +431,38 @@ def test_needs_name_the_gpu_type_the_way_runs_ask_for_it(
     # GraphQL reports a pod's GPU by display name, REST v2 by type id: both map to the id.
     assert pods[1].gpu_type in ("RTX A6000", GPU_A6000)
     assert warm_pods.needs_of(client, pods[1], IMAGE, None) == PodNeeds(IMAGE, GPU_A6000, None)
+
+
+def test_a_failing_op_spares_the_pod_its_run_kept_warm(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """An op that fails after one of its pods went idle ends the pods still working, not the
+    idle one: its name still carries the run's id, but it may already be another run's."""
+    from dagster import build_op_context
+
+    from rp_pipeline.ops.generate import fleet_teardown
+    from rp_pipeline.ops.lease import LeaseKeeper
+    from rp_pipeline.ops.state import BatchState, PodInfo
+
+    env = devstack.env
+    client = RunPodClient(env["RUNPOD_API_KEY"], env["RUNPOD_API_BASE_URL"])
+    context = build_op_context(instance=instance)
+    spec = PodSpec(image=IMAGE, gpu_types=[GPU_4090], env={"ENABLE_R2_SYNC": "false"})
+    warm, busy = (client.launch(spec, context.run_id) for _ in range(2))
+    try:
+        state = BatchState(run_id=context.run_id, videos=[])
+        now = time.time()
+        for pod, kept in ((warm, True), (busy, False)):
+            state.pods[pod.id] = PodInfo(
+                pod.id, pod.name, GPU_4090, 0.0, now, kept_warm=kept,
+                terminated_at=now if kept else None, terminate_confirmed=kept,
+            )  # fmt: skip
+        leases = LeaseKeeper(resources["r2"], context.run_id, 300.0, [busy.id])
+        with pytest.raises(RuntimeError, match="the op failed"):
+            with leases, fleet_teardown(context, client, state, resources["settings"], leases):
+                raise RuntimeError("the op failed")
+        status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
+        assert (status[warm.id], status[busy.id]) == ("RUNNING", "TERMINATED")
+    finally:
+        for pod in (warm, busy):
+            client.terminate(pod.id)
