@@ -4,9 +4,11 @@
 - RP_MAX_DAILY_COST_USD: what all runs together may spend in one UTC day (unset: no cap).
 - RP_EXPECTED_VIDEO_S: seconds of pod time one video takes, used until the instance has
   `generated_video` materializations to learn from (default DEFAULT_VIDEO_S).
+- RP_EXPECTED_BOOT_S: seconds a new pod bills before its first prompt (image pull, model load,
+  ComfyUI start; default DEFAULT_BOOT_S). An adopted warm pod has no boot to pay.
 
 Before any pod is launched, the batch's estimate (pod price x expected seconds per video, plus one
-boot per pod) is checked against both caps: bad settings, a cap below one video, or a batch over
+boot per pod the run must launch, not for idle pods it will adopt) is checked against both caps: bad settings, a cap below one video, or a batch over
 a cap are refused in one line. While the run goes on, `RunBudget` keeps the run's spend from the
 pods' prices and clocks; the fleet asks it before it starts a pod or a prompt, and once the cap
 is reached it starts neither: queued prompts fail with the budget's reason.
@@ -36,10 +38,11 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 RUN_CAP_ENV = "RP_MAX_RUN_COST_USD"
 DAY_CAP_ENV = "RP_MAX_DAILY_COST_USD"
 VIDEO_S_ENV = "RP_EXPECTED_VIDEO_S"
+BOOT_S_ENV = "RP_EXPECTED_BOOT_S"
 # WAN 2.2 14B at 1280x704x121 on a 24-48 GB GPU takes on the order of 10-20 minutes.
 DEFAULT_VIDEO_S = 900.0
 # A new pod bills while it boots: image pull, model load, ComfyUI start.
-POD_BOOT_S = 180.0
+DEFAULT_BOOT_S = 180.0
 HISTORY = 20
 VIDEO_ASSET = AssetKey("generated_video")
 
@@ -71,6 +74,7 @@ class BudgetSettings:
     run_cap_usd: float | None = None
     day_cap_usd: float | None = None
     default_video_s: float = DEFAULT_VIDEO_S
+    boot_s: float = DEFAULT_BOOT_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BudgetSettings:
@@ -79,6 +83,7 @@ class BudgetSettings:
             run_cap_usd=_amount(env, RUN_CAP_ENV, "an amount in US dollars"),
             day_cap_usd=_amount(env, DAY_CAP_ENV, "an amount in US dollars"),
             default_video_s=_amount(env, VIDEO_S_ENV, "a number of seconds") or DEFAULT_VIDEO_S,
+            boot_s=_amount(env, BOOT_S_ENV, "a number of seconds") or DEFAULT_BOOT_S,
         )
 
     @property
@@ -146,9 +151,10 @@ def spent_today(instance: DagsterInstance, now: float | None = None) -> float:
 @dataclass(frozen=True)
 class BatchEstimate:
     videos: int
-    pods: int
+    pods: int  # pods the run must launch (each pays a boot); adopted warm pods do not
     cost_per_hr: float  # the dearest price the run may pay per pod
     video: VideoSeconds
+    boot_s: float = DEFAULT_BOOT_S
 
     @property
     def per_video_usd(self) -> float:
@@ -156,13 +162,13 @@ class BatchEstimate:
 
     @property
     def usd(self) -> float:
-        seconds = self.videos * self.video.seconds + self.pods * POD_BOOT_S
+        seconds = self.videos * self.video.seconds + self.pods * self.boot_s
         return self.cost_per_hr * seconds / 3600.0
 
     def describe(self) -> str:
         return (
             f"{self.videos} video(s) x {self.video.seconds:.0f} s ({self.video.source}) + "
-            f"{self.pods} pod boot(s) at ${self.cost_per_hr:.2f}/h"
+            f"{self.pods} pod boot(s) x {self.boot_s:.0f} s at ${self.cost_per_hr:.2f}/h"
         )
 
 
@@ -230,10 +236,13 @@ class RunBudget:
                 for p in self._pods.values()
             )
 
-    def check_new_pod(self, cost_per_hr: float) -> None:
-        """Before launching or adopting a pod: its boot and one video must fit."""
-        need = cost_per_hr * (POD_BOOT_S + self.video_seconds) / 3600.0
-        self._check(need, f"a new pod at ${cost_per_hr:.2f}/h (boot and one video)")
+    def check_new_pod(self, cost_per_hr: float, boots: bool = True) -> None:
+        """Before launching a pod (its boot and one video must fit) or adopting a warm one
+        (`boots=False`: one video must fit)."""
+        boot_s = self.settings.boot_s if boots else 0.0
+        need = cost_per_hr * (boot_s + self.video_seconds) / 3600.0
+        what = "a new pod" + (" (boot and one video)" if boots else " (one video)")
+        self._check(need, f"{what} at ${cost_per_hr:.2f}/h")
 
     def start_prompt(self, cost_per_hr: float) -> None:
         """Before submitting a prompt to a pod billing `cost_per_hr`: the videos in flight and
@@ -283,6 +292,8 @@ def plan_run_budget(
     settings = BudgetSettings.from_env(environ)
     video = expected_video_seconds(instance, settings)
     today = spent_today(instance, now) if settings.day_cap_usd is not None else 0.0
-    estimate = BatchEstimate(videos=videos, pods=pods, cost_per_hr=cost_per_hr, video=video)
+    estimate = BatchEstimate(
+        videos=videos, pods=pods, cost_per_hr=cost_per_hr, video=video, boot_s=settings.boot_s
+    )
     check_before_launch(settings, estimate, today)
     return RunBudget(settings, spent_today_usd=today, video_seconds=video.seconds)

@@ -283,6 +283,36 @@ def release_to_idle(
     return True
 
 
+def adoptable_idle_pods(
+    client: Any,
+    s3: Any,
+    bucket: str,
+    *,
+    image: str,
+    gpu_types: Iterable[str],
+    volume: str | None,
+    prefix: str = DEFAULT_PREFIX,
+    now: float | None = None,
+) -> list[tuple[Any, Lease]]:
+    """Our idle pods that fit these needs and have time left to be claimed, cheapest first,
+    each with the lease read (its ETag is what a claim must match). Nothing is claimed."""
+    now = time.time() if now is None else now
+    wanted = list(gpu_types)
+    pods = sorted(
+        (p for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"),
+        key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
+    )
+    found = []
+    for pod in pods:
+        lease = read_lease(s3, bucket, pod.id, prefix)
+        if lease is None or not lease.idle or lease.expires_at <= now + CLAIM_MARGIN_S:
+            continue
+        needs = PodNeeds.from_json(lease.body.get("needs"))
+        if needs is not None and needs.fits(image, wanted, volume):
+            found.append((pod, lease))
+    return found
+
+
 def claim_idle_pod(
     client: Any,
     s3: Any,
@@ -299,18 +329,11 @@ def claim_idle_pod(
     """Adopt an idle pod that fits (cheapest first), or None when none is free. The claim is
     this run's lease (`lease_s` long, renew it as usual); then check readiness as for a new pod."""
     now = time.time() if now is None else now
-    wanted = list(gpu_types)
-    pods = sorted(
-        (p for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"),
-        key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
-    )
-    for pod in pods:
-        lease = read_lease(s3, bucket, pod.id, prefix)
-        if lease is None or not lease.idle or lease.expires_at <= now + CLAIM_MARGIN_S:
-            continue
-        needs = PodNeeds.from_json(lease.body.get("needs"))
-        if needs is None or not needs.fits(image, wanted, volume):
-            continue
+    candidates = adoptable_idle_pods(
+        client, s3, bucket, image=image, gpu_types=gpu_types, volume=volume, prefix=prefix,
+        now=now,
+    )  # fmt: skip
+    for pod, lease in candidates:
         idle_since = float(lease.body.get("idle_since") or now)
         body = {
             "pod_id": pod.id,

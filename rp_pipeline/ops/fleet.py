@@ -60,6 +60,7 @@ from rp_pipeline.resources.runpod_errors import (
     UnknownGpuError,
 )
 from rp_pipeline.warm_pods import (
+    adoptable_idle_pods,
     claim_idle_pod,
     evict_idle_pod,
     fleet_usage,
@@ -644,12 +645,15 @@ class Launcher:
         when no pod carries the name is the create tried again (never a blind duplicate)."""
         client = self.runpod.get_client()
         market = self.plan.market if self.plan is not None else PodMarket()
-        if self.budget is not None:  # BudgetExceeded: no new pod, the caller says why
-            self.budget.check_new_pod(self.plan.price)
+        price = self.plan.price if self.plan is not None else 0.0
+        if self.budget is not None:  # BudgetExceeded: no pod, the caller says why
+            self.budget.check_new_pod(price, boots=False)
         adopted = self._adopt(client, slot)
         if adopted is not None:
             return adopted
-        self._make_room(client)
+        if self.budget is not None:  # a pod of our own must also pay its boot
+            self.budget.check_new_pod(price)
+        self._make_room(client, price)
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
         spec = self.runpod.pod_spec(env=env, name=label)
@@ -717,16 +721,21 @@ class Launcher:
             adopted_from_run=claim.previous_run_id,
         )
 
-    def _make_room(self, client: Any) -> None:
-        """Idle pods count against RP_MAX_PODS (they hold no run slot): when they fill it,
-        end one so the new pod stays within the limit."""
+    def _make_room(self, client: Any, price: float) -> None:
+        """Idle pods count against RP_MAX_PODS (they hold no run slot) and the $/h cap: when
+        one more pod at `price` would pass either, end an idle one (none of them fits this run,
+        or it would have been adopted) so the new pod stays within both."""
         r2 = self.leases.r2
         try:
             usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
-            if usage.idle and usage.pods >= self.settings.max_live_pods:
+            if not usage.idle:
+                return
+            cap = self.settings.max_total_cost_per_hr
+            over_cost = running_cost_per_hr(client) + price > cap + 1e-9
+            if usage.pods >= self.settings.max_live_pods or over_cost:
                 evict_idle_pod(client, r2.client, r2.bucket, self.run_id, r2.prefix)
         except Exception as exc:
-            log.warning("could not count idle pods against RP_MAX_PODS (%s)", exc)
+            log.warning("could not count idle pods against RP_MAX_PODS and the cost cap (%s)", exc)
 
     def _find_lost_create(self, client: Any, label: str, wait_s: float = 60.0) -> Any:
         """The pod called `dagster-<run8>-<label>-...`, once the pod list answers again."""
@@ -756,6 +765,41 @@ class Launcher:
         pod.comfyui_url = ready.comfyui_url
         pod.ready_at = time.time()
         return pod
+
+
+def running_cost_per_hr(client: Any) -> float:
+    """What every running pod of the account costs per hour (the $/h cap is account-wide)."""
+    return sum(
+        float(pod.cost_per_hr or 0)
+        for pod in client.list_pods()
+        if str(pod.desired_status).upper() == "RUNNING"
+    )
+
+
+@dataclass(frozen=True)
+class IdleRoom:
+    """Our idle pods, as room for a new run: `fitting` of them it adopts (no boot, no new
+    spend), and the launcher ends others when they stand in the way, so their $/h is room too."""
+
+    cost_per_hr: float = 0.0
+    fitting: int = 0
+
+
+def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
+    """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
+    pod were idle, which is never over a cap)."""
+    try:
+        usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
+        if not usage.idle:
+            return IdleRoom()
+        fitting = adoptable_idle_pods(
+            client, r2.client, r2.bucket, image=runpod.image, gpu_types=runpod.gpu_types,
+            volume=runpod.network_volume_id, prefix=r2.prefix,
+        )  # fmt: skip
+    except Exception as exc:
+        log.warning("could not read idle pods' leases (%s); sizing without them", exc)
+        return IdleRoom()
+    return IdleRoom(usage.idle_cost_per_hr, len(fitting))
 
 
 class LaunchFailed(Exception):

@@ -48,7 +48,9 @@ from rp_pipeline.ops.fleet import (
     Launcher,
     PodWorker,
     comfy_client,
+    idle_room,
     in_parallel,
+    running_cost_per_hr,
     sweep_run_pods,
     terminate_confirmed,
 )
@@ -160,14 +162,6 @@ def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[s
     return env
 
 
-def running_cost_per_hr(client: Any) -> float:
-    return sum(
-        float(pod.cost_per_hr or 0)
-        for pod in client.list_pods()
-        if str(pod.desired_status).upper() == "RUNNING"
-    )
-
-
 def patiently(call: Any, what: str, wait_s: float = 60.0) -> Any:
     """A read of the RunPod API, retried while RunPod answers 5xx / is unreachable (reads are
     safe to repeat); one clear Failure if it stays down."""
@@ -184,10 +178,14 @@ def patiently(call: Any, what: str, wait_s: float = 60.0) -> Any:
             time.sleep(2.0)
 
 
-def pods_within_cost_cap(client: Any, runpod: RunPodResource, cap: float) -> tuple[int, float]:
+def pods_within_cost_cap(
+    client: Any, runpod: RunPodResource, cap: float, idle_cost_per_hr: float = 0.0
+) -> tuple[int, float]:
     """(how many more pods fit under the account-wide $/h cap, the spend now). A pod is assumed
-    to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create."""
-    spend = patiently(lambda: running_cost_per_hr(client), "reading the running pods' cost")
+    to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create.
+    Our idle pods' $/h is room: the run adopts them or ends them to make room."""
+    running = patiently(lambda: running_cost_per_hr(client), "reading the running pods' cost")
+    spend = max(0.0, running - idle_cost_per_hr)
     catalog = {gpu.id: gpu for gpu in patiently(client.gpu_types, "reading GPU prices")}
     prices = [
         price
@@ -275,7 +273,10 @@ def launch_pod(
     runpod, settings = pods_for(runpod, comfyui, settings)
     client = runpod.get_client()
     n = len(state.videos)
-    by_cost, spend = pods_within_cost_cap(client, runpod, settings.max_total_cost_per_hr)
+    idle = idle_room(client, r2, runpod)
+    by_cost, spend = pods_within_cost_cap(
+        client, runpod, settings.max_total_cost_per_hr, idle.cost_per_hr
+    )
     if by_cost < 1:
         raise Failure(
             f"running pods already cost ${spend:.2f}/h; one more would pass the "
@@ -285,7 +286,8 @@ def launch_pod(
     catalog = patiently(client.gpu_types, "reading GPU prices")
     state.plan = plan_run(
         context.instance, catalog, list(runpod.gpu_types), runpod.cloud_type,
-        videos=n, pods=want, fallback_price=float(runpod.max_cost_per_hr or 0.0),
+        videos=n, pods=max(0, want - idle.fitting),
+        fallback_price=float(runpod.max_cost_per_hr or 0.0),
     )  # fmt: skip
     budget = run_budget(state)
     slots = _slots(context, settings)

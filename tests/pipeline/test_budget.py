@@ -10,8 +10,8 @@ import pytest
 from dagster import DagsterInstance, MaterializeResult, MetadataValue, asset, materialize
 
 from rp_pipeline.budget import (
+    DEFAULT_BOOT_S,
     DEFAULT_VIDEO_S,
-    POD_BOOT_S,
     BatchEstimate,
     BudgetError,
     BudgetExceeded,
@@ -55,7 +55,8 @@ def test_no_caps_by_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["RP_MAX_RUN_COST_USD", "RP_MAX_DAILY_COST_USD", "RP_EXPECTED_VIDEO_S"]
+    "name",
+    ["RP_MAX_RUN_COST_USD", "RP_MAX_DAILY_COST_USD", "RP_EXPECTED_VIDEO_S", "RP_EXPECTED_BOOT_S"],
 )
 @pytest.mark.parametrize("raw", ["-1", "0", "ten dollars", "inf", "nan"])
 def test_bad_budget_settings_are_one_clear_line(name: str, raw: str) -> None:
@@ -105,7 +106,12 @@ def estimate(videos: int, seconds: float = 900.0, price: float = 0.8) -> BatchEs
 def test_batch_estimate_is_price_times_video_time_plus_boots() -> None:
     est = estimate(4)
     assert est.per_video_usd == pytest.approx(0.2)
-    assert est.usd == pytest.approx(0.8 * (4 * 900 + POD_BOOT_S) / 3600)
+    assert est.usd == pytest.approx(0.8 * (4 * 900 + DEFAULT_BOOT_S) / 3600)
+    # A run that adopts its warm pod launches none, so it pays no boot.
+    warm = BatchEstimate(4, pods=0, cost_per_hr=0.8, video=VideoSeconds(900.0, "test"))
+    assert warm.usd == pytest.approx(0.8 * 4 * 900 / 3600)
+    booted = BudgetSettings.from_env({"RP_EXPECTED_BOOT_S": "60"})
+    assert booted.boot_s == 60.0 and BudgetSettings.from_env({}).boot_s == DEFAULT_BOOT_S
 
 
 def test_a_cap_below_one_video_is_refused() -> None:
@@ -152,8 +158,9 @@ def test_the_run_stops_starting_work_when_the_cap_is_reached() -> None:
         budget.check_new_pod(3.6)
     assert str(no_pod.value) == (
         "budget reached: this run has spent $0.80 of RP_MAX_RUN_COST_USD $1.00; "
-        "a new pod at $3.60/h (boot and one video) would not fit"
+        "a new pod (boot and one video) at $3.60/h would not fit"
     )
+    budget.check_new_pod(3.6, boots=False)  # a warm pod to adopt: no boot, one video fits
     clock.now += 50  # $0.85 spent: one more $0.10 video fits, two do not
     budget.start_prompt(3.6)
     with pytest.raises(BudgetExceeded, match=r"the next video .* would not fit"):

@@ -73,11 +73,18 @@ def test_next_run_adopts_the_idle_pod(
     assert b'"idle"' in r2.get_bytes(lease_key(pod["id"], r2.prefix))
     assert settled_by_partition(instance)[keys[0]]["pod_kept_warm"] is True
 
-    # The second run keeps nothing warm: it adopts the pod, then terminates it.
+    # The second run keeps nothing warm: it adopts the pod, then terminates it. Its caps hold
+    # the warm pod but not a new one: the $/h cap is that pod's price (the idle pod already
+    # bills it), and the run's budget covers one video but not an hour-long boot.
     monkeypatch.setenv("RP_POD_IDLE_S", "0")
+    monkeypatch.setenv("RP_EXPECTED_BOOT_S", "3600")
+    monkeypatch.setenv("RP_EXPECTED_VIDEO_S", "60")
+    price = float(pod["cost_per_hr"])
+    monkeypatch.setenv("RP_MAX_RUN_COST_USD", f"{price * 600 / 3600:.6f}")
     created = len(devstack.emulator.pods())
-    second = generate(instance, fleet(resources, FAST, max_live_pods=1), keys[1:])
-    assert second.success
+    tight = fleet(resources, FAST, max_live_pods=1, max_total_cost_per_hr=price)
+    second = generate(instance, tight, keys[1:])
+    assert second.success, failure_message(second)
     assert len(devstack.emulator.pods()) == created, "no new pod was created"
     found = latest_by_partition(instance)
     assert found[keys[1]]["pod_id"] == pod["id"]
@@ -174,13 +181,10 @@ def test_budget_reached_mid_run_fails_the_queue(
     prompts_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The estimate (0.2 s a video) is far below what videos take here (~3 s), so the cap
-    holds the batch before launch and is reached once the first videos have run."""
-    import rp_pipeline.budget
-
-    # The devstack's pods boot in well under a second, not RunPod's minutes.
-    monkeypatch.setattr(rp_pipeline.budget, "POD_BOOT_S", 0.0)
-    keys = write_prompts(prompts_dir, "budget", 6)
+    """The estimate (0.2 s a video, 1 s of boot) is far below what videos take here (~4 s), so
+    the cap holds the batch before launch and is reached once the first videos have run. The
+    margins are wide: the pod may boot in anything up to ~15 s, and 8 videos never fit."""
+    keys = write_prompts(prompts_dir, "budget", 8)
     register_requests(instance, resources)
     client = RunPodClient(os.environ["RUNPOD_API_KEY"], os.environ["RUNPOD_API_BASE_URL"])
     catalog = {g.id: g for g in client.gpu_types()}
@@ -188,9 +192,10 @@ def test_budget_reached_mid_run_fails_the_queue(
     # The cheapest type the run may get: the cap holds whichever GPU the pod lands on.
     price = min(catalog[g].price_for(runpod.cloud_type) for g in runpod.gpu_types if g in catalog)
     monkeypatch.setenv("RP_EXPECTED_VIDEO_S", "0.2")
-    # 12 s of pod time: the boot and the first videos fit, six videos of ~3 s do not.
-    monkeypatch.setenv("RP_MAX_RUN_COST_USD", f"{price * 12.0 / 3600:.8f}")
-    slower = {**SLOW, "COMFY_STANDIN_STEP_SECONDS": "0.15"}
+    monkeypatch.setenv("RP_EXPECTED_BOOT_S", "1")
+    # 20 s of pod time: the boot and the first videos fit, 8 videos of ~4 s (32 s) do not.
+    monkeypatch.setenv("RP_MAX_RUN_COST_USD", f"{price * 20.0 / 3600:.8f}")
+    slower = {**SLOW, "COMFY_STANDIN_STEP_SECONDS": "0.2"}
     result = generate(instance, fleet(resources, slower, max_live_pods=1), keys)
     assert not result.success
     pods = pods_of_run(devstack.emulator, result.run_id)

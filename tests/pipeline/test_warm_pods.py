@@ -458,9 +458,13 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
                 terminated_at=now if kept else None, terminate_confirmed=kept,
             )  # fmt: skip
         leases = LeaseKeeper(resources["r2"], context.run_id, 300.0, [busy.id])
-        with pytest.raises(RuntimeError, match="the op failed"):
-            with leases, fleet_teardown(context, client, state, resources["settings"], leases):
-                raise RuntimeError("the op failed")
+        settings = resources["settings"]
+        with (
+            pytest.raises(RuntimeError, match="the op failed"),
+            leases,
+            fleet_teardown(context, client, state, settings, leases),
+        ):
+            raise RuntimeError("the op failed")
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert (status[warm.id], status[busy.id]) == ("RUNNING", "TERMINATED")
     finally:
