@@ -64,7 +64,13 @@ def standin_command(port: int, output_dir: Path, input_dir: Path, env: dict[str,
     ]
     if env.get("COMFY_STANDIN_STEP_SECONDS"):
         argv += ["--step-seconds", env["COMFY_STANDIN_STEP_SECONDS"]]
-    return argv
+    # The pod's GPU work, step by step, beside (not in) the output folder the agent watches.
+    return [*argv, "--gpu-meter", str(gpu_meter_path(output_dir))]
+
+
+def gpu_meter_path(output_dir: Path) -> Path:
+    """`workspace/ComfyUI/gpu_meter.jsonl` of a local pod whose output folder is given."""
+    return output_dir.parent / "gpu_meter.jsonl"
 
 
 def agent_executable() -> str:

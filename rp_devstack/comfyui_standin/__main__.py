@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temp-dir", default=None, help="default: <output-dir>/../temp")
     parser.add_argument("--step-seconds", type=float, default=0.01, help="sleep per sampler step")
     parser.add_argument(
+        "--gpu-meter", default=None, help="append a JSON line per sampler step here"
+    )
+    parser.add_argument(
         "--fault",
         choices=FAULTS,
         default=os.environ.get(FAULT_ENV) or None,
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         fault=args.fault or "",
         models={} if args.missing_models else None,
         temp_dir=args.temp_dir,
+        gpu_meter=args.gpu_meter,
     )
     try:
         url = standin.start()

@@ -6,6 +6,11 @@ their old `executed` payload), sends the recorded WebSocket event sequence, tick
 per sampler step (sleeping `step_seconds`), writes real files for the save nodes and builds the
 history entry.
 
+GPU meter (benchmarks): with `gpu_meter` set, every sampler step appends one JSON line
+`{"t", "prompt_id", "step", "steps", "prefixes"}` to that file, written at once, so the GPU work of
+a pod killed mid-prompt (a preempted spot pod) can still be counted step by step afterwards.
+`prefixes` are the prompt's save nodes' `filename_prefix` values, naming what it renders.
+
 Faults, for the fault suite and the fleet tests. Each fires once per prompt, at the first sampler
 node (KSampler, KSamplerAdvanced) that runs; when no sampler runs (none in the graph, or its
 result is cached) at the first node that runs; a prompt answered entirely from cache runs nothing
@@ -24,6 +29,7 @@ and so never faults.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import string
@@ -120,6 +126,7 @@ class Executor:
         catalogue: Callable[[], dict[str, Any]],
         send: Send,
         step_seconds: float,
+        gpu_meter: Path | None = None,
     ) -> None:
         self.output_dir = output_dir
         self.input_dir = input_dir
@@ -127,6 +134,7 @@ class Executor:
         self.catalogue = catalogue
         self.send = send
         self.step_seconds = step_seconds
+        self.gpu_meter = gpu_meter
         self.fault: str | None = None
         self.interrupt_flag = threading.Event()
         self.cache: dict[Any, CacheEntry] = {}
@@ -382,11 +390,31 @@ class Executor:
         n_outputs = len(self.catalogue().get(class_type, {}).get("output", [])) or 1
         return tuple(f"<{class_type}:{node_id}>" for _ in range(n_outputs)), None
 
+    def _meter(self, run: RunState, step: int, steps: int) -> None:
+        if self.gpu_meter is None:
+            return
+        prompt = run.item.prompt
+        prefixes = sorted(
+            str(node["inputs"]["filename_prefix"])
+            for node in prompt.values()
+            if isinstance(node.get("inputs"), dict) and "filename_prefix" in node["inputs"]
+        )
+        line = {
+            "t": time.time(),
+            "prompt_id": run.item.prompt_id,
+            "step": step,
+            "steps": steps,
+            "prefixes": prefixes,
+        }
+        with self.gpu_meter.open("a", encoding="utf-8") as meter:
+            meter.write(json.dumps(line) + "\n")
+
     def _sample(
         self, run: RunState, node_id: str, inputs: dict[str, Any], steps: int, seed: int
     ) -> tuple[tuple[Any, ...], None]:
         for step in range(1, steps + 1):
             time.sleep(self.step_seconds)
+            self._meter(run, step, steps)
             self.tick(run, node_id, step, steps)
         latent = inputs.get("latent_image")
         if isinstance(latent, Latent):

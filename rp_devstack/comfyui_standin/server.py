@@ -48,6 +48,7 @@ class StandinServer:
         step_seconds: float = 0.01,
         fault: str | None = None,
         models: dict[str, list[str]] | None = None,
+        gpu_meter: Path | None = None,
     ) -> None:
         self.output_dir = output_dir.resolve()
         self.input_dir = input_dir.resolve()
@@ -74,6 +75,7 @@ class StandinServer:
             self.catalogue,
             self.send_sync,
             step_seconds,
+            gpu_meter,
         )
         self.fault = fault
         self._stopping = False

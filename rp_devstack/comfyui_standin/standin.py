@@ -25,7 +25,8 @@ class ComfyStandin:
     stand-in "has" (default: the files the shipped workflows load; `{}` simulates a pod whose
     models are missing). `input_dir` and `temp_dir` default to `input` and `temp` beside the
     output dir, ComfyUI's own layout: the stand-in then writes only under its caller's folder,
-    never into the system temp dir, so nothing outlives whoever made that folder.
+    never into the system temp dir, so nothing outlives whoever made that folder. `gpu_meter`
+    is a file that gets a line per sampler step (`Executor`), for benchmarks.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class ComfyStandin:
         fault: str | None = None,
         models: dict[str, list[str]] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
+        gpu_meter: str | os.PathLike[str] | None = None,
     ) -> None:
         output = Path(output_dir)
         self.server = StandinServer(
@@ -47,6 +49,7 @@ class ComfyStandin:
             step_seconds=step_seconds,
             fault=fault if fault is not None else os.environ.get(FAULT_ENV) or None,
             models=models,
+            gpu_meter=Path(gpu_meter) if gpu_meter else None,
         )
         self.host = host
         self.port = port

@@ -41,8 +41,10 @@ def video_graph(prefix: str = "video/clip", frames: int = 9, fps: float = 16.0) 
 
 @pytest.fixture
 def cli_standin(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
-    """The CLI as local pods run it; indirect param: extra args and env."""
+    """The CLI as local pods run it; indirect param: extra args ("{tmp}" is the test's temp
+    dir) and env."""
     extra_args, extra_env = getattr(request, "param", ([], {}))
+    extra_args = [arg.replace("{tmp}", str(tmp_path)) for arg in extra_args]
     port = free_port()
     output = tmp_path / "output"
     env = {**os.environ, **extra_env}
@@ -341,3 +343,26 @@ def test_prompt_without_client_id_tells_no_socket_it_ran(standin: ComfyStandin) 
     assert ComfyUIClient(standin.base_url).wait(prompt_id, 60).status == "success"
     assert "progress" in heard
     assert set(heard) <= {"status", "progress", "progress_state"}
+
+
+@pytest.mark.parametrize("cli_standin", [(["--gpu-meter", "{tmp}/meter.jsonl"], {})], indirect=True)
+def test_gpu_meter_counts_every_sampler_step_of_each_prompt(
+    cli_standin: tuple[str, Path],
+) -> None:
+    """Benchmarks count a pod's GPU work from this file: one line per sampler step, written as
+    the step ends, naming the prompt and what it renders."""
+    url, output = cli_standin
+    client = ComfyUIClient(url)
+    first = client.submit(t2v("a fox", filename_prefix="video/meter-a"))
+    second = client.submit(t2v("a cat", filename_prefix="video/meter-b"))
+    for sub in (first, second):
+        client.wait(sub.prompt_id, 60)
+    lines = [json.loads(line) for line in (output.parent / "meter.jsonl").read_text().splitlines()]
+    for sub, prefix in ((first, "video/meter-a"), (second, "video/meter-b")):
+        mine = [line for line in lines if line["prompt_id"] == sub.prompt_id]
+        assert mine and all(line["prefixes"] == [prefix] for line in mine)
+        # Each sampler of the graph counts 1..steps in order.
+        runs = [line["step"] for line in mine]
+        ends = [i for i, line in enumerate(mine) if line["step"] == line["steps"]]
+        assert runs[0] == 1 and ends[-1] == len(mine) - 1
+        assert sum(line["steps"] for line in mine if line["step"] == line["steps"]) == len(mine)
