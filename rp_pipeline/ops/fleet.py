@@ -337,9 +337,12 @@ class PodWorker(threading.Thread):
                 return None
             slice_s = settings.pod_status_poll_s if self._outage_since is None else 2.0
             try:
+                # While ComfyUI does not answer, RunPod's status is read at each failed try: a
+                # pod taken back or gone is noticed at once, not after the slice or the grace.
                 result = self.comfy.wait(
-                    sub.prompt_id, deadline_s=min(slice_s, remaining), on_progress=progress
-                )
+                    sub.prompt_id, deadline_s=min(slice_s, remaining), on_progress=progress,
+                    on_outage=self._check_alive,
+                )  # fmt: skip
             except ComfyUITimeout:
                 self._check_alive(None)
                 continue

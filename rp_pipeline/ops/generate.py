@@ -220,6 +220,28 @@ def run_budget(state: BatchState) -> RunBudget:
     return budget
 
 
+def _launcher(
+    context: OpExecutionContext,
+    state: BatchState,
+    runpod: RunPodResource,
+    r2: R2Resource,
+    settings: GenerationSettings,
+    leases: LeaseKeeper,
+    budget: RunBudget | None = None,
+) -> Launcher:
+    """The run's pod launcher, the same in every op that starts or readies pods."""
+    return Launcher(
+        runpod=runpod,
+        settings=settings,
+        run_id=context.run_id,
+        leases=leases,
+        base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
+        batch_size=len(state.videos),
+        plan=state.plan,
+        budget=budget,
+    )
+
+
 def _slots(context: OpExecutionContext, settings: GenerationSettings) -> PodSlots:
     return PodSlots(context.instance, context.run_id, settings.max_live_pods)
 
@@ -310,16 +332,7 @@ def launch_pod(
         f"{by_cost} under the cost cap)"
     )
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s)
-    launcher = Launcher(
-        runpod=runpod,
-        settings=settings,
-        run_id=context.run_id,
-        leases=leases,
-        base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
-        batch_size=n,
-        plan=state.plan,
-        budget=budget,
-    )
+    launcher = _launcher(context, state, runpod, r2, settings, leases, budget)
     errors: dict[str, str] = {}
     with leases, fleet_teardown(context, client, state, settings, leases):
         try:
@@ -410,7 +423,7 @@ def wait_for_ready(
     client = runpod.get_client()
     live = state.live_pods()
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
-    launcher = Launcher(runpod, settings, context.run_id, leases, {}, len(state.videos))
+    launcher = _launcher(context, state, runpod, r2, settings, leases)
     slots = _slots(context, settings)
     forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
     with leases, fleet_teardown(context, client, state, settings, leases):
@@ -523,16 +536,7 @@ def harvest_outputs(
     fleet.budget.already_in_flight(len(in_flight))
     leases = LeaseKeeper(r2, context.run_id, settings.pod_lease_s, [p.pod_id for p in live])
     slots = _slots(context, settings)
-    launcher = Launcher(
-        runpod=runpod,
-        settings=settings,
-        run_id=context.run_id,
-        leases=leases,
-        base_env={**runpod.env, **pod_env(settings, r2, context.run_id)},
-        batch_size=len(state.videos),
-        plan=state.plan,
-        budget=fleet.budget,
-    )
+    launcher = _launcher(context, state, runpod, r2, settings, leases, fleet.budget)
 
     forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
 

@@ -204,6 +204,7 @@ class ComfyUIClient:
         # While waiting, ride out proxy 524s / restarts this long before giving up.
         self.unreachable_grace_s = unreachable_grace_s
         self._outage_since: float | None = None
+        self._on_outage: Callable[[ComfyUIUnavailable], None] | None = None  # wait()'s hook
         # How often wait() confirms the prompt is still queued (a restarted ComfyUI forgets it).
         self.queue_check_s = queue_check_s
         self._last_queue_check = 0.0
@@ -359,6 +360,7 @@ class ComfyUIClient:
         prompt_id: str,
         deadline_s: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_outage: Callable[[ComfyUIUnavailable], None] | None = None,
     ) -> PromptResult:
         """Follow a prompt until it ends and return its result (check `result.cached`).
 
@@ -366,8 +368,20 @@ class ComfyUIClient:
         e.g. it restarted), ComfyUITimeout (deadline_s, default prompt_deadline_s, passed) or
         ComfyUIUnavailable (no answer for unreachable_grace_s). Progress comes from the socket
         of this client's id (only the submitting client id hears it); completion is always
-        confirmed from `/history`.
+        confirmed from `/history`. `on_outage` is called with each failed attempt to reach
+        ComfyUI while the outage is shorter than the grace: a caller that can tell the server is
+        gone for good (its pod was terminated or taken back) raises from it at once instead of
+        waiting out the grace.
         """
+        self._on_outage = on_outage
+        try:
+            return self._wait(prompt_id, deadline_s, on_progress)
+        finally:
+            self._on_outage = None
+
+    def _wait(
+        self, prompt_id: str, deadline_s: float | None, on_progress: ProgressCallback | None
+    ) -> PromptResult:
         if deadline_s is None:
             deadline_s = self.prompt_deadline_s
         deadline = time.monotonic() + deadline_s
@@ -403,6 +417,8 @@ class ComfyUIClient:
                 self._outage_since = now
             if now - self._outage_since >= self.unreachable_grace_s:
                 raise
+            if self._on_outage is not None:
+                self._on_outage(ex)
             log.info("ComfyUI unavailable while waiting (%s); retrying", ex)
             time.sleep(min(self.poll_interval_s, 1.0))
             return None

@@ -324,6 +324,34 @@ def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
         client.wait(submission.prompt_id, 60)
 
 
+def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path) -> None:
+    """A caller that can tell the server is gone for good (RunPod says the pod was taken back)
+    ends the wait from the hook, long before the grace is over."""
+    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
+
+    standin = ComfyStandin(tmp_path / "out", step_seconds=0.05)
+    standin.fault = "hang"
+    standin.start()
+    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, unreachable_grace_s=3600)
+    submission = client.submit(t2v())
+    standin.stop()  # the pod died mid-prompt
+    seen: list[ComfyUIUnavailable] = []
+
+    class PodGone(Exception):
+        pass
+
+    def on_outage(error: ComfyUIUnavailable) -> None:
+        seen.append(error)
+        if len(seen) == 3:
+            raise PodGone("RunPod reports the pod EXITED")
+
+    with pytest.raises(PodGone):
+        client.wait(submission.prompt_id, 600, on_outage=on_outage)
+    assert len(seen) == 3 and all("cannot reach ComfyUI" in str(e) for e in seen)
+    # The hook belongs to that one wait: a later wait without it rides out outages again.
+    assert client._on_outage is None
+
+
 def test_wait_notices_a_prompt_comfyui_forgot(standin: ComfyStandin) -> None:
     client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, queue_check_s=0.2)
     standin.fault = "hang"

@@ -16,6 +16,7 @@ from dagster import AssetKey, DagsterInstance
 from rp_agent.keys import lease_key
 from rp_devstack.runpod_emulator import EmulatorAdmin
 from rp_devstack.stack import Devstack
+from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.runpod import RunPodClient
 from tests.pipeline.helpers import (
     generate,
@@ -151,13 +152,27 @@ def test_preempted_pod_prompts_finish_elsewhere_once(
             return
         taken.append(busy()[0]["id"])
         admin.preempt_pod(taken[0])
+        taken_at.append(time.time())
 
+    taken_at: list[float] = []
     thread = threading.Thread(target=preempt_first_busy_pod)
     thread.start()
-    result = generate(instance, fleet(resources, SLOW, max_live_pods=2), keys)
+    # Neither the status poll nor ComfyUI's unreachable grace comes within 10 minutes: only
+    # reading RunPod's status as ComfyUI stops answering can notice the preemption in time.
+    patient = {
+        **fleet(resources, SLOW, max_live_pods=2, pod_status_poll_s=600.0),
+        "comfyui": ComfyUIResource(poll_interval_s=0.5, unreachable_grace_s=600.0),
+    }
+    result = generate(instance, patient, keys)
     thread.join()
     assert result.success, failure_message(result)
     assert taken, "no pod was preempted"
+    noticed = min(
+        e.timestamp
+        for e in instance.all_logs(result.run_id)
+        if taken[0] in (e.user_message or "") and "go back to the queue" in e.user_message
+    )
+    assert noticed - taken_at[0] < 60, "the preemption was noticed only after a poll or grace"
     found = latest_by_partition(instance)
     moved = [k for k in keys if found[k].get("preempted")]
     assert moved and all(found[k]["preempted_pod_id"] == taken[0] for k in moved)
