@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from dagster import DagsterInstance
 
 from rp_pipeline.assets.partitions import VIDEO_REQUESTS_PARTITIONS
@@ -69,9 +70,13 @@ def save_request(r2: R2Resource, partition_key: str, request: VideoRequest) -> N
 
 
 def load_request(r2: R2Resource, partition_key: str) -> VideoRequest | None:
-    if r2.head(spec_key(partition_key)) is None:
-        return None
-    data: dict[str, Any] = json.loads(r2.get_bytes(spec_key(partition_key)))
+    try:  # one GET, not HEAD then GET: this is on the way to every run's first prompt
+        raw = r2.get_bytes(spec_key(partition_key))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    data: dict[str, Any] = json.loads(raw)
     data.pop("partition_key", None)
     return VideoRequest.from_dict(data)
 

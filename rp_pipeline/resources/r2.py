@@ -6,6 +6,7 @@ arrive through `EnvVar`, so run config and the instance only ever store the vari
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -45,6 +46,14 @@ class ListPage:
     objects: list[tuple[str, float]]
 
 
+@functools.lru_cache(maxsize=8)
+def shared_client(settings: R2Settings) -> Any:
+    """One boto3 client per R2 settings for the whole process. Building one loads botocore's
+    service model (about 0.1 s), and Dagster builds the resource anew for every op, so a run
+    paid it five times before its first prompt; boto3 clients are thread-safe to share."""
+    return make_r2_client(settings, max_pool_connections=16)
+
+
 class R2Resource(ConfigurableResource):
     """R2 bucket access for ops, sensors and assets."""
 
@@ -81,7 +90,7 @@ class R2Resource(ConfigurableResource):
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = make_r2_client(self.settings(), max_pool_connections=16)
+            self._client = shared_client(self.settings())
         return self._client
 
     # -- reading ------------------------------------------------------------------------------

@@ -342,6 +342,7 @@ def list_request_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return client
 
     monkeypatch.setattr(r2_module, "make_r2_client", counting_client)
+    r2_module.shared_client.cache_clear()  # clients made before this would not count
     return calls
 
 
