@@ -9,7 +9,8 @@ pull and model load (minutes on real pods, so the warm saving is understated her
     prompt being queued on a pod (generation starts at once on an empty pod). Target: warm
     <= 2 s.
 (b) spot: 20 videos on 2 interruptible pods (RUNPOD_API=graphql, RP_POD_MARKET=interruptible),
-    once without and once with 2 preemptions (after the 3rd and the 10th video in R2). Targets:
+    once without and once with 2 preemptions (1 s after the 3rd and the 10th video is in R2,
+    about halfway through the pod's next video). Targets:
     all 20 land, one object per partition in R2, one materialization each; the extra GPU
     seconds over the run without preemption are no more than the work lost in flight. GPU
     seconds are counted from each pod's GPU meter (the stand-in writes a line per sampler step
@@ -48,6 +49,9 @@ STEP_SECONDS = "0.1"  # 20 sampler steps: ~2 s of "GPU" per video
 PARAMS = {"width": 320, "height": 192, "frames": 9, "fps": 8}
 SPOT_VIDEOS = 20
 PREEMPT_AFTER = (3, 10)  # videos in R2 when each preemption happens
+# ... and this long after, so the pod is about halfway through its next video (2 s each): the
+# preemption then costs real work in flight, not a prompt that has just begun.
+PREEMPT_DELAY_S = 1.0
 REAPER_IDLE_S = 4.0
 REAPER_INTERVAL_S = 5.0
 
@@ -198,6 +202,7 @@ class Bench:
             for after in preemptions:
                 while not done.is_set() and len(_videos(r2) - before_objs) < after:
                     time.sleep(0.2)
+                time.sleep(PREEMPT_DELAY_S)
                 live = [
                     p
                     for p in self.stack.emulator.pods()
