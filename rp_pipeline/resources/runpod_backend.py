@@ -195,22 +195,26 @@ class GraphQLBackend:
                 data=json.dumps({"query": query, "variables": variables or {}}),
                 timeout=(5.0, self.request_timeout_s),
             )
-        except requests.ConnectTimeout as exc:
-            raise RunPodTransientError(
-                f"could not connect to the RunPod API at {self.url}: {type(exc).__name__}",
-                maybe_applied=False,
-            ) from None
-        except requests.Timeout:
-            raise RunPodTransientError(
-                f"the RunPod API at {self.url} did not answer within {self.request_timeout_s:.0f} s",
-                maybe_applied=True,
-            ) from None
+        except requests.Timeout as exc:
+            raise timeout_error(exc, self.url, self.request_timeout_s) from None
         except requests.ConnectionError as exc:
             raise RunPodTransientError(
                 f"network error talking to the RunPod API at {self.url}: {type(exc).__name__}",
                 maybe_applied=True,
             ) from None
         return _read_response(response)
+
+
+def timeout_error(exc: requests.Timeout, url: str, timeout_s: float) -> RunPodTransientError:
+    """A connect timeout never reached RunPod; a read timeout may have been applied there."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return RunPodTransientError(
+            f"could not connect to the RunPod API at {url}: {type(exc).__name__}",
+            maybe_applied=False,
+        )
+    return RunPodTransientError(
+        f"the RunPod API at {url} did not answer within {timeout_s:.0f} s", maybe_applied=True
+    )
 
 
 def _read_response(response: requests.Response) -> dict[str, Any]:
