@@ -79,11 +79,16 @@ def _generate_crashing_the_first_pod(
     devstack: Devstack,
     instance: DagsterInstance,
     resources: dict[str, Any],
-    keys: list[str],
+    prompts_dir: Path,
+    tag: str,
+    count: int,
     **changes: Any,
-) -> tuple[Any, list[str]]:
-    """Generate `keys` on a fleet while the pod that produced the run's first video is crashed
-    right after that video was materialized: the run's result and the crashed pod's id."""
+) -> tuple[list[str], Any, list[str]]:
+    """Generate `count` new prompts on a fleet while the pod that produced the run's first
+    video is crashed right after that video was materialized: the partition keys, the run's
+    result and the crashed pod's id."""
+    keys = write_prompts(prompts_dir, tag, count)
+    register_requests(instance, resources)
     crashed: list[str] = []
 
     def watch() -> None:
@@ -103,16 +108,14 @@ def _generate_crashing_the_first_pod(
     result = generate(instance, fleet_resources(resources, **changes), keys)
     watcher.join(timeout=5)
     assert crashed, "the watcher never saw a materialization"
-    return result, crashed
+    return keys, result, crashed
 
 
 def test_dead_pod_hands_its_prompts_to_the_other_pod(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    keys = write_prompts(prompts_dir, "dies", 4)
-    register_requests(instance, resources)
-    result, crashed = _generate_crashing_the_first_pod(
-        devstack, instance, resources, keys, max_live_pods=2, videos_per_pod=2
+    keys, result, crashed = _generate_crashing_the_first_pod(
+        devstack, instance, resources, prompts_dir, "dies", 4, max_live_pods=2, videos_per_pod=2
     )
     found = latest_by_partition(instance)
     assert set(found) >= set(keys), "every video survives the death of one pod"
@@ -129,10 +132,8 @@ def test_dead_pod_hands_its_prompts_to_the_other_pod(
 def test_last_pod_dying_gets_a_replacement(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    keys = write_prompts(prompts_dir, "replace", 3)
-    register_requests(instance, resources)
-    result, _ = _generate_crashing_the_first_pod(
-        devstack, instance, resources, keys, max_live_pods=1
+    keys, result, _ = _generate_crashing_the_first_pod(
+        devstack, instance, resources, prompts_dir, "replace", 3, max_live_pods=1
     )
     assert result.success
     found = latest_by_partition(instance)
