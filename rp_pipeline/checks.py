@@ -27,6 +27,7 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
@@ -198,39 +199,35 @@ def _request_judge(r2: R2Resource, partition: str, md: dict[str, Any], obj: Obje
     return True, f"as requested: {summary}", extra
 
 
-@asset_check(
-    asset=GENERATED_VIDEO,
-    partitions_def=video_request_partitions,
-    description="The object in R2 has the sha256 the pod's agent computed before uploading it.",
-)
-def sha256_matches_agent(context: AssetCheckExecutionContext, r2: R2Resource) -> AssetCheckResult:
-    return _result(context, r2, _sha_judge)
+def _video_check(name: str, judge: Judge, description: str) -> AssetChecksDefinition:
+    """One check of the Checks tab: `judge` on each partition the check runs for."""
+
+    @asset_check(
+        asset=GENERATED_VIDEO,
+        name=name,
+        partitions_def=video_request_partitions,
+        description=description,
+    )
+    def check(context: AssetCheckExecutionContext, r2: R2Resource) -> AssetCheckResult:
+        return _result(context, r2, judge)
+
+    return check
 
 
-@asset_check(
-    asset=GENERATED_VIDEO,
-    partitions_def=video_request_partitions,
-    description="Every video frame of the object in R2 decodes.",
-)
-def mp4_decodes(context: AssetCheckExecutionContext, r2: R2Resource) -> AssetCheckResult:
-    return _result(context, r2, _decode_judge)
-
-
-@asset_check(
-    asset=GENERATED_VIDEO,
-    partitions_def=video_request_partitions,
-    description="Width, height, frame count and fps are the ones the request asked for.",
-)
-def matches_request(context: AssetCheckExecutionContext, r2: R2Resource) -> AssetCheckResult:
-    return _result(context, r2, _request_judge)
-
-
-video_checks = [sha256_matches_agent, mp4_decodes, matches_request]
-JUDGES: dict[str, Judge] = {
-    "sha256_matches_agent": _sha_judge,
-    "mp4_decodes": _decode_judge,
-    "matches_request": _request_judge,
+# Check name -> (its judge, its description in the UI).
+CHECKS: dict[str, tuple[Judge, str]] = {
+    "sha256_matches_agent": (
+        _sha_judge,
+        "The object in R2 has the sha256 the pod's agent computed before uploading it.",
+    ),
+    "mp4_decodes": (_decode_judge, "Every video frame of the object in R2 decodes."),
+    "matches_request": (
+        _request_judge,
+        "Width, height, frame count and fps are the ones the request asked for.",
+    ),
 }
+JUDGES: dict[str, Judge] = {name: judge for name, (judge, _) in CHECKS.items()}
+video_checks = [_video_check(name, judge, about) for name, (judge, about) in CHECKS.items()]
 
 
 def video_check_evaluations(

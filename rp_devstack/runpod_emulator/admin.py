@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import urllib.request
 from typing import Any
+
+from rp_devstack.runpod_emulator.state import EmulatorState
 
 
 class EmulatorAdmin:
@@ -30,27 +33,10 @@ class EmulatorAdmin:
     def billing(self) -> dict[str, Any]:
         return dict(self._call("GET", "billing"))
 
-    def fail_next(
-        self,
-        count: int = 1,
-        mode: str = "5xx",
-        operation: str | None = None,
-        hang_seconds: float = 5.0,
-        retry_after: int = 1,
-        seconds: float | None = None,
-    ) -> None:
-        self._call(
-            "POST",
-            "faults",
-            {
-                "count": count,
-                "mode": mode,
-                "operation": operation,
-                "hang_seconds": hang_seconds,
-                "retry_after": retry_after,
-                "seconds": seconds,
-            },
-        )
+    def fail_next(self, *args: Any, **kwargs: Any) -> None:
+        """`EmulatorState.fail_next` with the same arguments, in the emulator's process."""
+        given = inspect.signature(EmulatorState.fail_next).bind(self, *args, **kwargs).arguments
+        self._call("POST", "faults", {k: v for k, v in given.items() if k != "self"})
 
     def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
         self._call(

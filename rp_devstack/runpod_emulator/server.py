@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from rp_devstack.local_pods import ComfyCommand, standin_command
 from rp_devstack.runpod_emulator import graphql_api, rest_v2
 from rp_devstack.runpod_emulator.contract import Operation, load_contract
 from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorError, EmulatorState, Fault
 
 log = logging.getLogger(__name__)
+
+# POST /_emulator/faults: the JSON fields `EmulatorState.fail_next` takes, each with its type; a
+# field left out (or null) keeps that method's default.
+FAULT_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "count": int,
+    "mode": str,
+    "operation": str,
+    "hang_seconds": float,
+    "retry_after": int,
+    "seconds": float,
+}
 
 
 class RunPodEmulator(EmulatorState):
@@ -31,21 +41,10 @@ class RunPodEmulator(EmulatorState):
         api_key: str = DEFAULT_API_KEY,
         *,
         port: int = 0,
-        boot_delay_s: float = 1.0,
-        stock_per_datacenter: int = 8,
-        secrets_store: dict[str, str] | None = None,
-        comfy_command: ComfyCommand = standin_command,
-        agent_grace_s: float = 15.0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            state_dir,
-            api_key,
-            boot_delay_s=boot_delay_s,
-            stock_per_datacenter=stock_per_datacenter,
-            secrets_store=secrets_store,
-            comfy_command=comfy_command,
-            agent_grace_s=agent_grace_s,
-        )
+        """`options` are `EmulatorState`'s (boot_delay_s, secrets_store, agent_grace_s...)."""
+        super().__init__(state_dir, api_key, **options)
         self._port = port
         self.contract = load_contract()
         self.rest = rest_v2.RestV2(self, self.contract)
@@ -282,14 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
         args = json.loads(raw or b"{}")
         try:
             if path == "/_emulator/faults":
-                e.fail_next(
-                    int(args.get("count", 1)),
-                    args.get("mode", "5xx"),
-                    args.get("operation"),
-                    float(args.get("hang_seconds", 5.0)),
-                    int(args.get("retry_after", 1)),
-                    float(args["seconds"]) if args.get("seconds") is not None else None,
-                )
+                given = {k: args[k] for k in FAULT_FIELDS if args.get(k) is not None}
+                e.fail_next(**{k: FAULT_FIELDS[k](v) for k, v in given.items()})
             elif path == "/_emulator/stock":
                 e.set_stock(args["gpu_type_id"], int(args["count"]), args.get("datacenter"))
             elif path == "/_emulator/boot_delay":

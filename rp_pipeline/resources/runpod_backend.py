@@ -127,6 +127,18 @@ def make_backend(
     )
 
 
+def api_session(api_key: str, headers: dict[str, str]) -> requests.Session:
+    """A session that sends the key (and `headers`) on every request; an empty key is refused
+    before anything is sent."""
+    if not api_key:
+        raise RunPodAuthError(
+            "no RunPod API key: set RUNPOD_API_KEY (RunPod console > Settings > API Keys)"
+        )
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {api_key}", **headers})
+    return session
+
+
 class GraphQLBackend:
     """RunPod's GraphQL API (the one the `runpod` SDK uses)."""
 
@@ -135,16 +147,9 @@ class GraphQLBackend:
     def __init__(
         self, api_key: str, api_base_url: str | None = None, request_timeout_s: float = 30.0
     ) -> None:
-        if not api_key:
-            raise RunPodAuthError(
-                "no RunPod API key: set RUNPOD_API_KEY (RunPod console > Settings > API Keys)"
-            )
+        self._session = api_session(api_key, {"Content-Type": "application/json"})
         self.url = f"{(api_base_url or DEFAULT_API_BASE_URL).rstrip('/')}/graphql"
         self.request_timeout_s = request_timeout_s
-        self._session = requests.Session()
-        self._session.headers.update(
-            {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        )
 
     def __repr__(self) -> str:
         return f"GraphQLBackend(url={self.url!r})"
@@ -190,22 +195,26 @@ class GraphQLBackend:
                 data=json.dumps({"query": query, "variables": variables or {}}),
                 timeout=(5.0, self.request_timeout_s),
             )
-        except requests.ConnectTimeout as exc:
-            raise RunPodTransientError(
-                f"could not connect to the RunPod API at {self.url}: {type(exc).__name__}",
-                maybe_applied=False,
-            ) from None
-        except requests.Timeout:
-            raise RunPodTransientError(
-                f"the RunPod API at {self.url} did not answer within {self.request_timeout_s:.0f} s",
-                maybe_applied=True,
-            ) from None
+        except requests.Timeout as exc:
+            raise timeout_error(exc, self.url, self.request_timeout_s) from None
         except requests.ConnectionError as exc:
             raise RunPodTransientError(
                 f"network error talking to the RunPod API at {self.url}: {type(exc).__name__}",
                 maybe_applied=True,
             ) from None
         return _read_response(response)
+
+
+def timeout_error(exc: requests.Timeout, url: str, timeout_s: float) -> RunPodTransientError:
+    """A connect timeout never reached RunPod; a read timeout may have been applied there."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return RunPodTransientError(
+            f"could not connect to the RunPod API at {url}: {type(exc).__name__}",
+            maybe_applied=False,
+        )
+    return RunPodTransientError(
+        f"the RunPod API at {url} did not answer within {timeout_s:.0f} s", maybe_applied=True
+    )
 
 
 def _read_response(response: requests.Response) -> dict[str, Any]:

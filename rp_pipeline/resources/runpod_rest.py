@@ -28,7 +28,11 @@ from typing import Any
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from rp_pipeline.resources.runpod_backend import DEFAULT_API_BASE_URL
+from rp_pipeline.resources.runpod_backend import (
+    DEFAULT_API_BASE_URL,
+    api_session,
+    timeout_error,
+)
 from rp_pipeline.resources.runpod_errors import (
     GpuUnavailableError,
     RunPodApiError,
@@ -65,18 +69,11 @@ class RestBackend:
         rate_limit_waits: int = 5,
         max_retry_after_s: float = 300.0,
     ) -> None:
-        if not api_key:
-            raise RunPodAuthError(
-                "no RunPod API key: set RUNPOD_API_KEY (RunPod console > Settings > API Keys)"
-            )
+        self._session = api_session(api_key, {"Accept": "application/json"})
         self.base_url = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         self.request_timeout_s = request_timeout_s
         self.rate_limit_waits = rate_limit_waits
         self.max_retry_after_s = max_retry_after_s
-        self._session = requests.Session()
-        self._session.headers.update(
-            {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
-        )
 
     def __repr__(self) -> str:
         return f"RestBackend(base_url={self.base_url!r})"
@@ -203,17 +200,8 @@ class RestBackend:
                 headers={"Content-Type": "application/json"} if body is not None else None,
                 timeout=(5.0, self.request_timeout_s),
             )
-        except requests.ConnectTimeout as exc:
-            raise RunPodTransientError(
-                f"could not connect to the RunPod API at {self.base_url}: {type(exc).__name__}",
-                maybe_applied=False,
-            ) from None
-        except requests.Timeout:
-            raise RunPodTransientError(
-                f"the RunPod API at {self.base_url} did not answer within "
-                f"{self.request_timeout_s:.0f} s",
-                maybe_applied=True,
-            ) from None
+        except requests.Timeout as exc:
+            raise timeout_error(exc, self.base_url, self.request_timeout_s) from None
         except requests.ConnectionError as exc:
             refused = _connection_refused(exc)
             what = "could not connect" if refused else "the answer was lost"

@@ -134,21 +134,26 @@ def marker_ignored(
 
 
 @pytest.mark.chaos
-def test_one_prompt_fails_in_comfyui(request: pytest.FixtureRequest, world: World) -> None:
-    keys = world.write_requests(["a lake", "a forest [[fail]]", "a desert"])
+@pytest.mark.parametrize(
+    ("name", "marker", "settings"),
+    [
+        pytest.param("one prompt fails in ComfyUI", "[[fail]]", {}, id="fails"),
+        pytest.param(
+            "one prompt of 3 hangs (deadline 40 s)",
+            "[[hang]]",
+            {"prompt_deadline_s": 40.0},
+            id="hangs",
+        ),
+    ],
+)
+def test_one_prompt_of_three_goes_wrong_in_comfyui(
+    request: pytest.FixtureRequest, world: World, name: str, marker: str, settings: dict[str, Any]
+) -> None:
+    keys = world.write_requests(["a lake", f"a forest {marker}", "a desert"])
     assert world.register().success
-    result = run_case(request, world, "one prompt fails in ComfyUI", keys)
-    marker_ignored(request, world, result, keys[1], "[[fail]]")
-    accept(result, materialized=2, pods=1, must_fail=True, error_mentions=keys[1])
-
-
-@pytest.mark.chaos
-def test_one_prompt_of_three_hangs(request: pytest.FixtureRequest, world: World) -> None:
-    keys = world.write_requests(["a lake", "a forest [[hang]]", "a desert"])
-    assert world.register().success
-    resources = with_settings(world.resources, prompt_deadline_s=40.0)
-    result = run_case(request, world, "one prompt of 3 hangs (deadline 40 s)", keys, resources)
-    marker_ignored(request, world, result, keys[1], "[[hang]]")
+    resources = with_settings(world.resources, **settings) if settings else None
+    result = run_case(request, world, name, keys, resources)
+    marker_ignored(request, world, result, keys[1], marker)
     accept(result, materialized=2, pods=1, must_fail=True, error_mentions=keys[1])
 
 
@@ -180,43 +185,57 @@ def test_pod_dies_mid_batch(request: pytest.FixtureRequest, world: World) -> Non
 
 
 @pytest.mark.chaos
-def test_create_answer_lost_then_pod_list_5xx(request: pytest.FixtureRequest, world: World) -> None:
+@pytest.mark.parametrize(
+    ("name", "prompt", "faults", "cleanup_window_s", "pods"),
+    [
+        pytest.param(
+            "create answer lost, then 4 s of 5xx on the pod list",
+            "a lighthouse",
+            [
+                {"count": 1, "mode": "lose", "operation": "create_pod"},
+                # 4 s of 5xx on the pod list: every list call in that window fails.
+                {"count": 1000, "mode": "5xx", "operation": "list_pods", "seconds": 4.0},
+            ],
+            20.0,
+            None,
+            id="create_answer_lost_then_pod_list_5xx",
+        ),
+        pytest.param(
+            "25 x 5xx on terminate",
+            "a harbour",
+            [{"count": 25, "mode": "5xx", "operation": "terminate_pod"}],
+            60.0,
+            None,
+            id="terminate_answers_5xx_25_times",
+        ),
+        pytest.param(
+            "API 5xx x3 on create",
+            "a bridge",
+            [{"count": 3, "mode": "5xx", "operation": "create_pod"}],
+            20.0,
+            1,
+            id="api_5xx_on_create",
+        ),
+    ],
+)
+def test_runpod_api_fault(
+    request: pytest.FixtureRequest,
+    world: World,
+    name: str,
+    prompt: str,
+    faults: list[dict[str, Any]],
+    cleanup_window_s: float,
+    pods: int | None,
+) -> None:
     notes: list[str] = []
     need_logical_faults(world, notes)
-    [key] = world.write_requests(["a lighthouse"])
+    [key] = world.write_requests([prompt])
     assert world.register().success
-    inject(world, notes, count=1, mode="lose", operation="create_pod")
-    # 4 s of 5xx on the pod list: every list call in that window fails.
-    inject(world, notes, count=1000, mode="5xx", operation="list_pods", seconds=4.0)
-    result = run_case(request, world, "create answer lost, then 4 s of 5xx on the pod list",
-                      [key], notes=notes)  # fmt: skip
+    for fault in faults:
+        inject(world, notes, **fault)
+    result = run_case(request, world, name, [key], cleanup_window_s=cleanup_window_s, notes=notes)
     assert not [n for n in notes if "NOT injected" in n or "refused" in n], notes
-    accept(result, materialized=1)
-
-
-@pytest.mark.chaos
-def test_terminate_answers_5xx_25_times(request: pytest.FixtureRequest, world: World) -> None:
-    notes: list[str] = []
-    need_logical_faults(world, notes)
-    [key] = world.write_requests(["a harbour"])
-    assert world.register().success
-    inject(world, notes, count=25, mode="5xx", operation="terminate_pod")
-    result = run_case(request, world, "25 x 5xx on terminate", [key], cleanup_window_s=60.0,
-                      notes=notes)  # fmt: skip
-    assert not [n for n in notes if "NOT injected" in n or "refused" in n], notes
-    accept(result, materialized=1)
-
-
-@pytest.mark.chaos
-def test_api_5xx_on_create(request: pytest.FixtureRequest, world: World) -> None:
-    notes: list[str] = []
-    need_logical_faults(world, notes)
-    [key] = world.write_requests(["a bridge"])
-    assert world.register().success
-    inject(world, notes, count=3, mode="5xx", operation="create_pod")
-    result = run_case(request, world, "API 5xx x3 on create", [key], notes=notes)
-    assert not [n for n in notes if "NOT injected" in n or "refused" in n], notes
-    accept(result, materialized=1, pods=1)
+    accept(result, materialized=1, pods=pods)
 
 
 @pytest.mark.chaos

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from rp_pipeline.service import PG_ENV_NAMES, SIZING_ENV_DEFAULTS, render_instance
+from tests.dockerfile import instructions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -116,24 +117,10 @@ def test_compose_sizing_reaches_the_instance_template(tmp_path: Path) -> None:
     assert rendered["concurrency"]["pools"]["default_limit"] == 1
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    joined, buffer = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        joined.append(buffer + line)
-        buffer = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in joined]
-
-
 def test_dagster_image_installs_the_code_location_with_postgres_and_starts_through_the_check() -> (
     None
 ):
-    steps = dockerfile_instructions()
+    steps = instructions(DOCKERFILE)
     copied = [src for kind, args in steps if kind == "COPY" for src in args.split()[:-1]]
     for src in copied:
         assert (REPO_ROOT / src).exists(), src

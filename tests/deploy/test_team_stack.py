@@ -31,6 +31,7 @@ from rp_devstack.stack import Devstack
 from tests.deploy.postgres import PostgresCluster
 from tests.deploy.team_stack import DEPLOY, TeamDagster
 from tests.e2e.browser import UI, browser_available, make_driver
+from tests.e2e.conftest import is_gone
 from tests.e2e.graphql_api import GraphQLApi
 from tests.e2e.requests_config import new_partition_key, request_spec, run_config
 from tests.pipeline.helpers import tick
@@ -49,7 +50,6 @@ BOOT_DELAY_S = 1.0
 # start-ups, so the first two runs hold 2 live pods together while 10 runs wait behind the
 # limit. Afterwards pods boot in BOOT_DELAY_S and the queue drains quickly.
 SLOW_BOOT_S = 60.0
-GONE = {"TERMINATED", "EXITED"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 RUN_STATUSES = """
@@ -107,7 +107,7 @@ class TeamStack:
         return most
 
     def live_pods(self) -> list[dict[str, Any]]:
-        return [p for p in self.admin.pods() if p["desired_status"] not in GONE]
+        return [p for p in self.admin.pods() if not is_gone(p)]
 
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
         results = self.dagster.graphql(RUN_STATUSES, {"ids": run_ids})["runsOrError"]["results"]

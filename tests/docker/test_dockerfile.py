@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dockerfile import instructions
 from tests.tools import uv_command
 
 UV = uv_command()
@@ -23,27 +24,9 @@ DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / "docker" / "Dockerfile.dockerignore"
 
 
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    joined: list[str] = []
-    buffer = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not buffer and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        joined.append(buffer + line)
-        buffer = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in joined]
-
-
 def env_defaults() -> dict[str, str]:
     env: dict[str, str] = {}
-    for name, args in instructions():
+    for name, args in instructions(DOCKERFILE):
         if name == "ENV":
             for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', args):
                 env[key] = value.strip('"')
@@ -51,7 +34,7 @@ def env_defaults() -> dict[str, str]:
 
 
 def test_base_image_is_a_build_arg_pinned_by_tag() -> None:
-    steps = instructions()
+    steps = instructions(DOCKERFILE)
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE=")
     default = steps[0][1].removeprefix("BASE_IMAGE=")
     assert ":" in default and not default.endswith(":latest"), default
@@ -59,7 +42,7 @@ def test_base_image_is_a_build_arg_pinned_by_tag() -> None:
 
 
 def test_oci_labels_come_from_build_args() -> None:
-    labels = " ".join(args for name, args in instructions() if name == "LABEL")
+    labels = " ".join(args for name, args in instructions(DOCKERFILE) if name == "LABEL")
     for key, arg in [
         ("source", "SOURCE"),
         ("revision", "REVISION"),
@@ -67,7 +50,9 @@ def test_oci_labels_come_from_build_args() -> None:
         ("version", "VERSION"),
     ]:
         assert f'org.opencontainers.image.{key}="${{{arg}}}"' in labels
-        assert any(name == "ARG" and args.startswith(f"{arg}=") for name, args in instructions())
+        assert any(
+            name == "ARG" and args.startswith(f"{arg}=") for name, args in instructions(DOCKERFILE)
+        )
 
 
 def test_prd_env_defaults_and_no_baked_credentials() -> None:
@@ -86,7 +71,7 @@ def test_prd_env_defaults_and_no_baked_credentials() -> None:
 
 
 def test_healthcheck_probes_comfyui_system_stats_behind_the_proxy() -> None:
-    [health] = [args for name, args in instructions() if name == "HEALTHCHECK"]
+    [health] = [args for name, args in instructions(DOCKERFILE) if name == "HEALTHCHECK"]
     assert "curl -fsS" in health
     # ComfyUI's own loopback port: the public one wants the pod's token.
     assert "127.0.0.1:${COMFYUI_INTERNAL_PORT:-8189}/system_stats" in health
@@ -95,14 +80,14 @@ def test_healthcheck_probes_comfyui_system_stats_behind_the_proxy() -> None:
 
 
 def test_entrypoint_is_start_sh_and_ports_exposed() -> None:
-    steps = dict(instructions())
+    steps = dict(instructions(DOCKERFILE))
     assert steps["ENTRYPOINT"] == '["/opt/rp/start.sh"]'
     assert set(steps["EXPOSE"].split()) == {"8188", "8888", "22"}
 
 
 def copy_sources() -> list[str]:
     sources: list[str] = []
-    for name, args in instructions():
+    for name, args in instructions(DOCKERFILE):
         if name == "COPY":
             parts = [p for p in args.split() if not p.startswith("--")]
             sources.extend(parts[:-1])

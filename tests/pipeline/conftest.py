@@ -1,48 +1,13 @@
-"""Fixtures for the pipeline tests: devstack env + a fresh Dagster instance per test."""
+"""The pipeline tests' own guard; their fixtures (devstack env, a fresh Dagster instance per
+test, resources) are in tests/dagster_fixtures.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from dagster import DagsterInstance, instance_for_test
 
 from rp_devstack.stack import Devstack
-
-
-@pytest.fixture
-def prompts_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "prompts"
-    directory.mkdir()
-    monkeypatch.setenv("RP_PROMPTS_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture
-def pipeline_env(
-    devstack: Devstack, prompts_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    for name, value in devstack.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("RP_ENV", "devstack")
-    return dict(devstack.env)
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(pipeline_env: dict[str, str]) -> dict[str, Any]:
-    from rp_pipeline.definitions import resources_for
-
-    return resources_for("devstack")
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,8 @@ from tests.pipeline.helpers import (
 
 # 20 sampler steps of 0.1 s: a video takes ~2 s, long enough for a pod to hold a queue.
 SLOW = {"COMFY_STANDIN_STEP_SECONDS": "0.1"}
+# Stricter than `Pod.is_gone` (which also takes EXITED): every pod of a run, a crashed one too,
+# must have been terminated by the run (an EXITED pod stays on the account until terminated).
 GONE = {"TERMINATED"}
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,18 +75,27 @@ def test_eight_videos_fan_out_and_materialize_as_they_land(
     assert all(r2.head(lease_key(p["id"], r2.prefix)) is None for p in pods)
 
 
-def _crash_after_first_video(
-    devstack: Devstack, instance: DagsterInstance, before: set[str], crashed: list[str]
-) -> threading.Thread:
-    """Crash the pod that produced the run's first video, right after it was materialized."""
+def _generate_crashing_the_first_pod(
+    devstack: Devstack,
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    prompts_dir: Path,
+    tag: str,
+    count: int,
+    **changes: Any,
+) -> tuple[list[str], Any, list[str]]:
+    """Generate `count` new prompts on a fleet while the pod that produced the run's first
+    video is crashed right after that video was materialized: the partition keys, the run's
+    result and the crashed pod's id."""
+    keys = write_prompts(prompts_dir, tag, count)
+    register_requests(instance, resources)
+    crashed: list[str] = []
 
     def watch() -> None:
         give_up = time.monotonic() + 120
         while time.monotonic() < give_up:
             records = instance.fetch_materializations(AssetKey("generated_video"), limit=50)
             for record in records.records:
-                if record.partition_key in before:
-                    continue
                 pod_id = getattr(record.asset_materialization.metadata["pod_id"], "value", None)
                 pod_id = pod_id or str(record.asset_materialization.metadata["pod_id"])
                 devstack.emulator.crash_pod(pod_id)
@@ -92,21 +103,20 @@ def _crash_after_first_video(
                 return
             time.sleep(0.1)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    result = generate(instance, fleet_resources(resources, **changes), keys)
+    watcher.join(timeout=5)
+    assert crashed, "the watcher never saw a materialization"
+    return keys, result, crashed
 
 
 def test_dead_pod_hands_its_prompts_to_the_other_pod(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    keys = write_prompts(prompts_dir, "dies", 4)
-    register_requests(instance, resources)
-    crashed: list[str] = []
-    watcher = _crash_after_first_video(devstack, instance, set(), crashed)
-    result = generate(instance, fleet_resources(resources, max_live_pods=2, videos_per_pod=2), keys)
-    watcher.join(timeout=5)
-    assert crashed, "the watcher never saw a materialization"
+    keys, result, crashed = _generate_crashing_the_first_pod(
+        devstack, instance, resources, prompts_dir, "dies", 4, max_live_pods=2, videos_per_pod=2
+    )
     found = latest_by_partition(instance)
     assert set(found) >= set(keys), "every video survives the death of one pod"
     assert result.success
@@ -122,13 +132,9 @@ def test_dead_pod_hands_its_prompts_to_the_other_pod(
 def test_last_pod_dying_gets_a_replacement(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    keys = write_prompts(prompts_dir, "replace", 3)
-    register_requests(instance, resources)
-    crashed: list[str] = []
-    watcher = _crash_after_first_video(devstack, instance, set(), crashed)
-    result = generate(instance, fleet_resources(resources, max_live_pods=1), keys)
-    watcher.join(timeout=5)
-    assert crashed
+    keys, result, _ = _generate_crashing_the_first_pod(
+        devstack, instance, resources, prompts_dir, "replace", 3, max_live_pods=1
+    )
     assert result.success
     found = latest_by_partition(instance)
     assert set(found) >= set(keys)

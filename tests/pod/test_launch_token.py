@@ -6,38 +6,16 @@ fresh token (never printed, not in `--json`), `wait` probes through the pod's pr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import requests
 
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
 from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+from tests.rp_launch import one_line_error
+from tests.rp_launch import only_base_url_and_key as rp_launch
 
-RP_LAUNCH = str(Path(sys.executable).with_name("rp-launch"))
 GPU = "NVIDIA GeForce RTX 4090"
-
-
-def rp_launch(emulator: RunPodEmulator, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "RUNPOD_API_KEY": emulator.api_key,
-        "RUNPOD_API_BASE_URL": emulator.base_url,
-    }
-    return subprocess.run(
-        [RP_LAUNCH, *args], env=environ, capture_output=True, text=True, timeout=120
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("rp-launch: error: ") and "Traceback" not in result.stderr
-    return line
 
 
 def test_launch_makes_a_token_that_only_open_prints(runpod_emulator: RunPodEmulator) -> None:

@@ -3,38 +3,15 @@ line naming the problem, and no pod is left (mostly none is ever created)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, instance_for_test
+from dagster import DagsterInstance
 from runpod_helpers import GPU_4090, GPU_A6000
 
 from rp_devstack.ports import free_port
 from rp_devstack.stack import Devstack
 from tests.pipeline.helpers import generate, pods_of_run, register_requests, write_prompts
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(
-    devstack: Devstack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, Any]:
-    for name, value in devstack.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("RP_ENV", "devstack")
-    monkeypatch.setenv("RP_PROMPTS_DIR", str(tmp_path / "prompts"))
-    from rp_pipeline.definitions import resources_for
-
-    return resources_for("devstack")
 
 
 def with_runpod(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:

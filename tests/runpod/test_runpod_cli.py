@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from runpod_helpers import GPU_4090, GPU_A6000
@@ -14,38 +11,13 @@ from runpod_helpers import GPU_4090, GPU_A6000
 from rp_devstack.ports import free_port
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import NETWORK_VOLUME_ID
-
-RP_LAUNCH = str(Path(sys.executable).with_name("rp-launch"))
-
-
-def only_base_url_and_key(
-    emulator: RunPodEmulator, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """rp-launch with nothing of the host's env but PATH, HOME, the API key and base URL."""
-    environ = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "RUNPOD_API_KEY": emulator.api_key,
-        "RUNPOD_API_BASE_URL": emulator.base_url,
-        **env,
-    }
-    return subprocess.run(
-        [RP_LAUNCH, *args], env=environ, capture_output=True, text=True, timeout=120
-    )
+from tests.rp_launch import one_line_error, only_base_url_and_key
 
 
 def rp_launch(emulator: RunPodEmulator, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return only_base_url_and_key(
         emulator, *args, **{"RUNPOD_NETWORK_VOLUME_ID": NETWORK_VOLUME_ID, **env}
     )
-
-
-def assert_one_line_failure(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rp-launch: error: "), result.stderr
-    assert text in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_launch_wait_list_terminate(runpod_emulator: RunPodEmulator) -> None:
@@ -120,32 +92,32 @@ def test_acceptance_rest_v2_end_to_end_without_graphql(runpod_emulator: RunPodEm
 
 def test_failures_are_one_line_with_exit_codes(runpod_emulator: RunPodEmulator) -> None:
     bad_key = rp_launch(runpod_emulator, "list", RUNPOD_API_KEY="wrong-key-42")
-    assert_one_line_failure(bad_key, 3, "RUNPOD_API_KEY")
+    assert "RUNPOD_API_KEY" in one_line_error(bad_key, 3)
     assert "wrong-key-42" not in bad_key.stderr
 
     unknown = rp_launch(runpod_emulator, "launch", "--gpu", "NVIDIA GeForce RTX 9999")
-    assert_one_line_failure(unknown, 4, "unknown GPU type id(s): NVIDIA GeForce RTX 9999")
+    assert "unknown GPU type id(s): NVIDIA GeForce RTX 9999" in one_line_error(unknown, 4)
 
     runpod_emulator.set_stock(GPU_4090, 0)
     runpod_emulator.set_stock(GPU_A6000, 0)
     full = rp_launch(runpod_emulator, "--json", "launch", "--gpu", GPU_4090, "--gpu", GPU_A6000)
-    assert_one_line_failure(full, 4, f"{GPU_4090}: no stock (catalog availability NONE)")
+    assert f"{GPU_4090}: no stock (catalog availability NONE)" in one_line_error(full, 4)
     assert f"{GPU_A6000}: no stock" in full.stderr
     assert json.loads(full.stdout)["error"] == "NoCapacityError"
 
     bad_volume = rp_launch(runpod_emulator, "launch", "--network-volume", "vol-typo")
-    assert_one_line_failure(bad_volume, 1, "network volume vol-typo is not in this RunPod account")
+    assert "network volume vol-typo is not in this RunPod account" in one_line_error(bad_volume, 1)
 
     offline = rp_launch(
         runpod_emulator, "list", RUNPOD_API_BASE_URL=f"http://127.0.0.1:{free_port()}"
     )
-    assert_one_line_failure(offline, 6, "network error")
+    assert "network error" in one_line_error(offline, 6)
 
     no_key = rp_launch(runpod_emulator, "gpus", RUNPOD_API_KEY="")
-    assert_one_line_failure(no_key, 2, "RUNPOD_API_KEY is not set")
+    assert "RUNPOD_API_KEY is not set" in one_line_error(no_key, 2)
 
     bad_api = rp_launch(runpod_emulator, "gpus", RUNPOD_API="soap")
-    assert_one_line_failure(bad_api, 2, "RUNPOD_API='soap' is not a RunPod API")
+    assert "RUNPOD_API='soap' is not a RunPod API" in one_line_error(bad_api, 2)
     assert runpod_emulator.pods() == []
     assert "POST /graphql" not in runpod_emulator.request_counts()
 
@@ -182,6 +154,6 @@ def test_no_stock_gpu_first_is_skipped_without_a_create(runpod_emulator: RunPodE
 def test_wait_timeout_terminates_and_exits_5(runpod_emulator: RunPodEmulator) -> None:
     runpod_emulator.set_boot_delay(600)
     result = rp_launch(runpod_emulator, "launch", "--wait", "--timeout", "1")
-    assert_one_line_failure(result, 5, "not ready within 1 s")
+    assert "not ready within 1 s" in one_line_error(result, 5)
     assert "it has been terminated" in result.stderr
     assert [p["desired_status"] for p in runpod_emulator.pods()] == ["TERMINATED"]
