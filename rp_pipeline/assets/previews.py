@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
     Config,
     DagsterInstance,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -135,15 +137,26 @@ def video_preview(
     """Poster frame and probed facts of each given video (or of every video still lacking one)."""
     keys = config.object_keys or videos_without_preview(r2)
     docs = []
+    unreadable: dict[str, str] = {}
     poster_md = ""
     for key in keys:
-        doc, poster_md = build_preview(r2, key, harvested_facts(context.instance, key))
+        try:
+            doc, poster_md = build_preview(r2, key, harvested_facts(context.instance, key))
+        except (av.error.FFmpegError, ValueError) as exc:
+            if config.object_keys:  # asked for by name: that video is the point of the run
+                raise Failure(f"{key} is not a readable video ({exc}); no preview made") from None
+            # Found by the scan: one broken object in the bucket must not block the others.
+            unreadable[key] = str(exc)
+            context.log.warning(f"{key} is not a readable video, skipped: {exc}")
+            continue
         docs.append(doc)
         context.log.info(f"preview of {key}: {doc['facts']['width']}x{doc['facts']['height']}")
     metadata: dict[str, Any] = {
         "videos": MetadataValue.int(len(docs)),
         "object_keys": MetadataValue.json([d["key"] for d in docs]),
     }
+    if unreadable:
+        metadata["unreadable"] = MetadataValue.json(unreadable)
     if len(docs) == 1:
         facts = docs[0]["facts"]
         metadata |= {

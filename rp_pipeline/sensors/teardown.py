@@ -65,10 +65,28 @@ def pod_reaper(
         client.terminate(orphan.pod_id)
         seen.pop(orphan.pod_id, None)
     context.update_cursor(json.dumps(seen, sort_keys=True))
+    reaped = {o.pod_id for o in orphans}
     return SkipReason(
-        f"reaped {len(orphans)} pod(s): {', '.join(o.pod_id for o in orphans)}"
-        if orphans
-        else f"no orphaned pods among {len(pods)} live pod(s) of ours"
+        (
+            f"reaped {len(orphans)} pod(s): {', '.join(o.pod_id for o in orphans)}"
+            if orphans
+            else f"no orphaned pods among {len(pods)} live pod(s) of ours"
+        )
+        + _warm_pods_note(leases, reaped, now)
+    )
+
+
+def _warm_pods_note(leases: Mapping[str, Mapping[str, Any]], reaped: set[str], now: float) -> str:
+    """The idle pods kept for the next run, for the tick history in the UI: they bill too."""
+    idle = sorted(
+        (float(lease.get("expires_at") or 0.0), pod_id)
+        for pod_id, lease in leases.items()
+        if lease.get("state") == "idle" and pod_id not in reaped
+    )
+    if not idle:
+        return ""
+    return f"; {len(idle)} idle (warm) pod(s) billing until adopted or ended: " + ", ".join(
+        f"{pod_id} (ends in {max(0.0, expires - now):.0f} s)" for expires, pod_id in idle
     )
 
 

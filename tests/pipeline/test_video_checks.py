@@ -136,3 +136,35 @@ def test_generate_videos_job_records_every_partitions_checks(
         for name in ("sha256_matches_agent", "mp4_decodes", "matches_request")
     }
     assert all(e.passed for e in found.values()), found
+
+
+def test_a_broken_video_in_the_bucket_does_not_block_the_other_previews(
+    devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """Catch-up previews skip (and name) an object that is not a video; asked for by name, the
+    same object fails the run in one line."""
+    import uuid
+
+    from rp_pipeline.assets.previews import video_preview
+
+    r2 = r2_now()
+    broken = f"{r2.prefix}/2026-01-01/pod-by-hand/video/broken-{uuid.uuid4().hex[:8]}_00001_.mp4"
+    r2.put_bytes(broken, b"not a video", "video/mp4")
+    try:
+        caught_up = materialize([video_preview], instance=instance, resources=resources)
+        assert caught_up.success
+        [mat] = caught_up.asset_materializations_for_node("video_preview")
+        unreadable = mat.metadata["unreadable"].value
+        assert isinstance(unreadable, dict) and broken in unreadable
+        assert broken not in mat.metadata["object_keys"].value
+
+        by_name = materialize(
+            [video_preview], instance=instance, resources=resources, raise_on_error=False,
+            run_config={"ops": {"video_preview": {"config": {"object_keys": [broken]}}}},
+        )  # fmt: skip
+        assert not by_name.success
+        failure = next(e for e in by_name.all_events if e.event_type_value == "STEP_FAILURE")
+        message = str(failure.event_specific_data.error.message)
+        assert f"{broken} is not a readable video" in message and "no preview made" in message
+    finally:
+        r2.client.delete_object(Bucket=r2.bucket, Key=broken)

@@ -398,7 +398,9 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
                 s3, bucket, pod.id, crashed.run_id, needs, idle_s, prefix
             )
         result, _ = tick(pod_reaper, instance, resources)
-        assert f"reaped 1 pod(s): {over.id}" == str(result.skip_message)
+        message = str(result.skip_message)
+        assert message.startswith(f"reaped 1 pod(s): {over.id}; 1 idle (warm) pod(s) billing")
+        assert f"{warm.id} (ends in " in message and over.id not in message.split(";")[1]
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert (status[warm.id], status[over.id]) == ("RUNNING", "TERMINATED")
     finally:
