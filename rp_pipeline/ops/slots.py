@@ -5,13 +5,23 @@ instance's concurrency storage (a database row per slot), so simultaneous runs c
 "one slot free" and both launch: the storage hands each slot to one claimant. Dagster's own
 op-level pool would free the slot when the launch step ends, while the pod lives on; hence
 claims are made per pod with a step key of their own (`pod-<n>`).
+
+On SQLite the storage's claim is not atomic by itself: it reads a free slot row, then writes its
+claim on that row by id, and SQLite ignores the `SELECT ... FOR UPDATE SKIP LOCKED` that makes
+this safe on PostgreSQL. Two processes that read the same free row both "claim" it (the later
+write wins the row, both launch a pod). So on a SQLite file the claims of all processes are
+serialized by a lock file beside the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +43,24 @@ class PodSlots:
                 "this Dagster instance's storage has no concurrency pools; pod limits need them "
                 "(use the default sqlite or a postgres storage)"
             )
+        self.claim_lock = claim_lock(self.storage)
         # The limit is the instance's when an operator set one; else RP_MAX_PODS.
         if POD_POOL not in self.storage.get_concurrency_keys():
-            self.storage.set_concurrency_slots(POD_POOL, max(1, default_limit))
+            try:
+                self.storage.set_concurrency_slots(POD_POOL, max(1, default_limit))
+            except Exception:
+                # Runs started together all find no pool and all create it; the pool's name is
+                # unique, so every creation but the first fails. The pool exists: go on.
+                if POD_POOL not in self.storage.get_concurrency_keys():
+                    raise
 
     @property
     def limit(self) -> int:
         return int(self.storage.get_concurrency_info(POD_POOL).slot_count)
 
     def try_claim(self, key: str) -> bool:
-        status = self.storage.claim_concurrency_slot(POD_POOL, self.run_id, key)
+        with self.claim_lock:
+            status = self.storage.claim_concurrency_slot(POD_POOL, self.run_id, key)
         return bool(status.is_claimed)
 
     def claim(self, want: int, wait_s: float, on_wait: Any = None) -> list[str]:
@@ -68,6 +86,18 @@ class PodSlots:
             self.storage.free_concurrency_slot_for_step(self.run_id, key)
         except Exception as exc:  # a later free (sensor, run end) retries; never mask the cause
             log.warning("could not free pod slot %s of run %s: %s", key, self.run_id, exc)
+
+
+def claim_lock(storage: Any) -> contextlib.AbstractContextManager[Any]:
+    """The lock that makes a slot claim atomic across processes: a lock file beside a SQLite
+    database file; none for a database that locks the claimed row itself (PostgreSQL) or one
+    only this process can open (in memory)."""
+    with storage.index_connection() as conn:
+        url = conn.engine.url
+    in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    if url.get_backend_name() != "sqlite" or in_memory:
+        return contextlib.nullcontext()
+    return FileLock(Path(url.database).with_name(f"{POD_POOL}.lock"))
 
 
 def free_run_slots(instance: Any, run_id: str) -> None:

@@ -214,13 +214,18 @@ def test_pod_limit_holds_for_simultaneous_runs(
 
     watcher = threading.Thread(target=monitor, daemon=True)
     watcher.start()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.pipeline.run_batch_process", key, json.dumps(SLOW)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        for key in keys
-    ]  # fmt: skip
+    # Each process writes its output to a file of its own, shown when it fails: a run that
+    # exits 1 under load must say why.
+    outputs = [tmp_path / f"run-{i}.log" for i in range(len(keys))]
+    procs = []
+    for key, output in zip(keys, outputs, strict=True):
+        with output.open("wb") as sink:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.pipeline.run_batch_process", key, json.dumps(SLOW)],
+                    cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                )
+            )  # fmt: skip
     try:
         codes = [proc.wait(timeout=300) for proc in procs]
     finally:
@@ -230,7 +235,12 @@ def test_pod_limit_holds_for_simultaneous_runs(
                 proc.wait()
         stop.set()
         watcher.join(timeout=5)
-    assert codes == [0, 0, 0]
+    failed = [
+        f"--- run of {key} exited {code}:\n{output.read_text(errors='replace')[-6000:]}"
+        for key, code, output in zip(keys, codes, outputs, strict=True)
+        if code != 0
+    ]
+    assert not failed, "\n".join(failed)
     assert peak["live"] == 1
     new = [p for p in devstack.emulator.pods() if p["id"] not in before]
     assert len(new) == 3 and all(p["desired_status"] in GONE for p in new)
