@@ -311,17 +311,23 @@ def test_wait_rides_out_proxy_524s(client: ComfyUIClient, standin: ComfyStandin)
     assert standin.server.history_524_remaining == 0
 
 
-def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
-    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
-
+def prompt_on_a_dead_server(tmp_path: Path, grace_s: float) -> tuple[ComfyUIClient, str]:
+    """A client whose prompt was running when its server died (the pod went mid-prompt)."""
     standin = ComfyStandin(tmp_path / "out", step_seconds=0.05)
     standin.fault = "hang"
     standin.start()
-    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, unreachable_grace_s=0.5)
+    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, unreachable_grace_s=grace_s)
     submission = client.submit(t2v())
-    standin.stop()  # the pod died mid-prompt
+    standin.stop()
+    return client, submission.prompt_id
+
+
+def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
+    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
+
+    client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=0.5)
     with pytest.raises(ComfyUIUnavailable, match="cannot reach ComfyUI"):
-        client.wait(submission.prompt_id, 60)
+        client.wait(prompt_id, 60)
 
 
 def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path) -> None:
@@ -329,12 +335,7 @@ def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path
     ends the wait from the hook, long before the grace is over."""
     from rp_pipeline.resources.comfyui import ComfyUIUnavailable
 
-    standin = ComfyStandin(tmp_path / "out", step_seconds=0.05)
-    standin.fault = "hang"
-    standin.start()
-    client = ComfyUIClient(standin.base_url, poll_interval_s=0.1, unreachable_grace_s=3600)
-    submission = client.submit(t2v())
-    standin.stop()  # the pod died mid-prompt
+    client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=3600)
     seen: list[ComfyUIUnavailable] = []
 
     class PodGone(Exception):
@@ -346,7 +347,7 @@ def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path
             raise PodGone("RunPod reports the pod EXITED")
 
     with pytest.raises(PodGone):
-        client.wait(submission.prompt_id, 600, on_outage=on_outage)
+        client.wait(prompt_id, 600, on_outage=on_outage)
     assert len(seen) == 3 and all("cannot reach ComfyUI" in str(e) for e in seen)
     # The hook belongs to that one wait: a later wait without it rides out outages again.
     assert client._on_outage is None
