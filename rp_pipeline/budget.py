@@ -8,9 +8,9 @@
   ComfyUI start; default DEFAULT_BOOT_S). An adopted warm pod has no boot to pay.
 
 Before any pod is launched, the batch's estimate (pod price x expected seconds per video, plus one
-boot per pod the run must launch, not for idle pods it will adopt) is checked against both caps: bad settings, a cap below one video, or a batch over
-a cap are refused in one line. While the run goes on, `RunBudget` keeps the run's spend from the
-pods' prices and clocks; the fleet asks it before it starts a pod or a prompt, and once the cap
+boot per pod the run must launch, none for idle pods it will adopt) is checked against both caps:
+bad settings, a cap below one video, or a batch over a cap are refused in one line. While the
+run goes on, `RunBudget` keeps the run's spend from the pods' prices and clocks; the fleet asks it before it starts a pod or a prompt, and once the cap
 is reached it starts neither: queued prompts fail with the budget's reason.
 
 Expected seconds per video come from the last HISTORY `generated_video` materializations: each
