@@ -10,8 +10,9 @@
 Before any pod is launched, the batch's estimate (pod price x expected seconds per video, plus one
 boot per pod the run must launch, none for idle pods it will adopt) is checked against both caps:
 bad settings, a cap below one video, or a batch over a cap are refused in one line. While the
-run goes on, `RunBudget` keeps the run's spend from the pods' prices and clocks; the fleet asks it before it starts a pod or a prompt, and once the cap
-is reached it starts neither: queued prompts fail with the budget's reason.
+run goes on, `RunBudget` keeps the run's spend from the pods' prices and clocks; the fleet asks it
+before it starts a pod or a prompt, and once the cap is reached it starts neither: queued prompts
+fail with the budget's reason.
 
 Expected seconds per video come from the last HISTORY `generated_video` materializations: each
 carries `cost_usd` (the video's share of its pod's bill) and `cost_per_hr`, so share / price is
