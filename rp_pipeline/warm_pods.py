@@ -283,36 +283,6 @@ def release_to_idle(
     return True
 
 
-def adoptable_idle_pods(
-    client: Any,
-    s3: Any,
-    bucket: str,
-    *,
-    image: str,
-    gpu_types: Iterable[str],
-    volume: str | None,
-    prefix: str = DEFAULT_PREFIX,
-    now: float | None = None,
-) -> list[tuple[Any, Lease]]:
-    """Our idle pods that fit these needs and have time left to be claimed, cheapest first,
-    each with the lease read (its ETag is what a claim must match). Nothing is claimed."""
-    now = time.time() if now is None else now
-    wanted = list(gpu_types)
-    pods = sorted(
-        (p for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"),
-        key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
-    )
-    found = []
-    for pod in pods:
-        lease = read_lease(s3, bucket, pod.id, prefix)
-        if lease is None or not lease.idle or lease.expires_at <= now + CLAIM_MARGIN_S:
-            continue
-        needs = PodNeeds.from_json(lease.body.get("needs"))
-        if needs is not None and needs.fits(image, wanted, volume):
-            found.append((pod, lease))
-    return found
-
-
 def claim_idle_pod(
     client: Any,
     s3: Any,
@@ -329,11 +299,8 @@ def claim_idle_pod(
     """Adopt an idle pod that fits (cheapest first), or None when none is free. The claim is
     this run's lease (`lease_s` long, renew it as usual); then check readiness as for a new pod."""
     now = time.time() if now is None else now
-    candidates = adoptable_idle_pods(
-        client, s3, bucket, image=image, gpu_types=gpu_types, volume=volume, prefix=prefix,
-        now=now,
-    )  # fmt: skip
-    for pod, lease in candidates:
+    fleet = LiveFleet.read(client, s3, bucket, prefix)
+    for pod, lease in fleet.adoptable(image=image, gpu_types=gpu_types, volume=volume, now=now):
         idle_since = float(lease.body.get("idle_since") or now)
         body = {
             "pod_id": pod.id,
@@ -360,8 +327,7 @@ def evict_idle_pod(
     closest to its end first. It is claimed with the same conditional write before it is ended,
     so no other run adopts it meanwhile; the id ended, or None when there was no idle pod."""
     now = time.time()
-    live = [p.id for p in client.list_pods() if p.is_ours and p.desired_status == "RUNNING"]
-    leases = read_leases(s3, bucket, live, prefix)
+    leases = LiveFleet.read(client, s3, bucket, prefix).running_leases()
     for _, pod_id in sorted((lease.expires_at, i) for i, lease in leases.items() if lease.idle):
         # expires_at = now: should our terminate fail, the pod's own watcher ends it.
         body = {"pod_id": pod_id, "run_id": run_id, "state": "evicted", "expires_at": now}
@@ -375,22 +341,61 @@ def evict_idle_pod(
 # ---------------------------------------------------------------- counting and reaping
 
 
+@dataclass(frozen=True)
+class LiveFleet:
+    """Our pods RunPod does not show gone, with their leases: one pod list and one lease read
+    per pod, from which usage, adoption and eviction are all decided."""
+
+    pods: list[Any]  # rp_pipeline.resources.runpod_client.Pod
+    leases: dict[str, Lease]
+
+    @classmethod
+    def read(cls, client: Any, s3: Any, bucket: str, prefix: str = DEFAULT_PREFIX) -> LiveFleet:
+        pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
+        return cls(pods, read_leases(s3, bucket, [p.id for p in pods], prefix))
+
+    def usage(self) -> FleetUsage:
+        """Busy vs idle (an idle pod past its time bills until it is ended, so it still counts),
+        for RP_MAX_PODS and the $/h cap."""
+        busy = idle = 0
+        busy_cost = idle_cost = 0.0
+        for pod in self.pods:
+            price = float(pod.cost_per_hr or 0.0)
+            if pod.id in self.leases and self.leases[pod.id].idle:
+                idle, idle_cost = idle + 1, idle_cost + price
+            else:
+                busy, busy_cost = busy + 1, busy_cost + price
+        return FleetUsage(busy, idle, busy_cost, idle_cost)
+
+    def running_leases(self) -> dict[str, Lease]:
+        running = {p.id for p in self.pods if p.desired_status == "RUNNING"}
+        return {pod_id: lease for pod_id, lease in self.leases.items() if pod_id in running}
+
+    def adoptable(
+        self, *, image: str, gpu_types: Iterable[str], volume: str | None, now: float
+    ) -> list[tuple[Any, Lease]]:
+        """Idle pods that fit these needs and have time left to be claimed, cheapest first,
+        each with its lease (whose ETag a claim must match). Nothing is claimed."""
+        wanted = list(gpu_types)
+        found = []
+        for pod in sorted(
+            (p for p in self.pods if p.desired_status == "RUNNING"),
+            key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
+        ):
+            lease = self.leases.get(pod.id)
+            if lease is None or not lease.idle or lease.expires_at <= now + CLAIM_MARGIN_S:
+                continue
+            needs = PodNeeds.from_json(lease.body.get("needs"))
+            if needs is not None and needs.fits(image, wanted, volume):
+                found.append((pod, lease))
+        return found
+
+
 def fleet_usage(
     client: Any, s3: Any, bucket: str, prefix: str = DEFAULT_PREFIX, now: float | None = None
 ) -> FleetUsage:
-    """Live pods of ours, busy vs idle (an idle pod past its time bills until it is ended, so it
-    still counts), for RP_MAX_PODS and the $/h cap."""
-    pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
-    leases = read_leases(s3, bucket, [p.id for p in pods], prefix)
-    busy = idle = 0
-    busy_cost = idle_cost = 0.0
-    for pod in pods:
-        price = float(pod.cost_per_hr or 0.0)
-        if pod.id in leases and leases[pod.id].idle:
-            idle, idle_cost = idle + 1, idle_cost + price
-        else:
-            busy, busy_cost = busy + 1, busy_cost + price
-    return FleetUsage(busy, idle, busy_cost, idle_cost)
+    """Live pods of ours, busy vs idle, for RP_MAX_PODS and the $/h cap."""
+    return LiveFleet.read(client, s3, bucket, prefix).usage()
 
 
 def expired_idle_pod_ids(leases: Mapping[str, Lease], now: float | None = None) -> list[str]:

@@ -60,7 +60,7 @@ from rp_pipeline.resources.runpod_errors import (
     UnknownGpuError,
 )
 from rp_pipeline.warm_pods import (
-    adoptable_idle_pods,
+    LiveFleet,
     claim_idle_pod,
     evict_idle_pod,
     fleet_usage,
@@ -792,17 +792,15 @@ def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
     """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
     pod were idle, which is never over a cap)."""
     try:
-        usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
-        if not usage.idle:
-            return IdleRoom()
-        fitting = adoptable_idle_pods(
-            client, r2.client, r2.bucket, image=runpod.image, gpu_types=runpod.gpu_types,
-            volume=runpod.network_volume_id, prefix=r2.prefix,
-        )  # fmt: skip
+        fleet = LiveFleet.read(client, r2.client, r2.bucket, r2.prefix)
     except Exception as exc:
         log.warning("could not read idle pods' leases (%s); sizing without them", exc)
         return IdleRoom()
-    return IdleRoom(usage.idle_cost_per_hr, len(fitting))
+    fitting = fleet.adoptable(
+        image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
+        now=time.time(),
+    )  # fmt: skip
+    return IdleRoom(fleet.usage().idle_cost_per_hr, len(fitting))
 
 
 class LaunchFailed(Exception):
