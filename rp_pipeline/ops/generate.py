@@ -57,7 +57,7 @@ from rp_pipeline.ops.fleet import (
 from rp_pipeline.ops.lease import LeaseKeeper
 from rp_pipeline.ops.metadata import preempted_metadata, settled_metadata, video_metadata
 from rp_pipeline.ops.pay_less import plan_run
-from rp_pipeline.ops.podlogs import PodLogForwarder, in_parallel_forwarding
+from rp_pipeline.ops.podlogs import FORWARD_EVERY_S, PodLogForwarder
 from rp_pipeline.ops.retry import materialized_by_ancestors
 from rp_pipeline.ops.settings import GenerationSettings
 from rp_pipeline.ops.slots import POD_POOL, PodSlots
@@ -427,7 +427,10 @@ def wait_for_ready(
     slots = _slots(context, settings)
     forwarder = PodLogForwarder(r2, context.log, state.log_cursors)
     with leases, fleet_teardown(context, client, state, settings, leases):
-        booting = in_parallel_forwarding(live, launcher.ready, forwarder, lambda: state.pods)
+        booting = in_parallel(
+            live, launcher.ready, lambda: forwarder.poll(list(state.pods)), FORWARD_EVERY_S
+        )
+        forwarder.poll(list(state.pods), force=True)  # what the pods said while booting
         for pod, result in booting:
             if isinstance(result, PodInfo):
                 boot_s = (pod.ready_at or time.time()) - pod.launched_at - pod.adopted_idle_s

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,28 +40,3 @@ class PodLogForwarder:
                 )
             except (BotoCoreError, ClientError) as exc:  # best effort: the next poll tries again
                 log.debug("could not read pod %s's log lines: %s", pod_id, exc)
-
-
-def in_parallel_forwarding(
-    items: Iterable[Any], work: Callable[[Any], Any], forwarder: PodLogForwarder,
-    pod_ids: Callable[[], Iterable[str]],
-) -> list[tuple[Any, Any]]:  # fmt: skip
-    """(item, result or exception) for each item, worked side by side, while this (the op's
-    main) thread forwards the pods' log lines."""
-    items = list(items)
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="fleet") as pool:
-        futures = [(item, pool.submit(work, item)) for item in items]
-        pending = {future for _, future in futures}
-        while pending:
-            _, pending = wait(pending, timeout=FORWARD_EVERY_S)
-            forwarder.poll(pod_ids())
-        forwarder.poll(pod_ids(), force=True)
-        out = []
-        for item, future in futures:
-            try:
-                out.append((item, future.result()))
-            except BaseException as exc:
-                out.append((item, exc))
-        return out
