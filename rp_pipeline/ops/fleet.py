@@ -803,14 +803,17 @@ def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
     pod were idle, which is never over a cap)."""
     try:
         fleet = LiveFleet.read(client, r2.client, r2.bucket, r2.prefix)
+        usage = fleet.usage()
+        if not usage.idle:
+            return IdleRoom()
+        fitting = fleet.adoptable(
+            image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
+            now=time.time(),
+        )  # fmt: skip
     except Exception as exc:
         log.warning("could not read idle pods' leases (%s); sizing without them", exc)
         return IdleRoom()
-    fitting = fleet.adoptable(
-        image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
-        now=time.time(),
-    )  # fmt: skip
-    return IdleRoom(fleet.usage().idle_cost_per_hr, len(fitting))
+    return IdleRoom(usage.idle_cost_per_hr, len(fitting))
 
 
 class LaunchFailed(Exception):
