@@ -43,6 +43,7 @@ def one_batch(instance: Any, resources: dict[str, Any], stack: Any, prompts: Pat
 
     from rp_pipeline.assets.requests import video_requests
     from rp_pipeline.batch import materialize_batch
+    from rp_pipeline.resources.replace import replace_fields
     from rp_pipeline.video_requests import load_request_file
 
     path = prompts / f"fleet{k}.yaml"
@@ -54,16 +55,16 @@ def one_batch(instance: Any, resources: dict[str, Any], stack: Any, prompts: Pat
     keys = [r.key for r in load_request_file(path)]
     assert materialize([video_requests], instance=instance, resources=resources).success
     settings = resources["settings"]
-    fields = {name: getattr(settings, name) for name in type(settings).model_fields}
-    fields |= {
-        "max_live_pods": k,
-        "videos_per_pod": max(1, VIDEOS // k),
-        "extra_pod_env": {**settings.extra_pod_env, "COMFY_STANDIN_STEP_SECONDS": STEP_SECONDS},
-    }
+    fleet_settings = replace_fields(
+        settings,
+        max_live_pods=k,
+        videos_per_pod=max(1, VIDEOS // k),
+        extra_pod_env={**settings.extra_pod_env, "COMFY_STANDIN_STEP_SECONDS": STEP_SECONDS},
+    )
     # The pool limit is the instance's: make it this fleet's size.
     instance.event_log_storage.set_concurrency_slots("runpod_pods", k)
     started = time.time()
-    result = materialize_batch(instance, {**resources, "settings": type(settings)(**fields)}, keys)
+    result = materialize_batch(instance, {**resources, "settings": fleet_settings}, keys)
     makespan = time.time() - started
     if not result.success:
         raise RuntimeError(f"the {k}-pod batch failed (run {result.run_id})")

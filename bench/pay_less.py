@@ -94,20 +94,20 @@ class Bench:
 
     def run(self, keys: list[str], env: dict[str, str], **settings: Any) -> Any:
         from rp_pipeline.batch import materialize_batch
+        from rp_pipeline.resources.replace import replace_fields
 
         base = self.resources["settings"]
-        fields = {name: getattr(base, name) for name in type(base).model_fields}
-        fields |= settings
-        fields["extra_pod_env"] = {
+        pod_env = {
             **base.extra_pod_env,
             "COMFY_STANDIN_STEP_SECONDS": STEP_SECONDS,
             "RP_POD_LEASE_POLL_S": "1",
-            **settings.get("extra_pod_env", {}),
+            **settings.pop("extra_pod_env", {}),
         }
+        run_settings = replace_fields(base, **settings, extra_pod_env=pod_env)
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:
-            resources = {**self.resources, "settings": type(base)(**fields)}
+            resources = {**self.resources, "settings": run_settings}
             result = materialize_batch(self.instance, resources, keys)
         finally:
             for name, value in saved.items():
@@ -188,9 +188,10 @@ class Bench:
 
     def spot(self, preemptions: tuple[int, ...]) -> dict[str, Any]:
         from rp_devstack.runpod_emulator import EmulatorAdmin
+        from rp_pipeline.video_cli import r2_from_env
 
         admin = EmulatorAdmin(self.stack.emulator.base_url)
-        r2 = _r2()
+        r2 = r2_from_env()
         keys = self.keys(f"spot{len(preemptions)}", SPOT_VIDEOS)
         tag = f"spot{len(preemptions)}"
         before_pods = {p["id"] for p in self.stack.emulator.pods()}
@@ -298,6 +299,7 @@ class Bench:
         from dagster import build_sensor_context
 
         from rp_pipeline.sensors.teardown import pod_reaper
+        from rp_pipeline.video_cli import r2_from_env
         from rp_pipeline.warm_pods import read_lease
 
         env = {"RP_POD_IDLE_S": str(REAPER_IDLE_S)}
@@ -306,7 +308,7 @@ class Bench:
             extra_pod_env={"RP_POD_LEASE_S": "0"},
         )  # fmt: skip
         pods = [p["id"] for p in self.pods_of(result.run_id)]
-        r2 = _r2()
+        r2 = r2_from_env()
         expires = {}
         for pod_id in pods:
             lease = read_lease(r2.client, r2.bucket, pod_id, r2.prefix)
@@ -331,17 +333,6 @@ class Bench:
         return str(
             next(p for p in self.stack.emulator.pods() if p["id"] == pod_id)["desired_status"]
         )
-
-
-def _r2() -> Any:
-    from rp_pipeline.resources.r2 import R2Resource
-
-    return R2Resource(
-        endpoint=os.environ["R2_ENDPOINT"],
-        bucket=os.environ["R2_BUCKET"],
-        access_key_id=os.environ["R2_ACCESS_KEY_ID"],
-        secret_access_key=os.environ["R2_SECRET_ACCESS_KEY"],
-    )
 
 
 def _videos(r2: Any) -> set[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from rp_pipeline.resources.comfyui_resource import ComfyUIResource
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
+from rp_pipeline.resources.replace import replace_fields
 from rp_pipeline.resources.runpod_client import PodSpec
 from rp_pipeline.resources.runpod_errors import RunPodError
 
@@ -118,12 +119,7 @@ def pods_for(runpod: Any, comfyui: ComfyUIResource, settings: Any) -> tuple[Any,
     ComfyUI with one pod and the /view upload instead of waiting for agent receipts."""
     if not uses_external(comfyui):
         return runpod, settings
-    external_settings = type(settings)(
-        **{
-            **{name: getattr(settings, name) for name in type(settings).model_fields},
-            "enable_r2_sync": False,
-            "max_live_pods": 1,
-            "max_replacement_pods": 0,
-        }
+    external_settings = replace_fields(
+        settings, enable_r2_sync=False, max_live_pods=1, max_replacement_pods=0
     )
     return ExternalComfyUI(comfyui), external_settings

@@ -12,6 +12,7 @@ from rp_pipeline.assets.previews import video_catalog, video_preview
 from rp_pipeline.assets.requests import video_requests
 from rp_pipeline.assets.videos import generated_video
 from rp_pipeline.batch import materialize_batch
+from rp_pipeline.resources.replace import replace_fields
 from rp_pipeline.video_requests import VideoRequest
 
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
@@ -87,23 +88,14 @@ def pods_of_run(emulator: Any, run_id: str) -> list[dict[str, Any]]:
 
 def with_settings(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """The same resources with some GenerationSettings fields changed."""
-    settings = resources["settings"]
-    fields = {name: getattr(settings, name) for name in type(settings).model_fields}
-    return {**resources, "settings": type(settings)(**{**fields, **changes})}
+    return {**resources, "settings": replace_fields(resources["settings"], **changes)}
 
 
 def r2_now() -> Any:
     """An R2Resource with values resolved from os.environ (for asserting outside a run)."""
-    import os
+    from rp_pipeline.video_cli import r2_from_env
 
-    from rp_pipeline.resources.r2 import R2Resource
-
-    return R2Resource(
-        endpoint=os.environ["R2_ENDPOINT"],
-        bucket=os.environ["R2_BUCKET"],
-        access_key_id=os.environ["R2_ACCESS_KEY_ID"],
-        secret_access_key=os.environ["R2_SECRET_ACCESS_KEY"],
-    )
+    return r2_from_env()
 
 
 def tick(

@@ -11,13 +11,12 @@ from runpod_helpers import GPU_4090, GPU_A6000
 
 from rp_devstack.ports import free_port
 from rp_devstack.stack import Devstack
+from rp_pipeline.resources.replace import replace_fields
 from tests.pipeline.helpers import generate, pods_of_run, register_requests, write_prompts
 
 
 def with_runpod(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    runpod = resources["runpod"]
-    fields = {name: getattr(runpod, name) for name in type(runpod).model_fields}
-    return {**resources, "runpod": type(runpod)(**{**fields, **changes})}
+    return {**resources, "runpod": replace_fields(resources["runpod"], **changes)}
 
 
 CASES = {
