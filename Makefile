@@ -52,7 +52,7 @@ bench: sync
 	$(UV) run python -m bench
 
 demo: sync
-	$(UV) run python -m rp_pipeline.demo
+	$(UV) run python -m rp_pipeline.tools.demo
 
 dev: sync
 	$(UV) run python -m rp_devstack.dev

@@ -41,10 +41,10 @@ def log(message: str) -> None:
 def one_batch(instance: Any, resources: dict[str, Any], stack: Any, prompts: Path, k: int):
     from dagster import AssetKey, materialize
 
-    from rp_pipeline.assets.requests import video_requests
-    from rp_pipeline.batch import materialize_batch
-    from rp_pipeline.resources.replace import replace_fields
-    from rp_pipeline.video_requests import load_request_file
+    from rp_pipeline.defs.requests.assets import video_requests
+    from rp_pipeline.integrations.replace import replace_fields
+    from rp_pipeline.tools.batch import materialize_batch
+    from rp_pipeline.video_requests.model import load_request_file
 
     path = prompts / f"fleet{k}.yaml"
     entries = [

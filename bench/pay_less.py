@@ -73,8 +73,8 @@ class Bench:
     def keys(self, tag: str, n: int) -> list[str]:
         from dagster import materialize
 
-        from rp_pipeline.assets.requests import video_requests
-        from rp_pipeline.video_requests import load_request_file
+        from rp_pipeline.defs.requests.assets import video_requests
+        from rp_pipeline.video_requests.model import load_request_file
 
         self.batches += 1
         path = self.prompts / f"{tag}.yaml"
@@ -93,8 +93,8 @@ class Bench:
         return [r.key for r in load_request_file(path)]
 
     def run(self, keys: list[str], env: dict[str, str], **settings: Any) -> Any:
-        from rp_pipeline.batch import materialize_batch
-        from rp_pipeline.resources.replace import replace_fields
+        from rp_pipeline.integrations.replace import replace_fields
+        from rp_pipeline.tools.batch import materialize_batch
 
         base = self.resources["settings"]
         pod_env = {
@@ -188,7 +188,7 @@ class Bench:
 
     def spot(self, preemptions: tuple[int, ...]) -> dict[str, Any]:
         from rp_devstack.runpod_emulator import EmulatorAdmin
-        from rp_pipeline.video_cli import r2_from_env
+        from rp_pipeline.tools.video import r2_from_env
 
         admin = EmulatorAdmin(self.stack.emulator.base_url)
         r2 = r2_from_env()
@@ -261,7 +261,7 @@ class Bench:
         """Sampler steps the run's pods ran, from their GPU meters: in all, and those lost in
         flight (run on a preempted pod for a prompt whose video that pod never got into R2)."""
         from rp_devstack.local_pods import gpu_meter_path
-        from rp_pipeline.ops.pay_less import receipt_for_prefix
+        from rp_pipeline.money.plan import receipt_for_prefix
 
         total = lost = 0
         for pod in self.pods_of(run_id):
@@ -298,9 +298,9 @@ class Bench:
     def reaper(self) -> dict[str, Any]:
         from dagster import build_sensor_context
 
-        from rp_pipeline.sensors.teardown import pod_reaper
-        from rp_pipeline.video_cli import r2_from_env
-        from rp_pipeline.warm_pods import read_lease
+        from rp_pipeline.defs.teardown.sensors import pod_reaper
+        from rp_pipeline.fleet.warm_pods import read_lease
+        from rp_pipeline.tools.video import r2_from_env
 
         env = {"RP_POD_IDLE_S": str(REAPER_IDLE_S)}
         result = self.run(

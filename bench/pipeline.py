@@ -48,10 +48,10 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
         prompts.mkdir()
         os.environ["RP_PROMPTS_DIR"] = str(prompts)
 
-        from rp_pipeline.assets.requests import video_requests
-        from rp_pipeline.batch import materialize_batch
         from rp_pipeline.definitions import resources_for
-        from rp_pipeline.video_requests import load_request_file
+        from rp_pipeline.defs.requests.assets import video_requests
+        from rp_pipeline.tools.batch import materialize_batch
+        from rp_pipeline.video_requests.model import load_request_file
 
         resources = resources_for("devstack")
         with DagsterInstance.get() as instance:
@@ -125,7 +125,7 @@ def bench_batches(workdir: Path) -> list[dict[str, Any]]:
 
 
 def bench_sensor() -> list[dict[str, Any]]:
-    from rp_pipeline.sensors.r2_scan import scan
+    from rp_pipeline.integrations.r2.scan import scan
     from tests.pipeline.bulk_s3 import bulk_put, threaded_s3
 
     now = time.time()

@@ -45,8 +45,8 @@ def main() -> int:
     from rp_agent.r2 import make_r2_client
     from rp_devstack.runpod_emulator import RunPodEmulator
     from rp_devstack.s3 import LocalS3
-    from rp_pipeline import warm_pods
-    from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+    from rp_pipeline.fleet import warm_pods
+    from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
 
     with tempfile.TemporaryDirectory() as tmp:
         s3_server = LocalS3().start()
@@ -102,7 +102,7 @@ def main() -> int:
 
 def race_rounds(client: Any, s3: Any, bucket: str, spec: Any) -> int:
     """RACERS runs claim one idle pod at once, RACE_ROUNDS times: rounds with exactly one winner."""
-    from rp_pipeline import warm_pods
+    from rp_pipeline.fleet import warm_pods
 
     pod = client.launch(spec, run_id="bench-race")
     good = 0

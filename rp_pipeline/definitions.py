@@ -15,23 +15,23 @@ from typing import Any
 
 from dagster import Definitions, EnvVar, in_process_executor
 
-from rp_pipeline.assets.previews import r2_external_outputs, video_catalog, video_preview
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.checks import video_checks
-from rp_pipeline.jobs import generate_videos, preview_videos
-from rp_pipeline.ops.lease import DEFAULT_LEASE_S
-from rp_pipeline.ops.settings import GenerationSettings
-from rp_pipeline.resources.comfyui_resource import ComfyUIResource
-from rp_pipeline.resources.r2 import R2Resource
-from rp_pipeline.resources.runpod import RunPodResource
-from rp_pipeline.schedules.batch import batch_generation
-from rp_pipeline.sensors.r2_objects import r2_new_objects
-from rp_pipeline.sensors.teardown import (
+from rp_pipeline.defs.jobs import generate_videos, preview_videos
+from rp_pipeline.defs.previews.assets import r2_external_outputs, video_catalog, video_preview
+from rp_pipeline.defs.previews.sensors import r2_new_objects
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.teardown.sensors import (
     pod_reaper,
     terminate_pods_of_canceled_run,
     terminate_pods_of_failed_run,
 )
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.defs.videos.checks import video_checks
+from rp_pipeline.defs.videos.schedules import batch_generation
+from rp_pipeline.fleet.leases import DEFAULT_LEASE_S
+from rp_pipeline.fleet.settings import GenerationSettings
+from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.integrations.runpod.resource import RunPodResource
 
 ENVIRONMENTS = ("devstack", "production")
 

@@ -3,7 +3,7 @@
 Wire behaviour copied from RunPod and the SDK (`runpod/api/graphql.py`): errors are HTTP 200 with
 `errors[0].message` (the SDK raises `QueryError`); an unknown pod is `pod: null`. Documents are
 parsed and validated against a schema (graphql-core) holding the fields the SDK and
-`rp_pipeline.resources.runpod_backend` ask for, so a typo in a query fails here as it would there.
+`rp_pipeline.integrations.runpod.backend` ask for, so a typo in a query fails here as it would there.
 """
 
 from __future__ import annotations

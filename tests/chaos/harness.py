@@ -37,8 +37,8 @@ from rp_agent.keys import pipeline_partition_key
 from rp_devstack.fault_proxy import FaultProxy
 from rp_devstack.stack import Devstack
 from rp_pipeline.definitions import resources_for
-from rp_pipeline.resources.r2 import R2Resource
-from rp_pipeline.video_requests import VideoRequest
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.video_requests.model import VideoRequest
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
@@ -115,7 +115,7 @@ class World:
     def register(self) -> Any:
         from dagster import materialize
 
-        from rp_pipeline.assets.requests import video_requests
+        from rp_pipeline.defs.requests.assets import video_requests
 
         return materialize([video_requests], instance=self.instance, resources=self.resources)
 
@@ -187,7 +187,7 @@ class World:
         self._watcher.start()
 
     def run_in_process(self, keys: list[str], resources: dict[str, Any] | None = None) -> Any:
-        from rp_pipeline.batch import materialize_batch
+        from rp_pipeline.tools.batch import materialize_batch
 
         return materialize_batch(self.instance, resources or self.resources, keys)
 
@@ -279,7 +279,7 @@ class World:
         case's last pod was terminated; None if some pod outlived the window."""
         from dagster import build_sensor_context
 
-        from rp_pipeline.sensors.teardown import pod_reaper
+        from rp_pipeline.defs.teardown.sensors import pod_reaper
 
         next_tick = 0.0
         while True:

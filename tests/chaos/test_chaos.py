@@ -24,8 +24,8 @@ from dagster import materialize
 
 from rp_agent.keys import pipeline_partition_key, pod_of
 from rp_devstack.runpod_emulator import GPU_CATALOG, RunPodEmulator
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
 from tests.chaos.harness import RESULTS, SMALL, USER_ERROR_CLASSES, CaseResult, World, one_line
 from tests.pipeline.helpers import with_settings
 
@@ -393,7 +393,7 @@ def test_one_malformed_entry_in_a_prompts_file(
 def test_partition_key_with_a_slash(request: pytest.FixtureRequest, world: World) -> None:
     from dagster import build_sensor_context
 
-    from rp_pipeline.sensors.r2_objects import r2_new_objects
+    from rp_pipeline.defs.previews.sensors import r2_new_objects
 
     key = f"{world.tag}/b"  # `a/b`: must not be taken for partition `b`
     spec = {"prompt": "a fox on a hill", "seed": 3, "params": SMALL}

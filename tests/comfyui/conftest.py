@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rp_devstack.comfyui_standin import ComfyStandin
-from rp_pipeline.resources.comfyui import ComfyUIClient
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 
-from rp_pipeline.resources.comfyui import ComfyUIClient
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
 
 SMALL = {"width": 160, "height": 96, "frames": 17, "fps": 12}
 

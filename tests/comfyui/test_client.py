@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
-from rp_pipeline.resources.comfyui import (
+from rp_pipeline.integrations.comfyui.client import (
     ComfyUIClient,
     ComfyUIError,
     ComfyUITimeout,
@@ -291,7 +291,7 @@ def test_unreachable_server(tmp_path: Path) -> None:
 
 
 def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) -> None:
-    from rp_pipeline.resources.comfyui_resource import ComfyUIResource
+    from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 
     resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5, prompt_deadline_s=7)
     client = resource.get_client(standin.base_url, client_id="run-1")
@@ -323,7 +323,7 @@ def prompt_on_a_dead_server(tmp_path: Path, grace_s: float) -> tuple[ComfyUIClie
 
 
 def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
-    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
+    from rp_pipeline.integrations.comfyui.client import ComfyUIUnavailable
 
     client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=0.5)
     with pytest.raises(ComfyUIUnavailable, match="cannot reach ComfyUI"):
@@ -333,7 +333,7 @@ def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
 def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path) -> None:
     """A caller that can tell the server is gone for good (RunPod says the pod was taken back)
     ends the wait from the hook, long before the grace is over."""
-    from rp_pipeline.resources.comfyui import ComfyUIUnavailable
+    from rp_pipeline.integrations.comfyui.client import ComfyUIUnavailable
 
     client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=3600)
     seen: list[ComfyUIUnavailable] = []
@@ -449,7 +449,7 @@ def test_savevideo_format_is_refused_when_the_node_runs(
 
 
 def test_external_comfyui_setting(standin: ComfyStandin) -> None:
-    from rp_pipeline.resources.comfyui_resource import ComfyUIResource
+    from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 
     resource = ComfyUIResource(external_url=standin.base_url, external_token="ext-token")
     assert resource.uses_external_comfyui is True

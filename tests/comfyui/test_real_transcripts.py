@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rp_pipeline.resources.comfyui import ComfyUIClient, OutputFile
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient, OutputFile
 
 from .test_contract import FIXTURES, fixture
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.ports import free_port, wait_for_port
-from rp_pipeline.resources.comfyui import (
+from rp_pipeline.integrations.comfyui.client import (
     ComfyUIClient,
     ComfyUITimeout,
     OutputFile,

@@ -197,7 +197,7 @@ def test_custom_workflow_errors(tmp_path: Path) -> None:
 def test_request_without_negative_prompt_fits_a_workflow_without_one(tmp_path: Path) -> None:
     """A request sends only the parameters it sets: an unset negative prompt must not trip a
     custom workflow that has no negative-prompt input (found against real ComfyUI)."""
-    from rp_pipeline.video_requests import VideoRequest
+    from rp_pipeline.video_requests.model import VideoRequest
 
     api = {
         "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},

@@ -1,5 +1,5 @@
 """The team deployment as separate processes on one machine: a code server (`dagster api
-grpc`), the webserver and `dagster-daemon`, each started through `rp_pipeline.service` on the
+grpc`), the webserver and `dagster-daemon`, each started through `rp_pipeline.tools.service` on the
 instance rendered from deploy/dagster.yaml (PostgreSQL), against the devstack.
 
 The same commands as deploy/compose.yaml, with loopback ports instead of service names. Each
@@ -63,7 +63,7 @@ class TeamDagster:
         argv = [
             sys.executable,
             "-m",
-            "rp_pipeline.service",
+            "rp_pipeline.tools.service",
             "--template",
             str(DEPLOY / "dagster.yaml"),
             "--",

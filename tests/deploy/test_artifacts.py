@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rp_pipeline.service import PG_ENV_NAMES, SIZING_ENV_DEFAULTS, render_instance
+from rp_pipeline.tools.service import PG_ENV_NAMES, SIZING_ENV_DEFAULTS, render_instance
 from tests.dockerfile import instructions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_dagster_image_installs_the_code_location_with_postgres_and_starts_throu
     assert "--extra pipeline --extra postgres" in runs
     assert "--require-hashes" in runs
     (entrypoint,) = [args for kind, args in steps if kind == "ENTRYPOINT"]
-    assert entrypoint == '["python", "-m", "rp_pipeline.service"]'
+    assert entrypoint == '["python", "-m", "rp_pipeline.tools.service"]'
     env = " ".join(args for kind, args in steps if kind == "ENV")
     assert not any(secret in env for secret in SECRETS)
     assert "RP_PROMPTS_DIR=/opt/dagster/app/prompts" in env

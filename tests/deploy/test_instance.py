@@ -13,7 +13,7 @@ import yaml
 from dagster import DagsterInstance, QueuedRunCoordinator
 from dagster_postgres import PostgresRunStorage
 
-from rp_pipeline.service import ServiceConfigError, render_instance
+from rp_pipeline.tools.service import ServiceConfigError, render_instance
 
 pytestmark = pytest.mark.postgres
 

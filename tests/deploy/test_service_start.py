@@ -35,7 +35,7 @@ SERVICES = {
 
 
 def start(service: str, env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "rp_pipeline.service", "--template", str(TEMPLATE), "--"]
+    argv = [sys.executable, "-m", "rp_pipeline.tools.service", "--template", str(TEMPLATE), "--"]
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home), "RP_ENV": "devstack"}
     return subprocess.run(
         argv + SERVICES[service],
@@ -99,7 +99,7 @@ def test_good_settings_render_the_instance_and_exec_the_command(
     postgres: PostgresCluster, pg_env: dict[str, str], tmp_path: Path
 ) -> None:
     """With the right settings the entry point writes dagster.yaml and becomes the command."""
-    argv = [sys.executable, "-m", "rp_pipeline.service", "--template", str(TEMPLATE), "--"]
+    argv = [sys.executable, "-m", "rp_pipeline.tools.service", "--template", str(TEMPLATE), "--"]
     result = subprocess.run(
         [*argv, sys.executable, "-c", "import os; print(os.environ['DAGSTER_HOME'])"],
         env={**os.environ, **pg_env, "DAGSTER_HOME": str(tmp_path)},

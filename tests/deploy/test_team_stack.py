@@ -326,7 +326,7 @@ def test_the_reaper_and_the_r2_sensor_tick_under_the_daemon(team: TeamStack) -> 
 def list_request_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every S3 List* call any R2 client makes from now on, counted by a botocore event hook
     on the clients the R2 resource creates."""
-    import rp_pipeline.resources.r2 as r2_module
+    import rp_pipeline.integrations.r2.resource as r2_module
 
     calls: list[str] = []
     make_client = r2_module.make_r2_client
@@ -359,10 +359,10 @@ def test_a_thousand_request_partitions_cost_the_sensor_nothing_and_open_in_the_b
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rp_pipeline.resources.r2 import R2Resource
-    from rp_pipeline.resources.runpod import RunPodResource
-    from rp_pipeline.sensors.r2_objects import r2_new_objects
-    from rp_pipeline.service import render_instance
+    from rp_pipeline.defs.previews.sensors import r2_new_objects
+    from rp_pipeline.integrations.r2.resource import R2Resource
+    from rp_pipeline.integrations.runpod.resource import RunPodResource
+    from rp_pipeline.tools.service import render_instance
 
     env = team.devstack.env
     resources = {

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from rp_devstack.ports import free_port
-from rp_pipeline.resources.pod_token import new_pod_token
+from rp_pipeline.integrations.runpod.token import new_pod_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = REPO_ROOT / "docker" / "start.sh"

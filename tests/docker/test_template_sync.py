@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rp_pipeline.template import TemplateError, load_template
+from rp_pipeline.tools.template import TemplateError, load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = REPO_ROOT / "docker" / "runpod-template.yaml"
@@ -105,7 +105,7 @@ def test_yaml_booleans_become_lowercase_text(tmp_path: Path) -> None:
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from rp_pipeline.cli import main
+    from rp_pipeline.tools.launch import main
 
     code = main(args)
     captured = capsys.readouterr()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rp_devstack.stack import Devstack
-from rp_pipeline.resources.runpod_client import Pod
+from rp_pipeline.integrations.runpod.client import Pod
 from tests.e2e.browser import NO_BROWSER, UI, browser_available, make_driver
 from tests.e2e.dagster_ui import REPO_ROOT, DagsterUI
 

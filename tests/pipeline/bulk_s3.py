@@ -13,7 +13,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
-from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.integrations.r2.resource import R2Resource
 
 
 @contextmanager

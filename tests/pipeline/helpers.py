@@ -8,12 +8,12 @@ from typing import Any
 import yaml
 from dagster import AssetKey, DagsterInstance, materialize
 
-from rp_pipeline.assets.previews import video_catalog, video_preview
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.batch import materialize_batch
-from rp_pipeline.resources.replace import replace_fields
-from rp_pipeline.video_requests import VideoRequest
+from rp_pipeline.defs.previews.assets import video_catalog, video_preview
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.integrations.replace import replace_fields
+from rp_pipeline.tools.batch import materialize_batch
+from rp_pipeline.video_requests.model import VideoRequest
 
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8}
 
@@ -93,7 +93,7 @@ def with_settings(resources: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def r2_now() -> Any:
     """An R2Resource with values resolved from os.environ (for asserting outside a run)."""
-    from rp_pipeline.video_cli import r2_from_env
+    from rp_pipeline.tools.video import r2_from_env
 
     return r2_from_env()
 

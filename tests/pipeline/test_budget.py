@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, MaterializeResult, MetadataValue, asset, materialize
 
-from rp_pipeline.budget import (
+from rp_pipeline.money.budget import (
     DEFAULT_BOOT_S,
     DEFAULT_VIDEO_S,
     BatchEstimate,

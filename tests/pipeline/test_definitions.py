@@ -10,8 +10,8 @@ from typing import Any
 from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context
 
 from rp_agent.keys import pipeline_partition_key
-from rp_pipeline.schedules.batch import batch_generation
-from rp_pipeline.video_requests import VideoRequest, load_request_file, request_key
+from rp_pipeline.defs.videos.schedules import batch_generation
+from rp_pipeline.video_requests.model import VideoRequest, load_request_file, request_key
 from tests.pipeline.helpers import r2_now, write_prompts
 from tests.tools import uv_command
 

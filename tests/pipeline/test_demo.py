@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_demo_runs_one_batch_and_leaves_no_pod() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "rp_pipeline.demo"],
+        [sys.executable, "-m", "rp_pipeline.tools.demo"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -19,7 +19,7 @@ from dagster._core.instance.ref import InstanceRef
 from rp_agent.keys import lease_key
 from rp_devstack.stack import Devstack
 from rp_pipeline.definitions import resources_for
-from rp_pipeline.ops.lease import LeaseKeeper, read_lease
+from rp_pipeline.fleet.leases import LeaseKeeper, read_lease
 from tests.pipeline.helpers import (
     generate,
     latest_by_partition,
@@ -148,7 +148,7 @@ def _prompts_with_marker(prompts_dir: Path, tag: str, count: int, marked: int, m
     """`count` requests, the `marked`-th one carrying the stand-in's per-prompt fault marker."""
     import yaml
 
-    from rp_pipeline.video_requests import VideoRequest
+    from rp_pipeline.video_requests.model import VideoRequest
 
     write_prompts(prompts_dir, tag, count)
     path = prompts_dir / f"{tag}.yaml"
@@ -270,10 +270,10 @@ def test_reaper_fails_a_run_whose_lease_lapsed(
     from dagster import DagsterRunStatus
     from dagster._core.test_utils import create_run_for_test
 
-    from rp_pipeline.ops.lease import lease_body
-    from rp_pipeline.ops.slots import POD_POOL
-    from rp_pipeline.resources.runpod import PodSpec, RunPodClient
-    from rp_pipeline.sensors.teardown import pod_reaper
+    from rp_pipeline.defs.teardown.sensors import pod_reaper
+    from rp_pipeline.fleet.leases import lease_body
+    from rp_pipeline.fleet.slots import POD_POOL
+    from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
     from tests.pipeline.helpers import tick
 
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])

@@ -10,9 +10,9 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from rp_devstack.stack import Devstack
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.request_store import load_request
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.video_requests.store import load_request
 from tests.pipeline.helpers import (
     generate,
     latest_by_partition,
@@ -145,7 +145,7 @@ def test_pod_slot_limit_holds_a_second_pod_back(
 ) -> None:
     """At most max_live_pods pods at once: another run holding the pool's only slot keeps this
     run from launching, and it says so."""
-    from rp_pipeline.ops.slots import POD_POOL
+    from rp_pipeline.fleet.slots import POD_POOL
 
     [key] = write_prompts(prompts_dir, "slot", 1)
     register_requests(instance, resources)

@@ -16,8 +16,8 @@ from dagster import AssetKey, DagsterInstance
 from rp_agent.keys import lease_key
 from rp_devstack.runpod_emulator import EmulatorAdmin
 from rp_devstack.stack import Devstack
-from rp_pipeline.resources.comfyui_resource import ComfyUIResource
-from rp_pipeline.resources.runpod import RunPodClient
+from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
+from rp_pipeline.integrations.runpod.resource import RunPodClient
 from tests.pipeline.helpers import (
     generate,
     latest_by_partition,

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rp_agent.r2 import R2Settings
-from rp_pipeline.pod_reports import forward_pod_logs, wait_for_receipt
-from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.integrations.r2.reports import forward_pod_logs, wait_for_receipt
+from rp_pipeline.integrations.r2.resource import R2Resource
 from tests.agent.helpers import AgentRun, agent_env, prefix_of, sha256_of, wait_for
 
 

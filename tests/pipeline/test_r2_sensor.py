@@ -11,9 +11,9 @@ import pytest
 from dagster import DagsterInstance
 
 from rp_agent.r2 import R2Settings
-from rp_pipeline.resources.r2 import R2Resource
-from rp_pipeline.sensors.r2_objects import r2_new_objects
-from rp_pipeline.sensors.r2_scan import scan
+from rp_pipeline.defs.previews.sensors import r2_new_objects
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.integrations.r2.scan import scan
 from tests.pipeline.bulk_s3 import bulk_put, threaded_s3
 from tests.pipeline.helpers import tick
 
@@ -110,7 +110,7 @@ def test_sensor_requests_previews_and_records_external_objects(
 ) -> None:
     """Someone uses ComfyUI by hand on a running pod: those objects are recorded against
     r2_external_outputs; every new video (ours or not) gets a preview run keyed by its R2 key."""
-    from rp_pipeline.resources.runpod import PodSpec, RunPodClient, RunPodResource
+    from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient, RunPodResource
 
     r2 = _r2(r2_settings)
     runpod = RunPodResource(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rp_pipeline.request_store import UnknownRequestError, resolve_requests
-from rp_pipeline.resources.r2 import R2Resource
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.video_requests.store import UnknownRequestError, resolve_requests
 
 from .helpers import write_prompts
 

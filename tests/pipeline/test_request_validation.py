@@ -10,10 +10,10 @@ import yaml
 from dagster import AssetKey, DagsterInstance, build_schedule_context, materialize
 
 from rp_devstack.stack import Devstack
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.schedules.batch import batch_generation
-from rp_pipeline.video_requests import VideoRequest, scan_requests
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.defs.videos.schedules import batch_generation
+from rp_pipeline.video_requests.model import VideoRequest, scan_requests
 from tests.pipeline.helpers import SMALL
 
 GOOD = {"prompt": "a calm lake at dawn", "seed": 1, "params": SMALL}

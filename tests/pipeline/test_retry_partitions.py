@@ -19,9 +19,9 @@ from dagster import (
 )
 
 from rp_devstack.stack import Devstack
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.request_store import load_request, save_request
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.video_requests.store import load_request, save_request
 from tests.pipeline.helpers import pods_of_run, r2_now, register_requests, run_messages
 from tests.pipeline.test_fleet import _prompts_with_marker
 
@@ -29,7 +29,7 @@ from tests.pipeline.test_fleet import _prompts_with_marker
 def generate_videos_job() -> JobDefinition:
     """The code location's job with the devstack resources (rebuilt by `reconstructable`)."""
     from rp_pipeline.definitions import resources_for
-    from rp_pipeline.jobs import generate_videos
+    from rp_pipeline.defs.jobs import generate_videos
 
     defs = Definitions(
         assets=[video_requests, generated_video],

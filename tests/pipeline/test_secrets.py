@@ -13,8 +13,8 @@ from dagster import instance_for_test
 from rp_agent.r2 import R2Settings
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_pipeline.definitions import resources_for
-from rp_pipeline.sensors.r2_objects import r2_new_objects
-from rp_pipeline.sensors.teardown import pod_reaper
+from rp_pipeline.defs.previews.sensors import r2_new_objects
+from rp_pipeline.defs.teardown.sensors import pod_reaper
 from tests.pipeline.helpers import (
     generate,
     latest_by_partition,
@@ -107,7 +107,7 @@ def test_sentinel_secrets_stay_out_of_storage_logs_and_metadata(
 def test_rp_video_url_presigns_on_demand_with_one_line_errors(
     r2_settings: R2Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rp_pipeline.video_cli import main
+    from rp_pipeline.tools.video import main
     from tests.pipeline.helpers import r2_now
 
     for name, value in {

@@ -18,8 +18,8 @@ from dagster._core.test_utils import create_run_for_test
 
 from rp_devstack.stack import Devstack
 from rp_pipeline.definitions import resources_for
-from rp_pipeline.resources.runpod import RunPodClient
-from rp_pipeline.sensors.teardown import pod_reaper
+from rp_pipeline.defs.teardown.sensors import pod_reaper
+from rp_pipeline.integrations.runpod.resource import RunPodClient
 from tests.pipeline.helpers import pods_of_run, register_requests, tick, write_prompts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
-    from rp_pipeline.resources.runpod import PodSpec
+    from rp_pipeline.integrations.runpod.resource import PodSpec
 
     spec = PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"})
     # A run that finished (its pod leaked), a run that does not exist, and a live run.
@@ -134,10 +134,10 @@ def test_run_failure_sensor_terminates_the_failed_runs_pods(
     """The net under the op's own guard: a run that died without terminating (e.g. SIGKILL)."""
     from dagster import DagsterEventType, build_run_status_sensor_context, materialize
 
-    from rp_pipeline.assets.requests import video_requests
-    from rp_pipeline.assets.videos import generated_video
-    from rp_pipeline.resources.runpod import PodSpec
-    from rp_pipeline.sensors.teardown import terminate_pods_of_failed_run
+    from rp_pipeline.defs.requests.assets import video_requests
+    from rp_pipeline.defs.teardown.sensors import terminate_pods_of_failed_run
+    from rp_pipeline.defs.videos.assets import generated_video
+    from rp_pipeline.integrations.runpod.resource import PodSpec
 
     instance.add_dynamic_partitions("video_requests", ["no-such-request"])
     failed = materialize(

@@ -11,13 +11,13 @@ from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_j
 
 from rp_agent.keys import receipts_prefix
 from rp_devstack.stack import Devstack
-from rp_pipeline.assets.previews import FACT_NAMES, preview_json_key
-from rp_pipeline.assets.requests import video_requests
-from rp_pipeline.assets.videos import generated_video
-from rp_pipeline.checks import video_check_evaluations, video_checks
-from rp_pipeline.jobs import generate_videos
-from rp_pipeline.pod_reports import find_receipt
-from rp_pipeline.sensors.r2_scan import scan
+from rp_pipeline.defs.jobs import generate_videos
+from rp_pipeline.defs.previews.assets import FACT_NAMES, preview_json_key
+from rp_pipeline.defs.requests.assets import video_requests
+from rp_pipeline.defs.videos.assets import generated_video
+from rp_pipeline.defs.videos.checks import video_check_evaluations, video_checks
+from rp_pipeline.integrations.r2.reports import find_receipt
+from rp_pipeline.integrations.r2.scan import scan
 from tests.pipeline.helpers import (
     latest_by_partition,
     preview_and_catalog,
@@ -145,7 +145,7 @@ def test_a_broken_video_in_the_bucket_does_not_block_the_other_previews(
     same object fails the run in one line."""
     import uuid
 
-    from rp_pipeline.assets.previews import video_preview
+    from rp_pipeline.defs.previews.assets import video_preview
 
     r2 = r2_now()
     broken = f"{r2.prefix}/2026-01-01/pod-by-hand/video/broken-{uuid.uuid4().hex[:8]}_00001_.mp4"

@@ -17,11 +17,12 @@ from rp_agent.keys import lease_key
 from rp_agent.r2 import R2Settings, make_r2_client
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import Devstack
-from rp_pipeline import cli, warm_pods
-from rp_pipeline.resources.runpod import Pod, PodSpec, RunPodClient
-from rp_pipeline.sensors.reaper import find_orphans, terminate_pods_of_run
-from rp_pipeline.sensors.teardown import pod_reaper
-from rp_pipeline.warm_pods import PodNeeds, WarmPodConfigError
+from rp_pipeline.defs.teardown.sensors import pod_reaper
+from rp_pipeline.fleet import warm_pods
+from rp_pipeline.fleet.reaper import find_orphans, terminate_pods_of_run
+from rp_pipeline.fleet.warm_pods import PodNeeds, WarmPodConfigError
+from rp_pipeline.integrations.runpod.resource import Pod, PodSpec, RunPodClient
+from rp_pipeline.tools import launch as cli
 from tests.pipeline.helpers import tick
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
@@ -442,9 +443,9 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
     idle one: its name still carries the run's id, but it may already be another run's."""
     from dagster import build_op_context
 
-    from rp_pipeline.ops.generate import fleet_teardown
-    from rp_pipeline.ops.lease import LeaseKeeper
-    from rp_pipeline.ops.state import BatchState, PodInfo
+    from rp_pipeline.defs.videos.ops import fleet_teardown
+    from rp_pipeline.fleet.leases import LeaseKeeper
+    from rp_pipeline.fleet.state import BatchState, PodInfo
 
     env = devstack.env
     client = RunPodClient(env["RUNPOD_API_KEY"], env["RUNPOD_API_BASE_URL"])

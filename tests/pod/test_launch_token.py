@@ -10,8 +10,8 @@ import json
 import requests
 
 from rp_devstack.runpod_emulator import RunPodEmulator
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
-from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV
 from tests.rp_launch import one_line_error
 from tests.rp_launch import only_base_url_and_key as rp_launch
 

@@ -25,8 +25,8 @@ from rp_agent.lease import LeaseWatcher
 from rp_agent.pod_api import PodApiError, PodIdentity, terminate_self
 from rp_agent.r2 import R2Settings, make_r2_client
 from rp_devstack.runpod_emulator import RunPodEmulator
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token, pod_token
-from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 
 from .helpers import wait_until
 

@@ -13,7 +13,7 @@ import websocket
 
 from rp_agent.r2 import R2Settings
 from rp_devstack.local_pods import LocalPod, end_process_group
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 
 from .helpers import wait_until
 

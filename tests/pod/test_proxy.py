@@ -27,9 +27,9 @@ from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.ports import free_port
-from rp_pipeline.resources.comfyui import ComfyUIClient
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV
-from rp_pipeline.resources.runpod import PodSpec, RunPodClient
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV
 from rp_pipeline.workflows import render_workflow
 
 TOKEN = secrets.token_urlsafe(32)

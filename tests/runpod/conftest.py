@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from rp_devstack.runpod_emulator import RunPodEmulator
-from rp_pipeline.resources.runpod import RunPodClient
+from rp_pipeline.integrations.runpod.resource import RunPodClient
 
 
 @pytest.fixture(params=["rest", "graphql"])

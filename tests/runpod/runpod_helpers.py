@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
-from rp_pipeline.resources.runpod import PodSpec
+from rp_pipeline.integrations.runpod.resource import PodSpec
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
 GPU_A6000 = "NVIDIA RTX A6000"

@@ -11,7 +11,7 @@ from runpod_helpers import GPU_4090, GPU_A6000
 
 from rp_devstack.ports import free_port
 from rp_devstack.stack import Devstack
-from rp_pipeline.resources.replace import replace_fields
+from rp_pipeline.integrations.replace import replace_fields
 from tests.pipeline.helpers import generate, pods_of_run, register_requests, write_prompts
 
 

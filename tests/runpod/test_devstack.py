@@ -17,7 +17,7 @@ from rp_agent.keys import object_key
 from rp_agent.r2 import R2Settings, make_r2_client
 from rp_devstack.runpod_emulator import DEFAULT_API_KEY
 from rp_devstack.stack import ENV_NAMES, Devstack
-from rp_pipeline.resources.runpod import RunPodClient
+from rp_pipeline.integrations.runpod.resource import RunPodClient
 
 RP_DEVSTACK = str(Path(sys.executable).with_name("rp-devstack"))
 

@@ -167,8 +167,8 @@ def test_answer_validation_catches_a_broken_answer() -> None:
 
 def test_rest_backend_sends_only_documented_fields() -> None:
     """Every body RestBackend builds, from the richest request we make, passes the document."""
-    from rp_pipeline.resources.runpod_client import PodSpec, _deploy_request
-    from rp_pipeline.resources.runpod_rest import create_body, template_body
+    from rp_pipeline.integrations.runpod.client import PodSpec, _deploy_request
+    from rp_pipeline.integrations.runpod.rest import create_body, template_body
 
     contract = load_contract()
     spec = PodSpec(env={"A": "1"}, template_id="tpl1", network_volume_id="vol1")

@@ -10,13 +10,13 @@ from runpod_helpers import GPU_4090, GPU_A6000, spec
 
 from rp_devstack.runpod_emulator import EmulatorAdmin, RunPodEmulator
 from rp_devstack.runpod_emulator.preemption import RandomPreemption
-from rp_pipeline.pod_market import (
+from rp_pipeline.integrations.runpod.resource import PodNotReadyError, RunPodClient
+from rp_pipeline.money.market import (
     MarketConfigError,
     PodMarket,
     launch_on_market,
     was_preempted,
 )
-from rp_pipeline.resources.runpod import PodNotReadyError, RunPodClient
 
 SPOT = PodMarket("interruptible")
 

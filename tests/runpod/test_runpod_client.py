@@ -12,8 +12,7 @@ from runpod_helpers import GPU_4090, GPU_A6000, GPU_L40S, spec
 
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import NETWORK_VOLUME_ID
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, pod_token
-from rp_pipeline.resources.runpod import (
+from rp_pipeline.integrations.runpod.resource import (
     NoCapacityError,
     PodLaunchError,
     PodNotReadyError,
@@ -23,6 +22,7 @@ from rp_pipeline.resources.runpod import (
     RunPodTransientError,
     UnknownGpuError,
 )
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, pod_token
 
 RUN_ID = "0123456789abcdef-run"
 

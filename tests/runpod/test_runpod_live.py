@@ -13,8 +13,13 @@ import uuid
 
 import pytest
 
-from rp_pipeline.resources.runpod import PodSpec, RestBackend, RunPodAuthError, RunPodClient
-from rp_pipeline.resources.runpod_errors import RunPodRequestError
+from rp_pipeline.integrations.runpod.errors import RunPodRequestError
+from rp_pipeline.integrations.runpod.resource import (
+    PodSpec,
+    RestBackend,
+    RunPodAuthError,
+    RunPodClient,
+)
 
 pytestmark = [
     pytest.mark.live,

@@ -12,7 +12,7 @@ from runpod_helpers import GPU_4090, GPU_L40S
 
 from rp_devstack.runpod_emulator import CAPACITY_MESSAGE, RunPodEmulator
 from rp_devstack.stack import NETWORK_VOLUME_ID
-from rp_pipeline.resources.pod_token import new_pod_token
+from rp_pipeline.integrations.runpod.token import new_pod_token
 
 TOKEN = new_pod_token()
 

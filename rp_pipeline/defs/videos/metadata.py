@@ -1,0 +1,108 @@
+"""The metadata a `generated_video` partition shows in the UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import MetadataValue
+
+from rp_pipeline.fleet.state import BatchState, PlannedVideo, PodInfo, VideoRecord
+from rp_pipeline.fleet.warm_pods import split_billed_seconds
+from rp_pipeline.integrations.r2.resource import R2Resource
+
+
+def _maybe_float(value: float | None) -> Any:
+    return MetadataValue.float(round(value, 3)) if value is not None else MetadataValue.null()
+
+
+def video_metadata(
+    *,
+    record: VideoRecord,
+    video: PlannedVideo,
+    pod: PodInfo,
+    r2: R2Resource,
+    pod_seconds: float,
+    cost_usd: float,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Materialization metadata, written the moment the video is in R2. `cost_usd` is the pod
+    time attributed to this video so far (since the pod's previous video landed); the settled
+    figure follows as an AssetObservation when the run's pods are all terminated."""
+    facts = record.facts
+    request = video.request
+    metadata: dict[str, Any] = {
+        "poster": MetadataValue.md(record.poster_markdown or ""),
+        "r2_key": MetadataValue.path(record.r2_key),
+        "r2_bucket": r2.bucket,
+        "r2_source": record.r2_source,
+        # Where the video is, without credentials: a presigned URL carries the R2 access key id
+        # and would live forever in the event log. `rp-video url <r2_url>` presigns on demand.
+        "r2_url": MetadataValue.url(r2.object_url(record.r2_key)),
+        "size_bytes": MetadataValue.int(record.size_bytes),
+        "sha256": record.sha256,
+        "width": MetadataValue.int(int(facts["width"])),
+        "height": MetadataValue.int(int(facts["height"])),
+        "frames": MetadataValue.int(int(facts["frames"])),
+        "fps": MetadataValue.float(float(facts["fps"])),
+        "duration_s": MetadataValue.float(float(facts["duration_s"])),
+        "codec": str(facts.get("codec", "")),
+        "generation_time_s": _maybe_float(record.generation_time_s),
+        "queue_wait_s": _maybe_float(record.queue_wait_s),
+        "upload_latency_s": _maybe_float(record.upload_latency_s),
+        "pod_id": pod.pod_id,
+        "gpu_type": pod.gpu_type,
+        "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
+        "pod_seconds": MetadataValue.float(round(pod_seconds, 3)),
+        "batch_size": MetadataValue.int(batch_size),
+        "cost_usd": MetadataValue.float(round(cost_usd, 6)),
+        "cost_settled": False,
+        "prompt": str(request.get("prompt", "")),
+        "negative_prompt": str(request.get("negative_prompt", "")),
+        "seed": MetadataValue.int(int(video.seed)),
+        "workflow": video.workflow_name,
+        "workflow_hash": video.workflow_hash,
+        "comfyui_prompt_id": record.prompt_id,
+    }
+    public = r2.public_url(record.r2_key)
+    if public:
+        metadata["public_url"] = MetadataValue.url(public)
+    return metadata
+
+
+def preempted_metadata(state: BatchState, key: str) -> dict[str, Any]:
+    """`preempted` and the pod's id for a partition moved off a pod RunPod took back."""
+    pod_id = state.preempted.get(key)
+    return {"preempted": True, "preempted_pod_id": pod_id} if pod_id else {}
+
+
+def settled_metadata(
+    *,
+    cost_usd: float,
+    pod: PodInfo | None,
+    now: float,
+    produced: bool,
+    pod_last_visible_at: float | None = None,
+) -> dict[str, Any]:
+    """The AssetObservation a partition gets once every pod of its run is terminated: its share
+    of the billed pod time (the shares of a run add up to the billed cost of its pods)."""
+    metadata: dict[str, Any] = {
+        "cost_usd": MetadataValue.float(round(cost_usd, 6)),
+        "cost_settled": True,
+        "produced": produced,
+    }
+    if pod is not None:
+        billed = (pod.terminated_at or now) - pod.launched_at
+        metadata |= {
+            "pod_id": pod.pod_id,
+            "pod_billed_s": MetadataValue.float(round(billed, 3)),
+            "terminate_confirmed": pod.terminate_confirmed,
+            "pod_kept_warm": pod.kept_warm,
+        }
+        # Idle time an adopted pod brought with it is billed to this run, shown apart.
+        split = split_billed_seconds(billed, pod.adopted_idle_s, pod.cost_per_hr)
+        metadata |= {k: MetadataValue.float(v) for k, v in split.metadata().items()}
+        if pod_last_visible_at is not None and pod.terminated_at is not None:
+            # How promptly the pod was terminated after its last video was in R2.
+            lag = pod.terminated_at - pod_last_visible_at
+            metadata["terminate_after_last_object_s"] = MetadataValue.float(round(lag, 3))
+    return metadata

@@ -1,0 +1,58 @@
+"""`batch_generation`: register requests from prompts/*.yaml and generate the pending ones in
+one batch run (one pod). Cron from RP_BATCH_CRON; stopped until someone turns it on."""
+
+import hashlib
+import os
+
+from dagster import (
+    AssetKey,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+
+from rp_pipeline.defs.jobs import generate_videos
+from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.video_requests.model import prompts_dir
+from rp_pipeline.video_requests.store import register_requests
+
+DEFAULT_CRON = "0 */6 * * *"
+
+
+def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
+    instance = context.instance
+    materialized = instance.get_materialized_partitions(AssetKey("generated_video"))
+    return [
+        key
+        for key in instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
+        if key not in materialized
+    ]
+
+
+@schedule(
+    job=generate_videos,
+    cron_schedule=os.environ.get("RP_BATCH_CRON") or DEFAULT_CRON,
+    default_status=DefaultScheduleStatus.STOPPED,
+)
+def batch_generation(context: ScheduleEvaluationContext, r2: R2Resource):
+    """Add partitions for new valid requests, then one run over every pending partition."""
+    done = register_requests(context.instance, r2, prompts_dir())
+    for problem in done.problems:
+        context.log.warning(f"request not registered: {problem}")
+    pending = pending_partitions(context)
+    if not pending:
+        return SkipReason("no pending video requests")
+    # Partitions are ordered by when they were added, so the pending ones form one range at
+    # the end (anything already made inside the range is simply made again).
+    batch_id = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:12]
+    return RunRequest(
+        run_key=f"batch-{batch_id}",
+        tags={
+            "dagster/asset_partition_range_start": pending[0],
+            "dagster/asset_partition_range_end": pending[-1],
+            "rp/batch_size": str(len(pending)),
+        },
+    )

@@ -1,0 +1,227 @@
+"""Launching and readying single pods of a run (the launch op, and replacements), and the
+room a new run has next to the account's running and idle pods."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from rp_pipeline.fleet.leases import LeaseKeeper
+from rp_pipeline.fleet.settings import GenerationSettings
+from rp_pipeline.fleet.state import PodInfo
+from rp_pipeline.fleet.sweep import run_name_prefix
+from rp_pipeline.fleet.warm_pods import (
+    LiveFleet,
+    claim_idle_pod,
+    evict_idle_pod,
+    fleet_usage,
+)
+from rp_pipeline.integrations.runpod.errors import (
+    NoCapacityError,
+    RunPodAuthError,
+    RunPodError,
+    UnknownGpuError,
+)
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
+from rp_pipeline.money.market import PodMarket, launch_on_market
+
+log = logging.getLogger(__name__)
+
+# Creates tried per pod slot when RunPod fails before a pod exists (checked by name each time).
+CREATE_TRIES = 3
+
+
+@dataclass
+class Launcher:
+    """Launches and readies single pods of the run (the launch op, and replacements)."""
+
+    runpod: Any
+    settings: GenerationSettings
+    run_id: str
+    leases: LeaseKeeper
+    base_env: dict[str, str]
+    batch_size: int
+    plan: Any = None  # rp_pipeline.money.plan.RunPlan (None: on-demand, no warm pods)
+    budget: Any = None  # rp_pipeline.money.budget.RunBudget, asked before each new pod
+
+    def label(self, slot: str, attempt: int = 0) -> str:
+        return f"x{self.batch_size}-{slot}" + (f"-r{attempt}" if attempt else "")
+
+    def launch(self, slot: str, attempt: int = 0) -> PodInfo:
+        """Create one pod with a fresh token in its env. When RunPod's answer is lost, the pod
+        is looked for by its name once the API answers again and adopted if it exists; only
+        when no pod carries the name is the create tried again (never a blind duplicate)."""
+        client = self.runpod.get_client()
+        market = self.plan.market if self.plan is not None else PodMarket()
+        price = self.plan.price if self.plan is not None else 0.0
+        if self.budget is not None:  # BudgetExceeded: no pod, the caller says why
+            self.budget.check_new_pod(price, boots=False)
+        adopted = self._adopt(client, slot)
+        if adopted is not None:
+            return adopted
+        if self.budget is not None:  # a pod of our own must also pay its boot
+            self.budget.check_new_pod(price)
+        self._make_room(client, price)
+        label = self.label(slot, attempt)
+        env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
+        spec = self.runpod.pod_spec(env=env, name=label)
+        for tries_left in range(CREATE_TRIES - 1, -1, -1):
+            launched_at = time.time()
+            try:
+                pod = launch_on_market(client, spec, self.run_id, market)
+                break
+            except RunPodError as exc:
+                if isinstance(exc, (NoCapacityError, UnknownGpuError, RunPodAuthError)):
+                    raise
+                found = self._find_lost_create(client, label)
+                if found is not None:
+                    log.warning(
+                        "create of %s answered %s, but the pod exists: using it", label, exc
+                    )
+                    pod = found
+                    break
+                if not tries_left:
+                    raise LaunchFailed(without_retry_advice(exc)) from None
+                log.warning("create of %s failed (%s) and no such pod exists; again", label, exc)
+        info = PodInfo(
+            pod_id=pod.id,
+            name=pod.name,
+            gpu_type=str(pod.gpu_type or ""),
+            cost_per_hr=float(pod.cost_per_hr or 0.0),
+            launched_at=launched_at,
+            slot_key=slot,
+            client_id=uuid.uuid4().hex,
+            # interruptible-fallback may have rented on-demand; an EXITED on-demand pod is then
+            # counted as preempted too, which only adds the flag to its moved prompts.
+            interruptible=market.spot,
+        )
+        self.leases.hold(pod.id)
+        return info
+
+    def _adopt(self, client: Any, slot: str) -> PodInfo | None:
+        """Claim an idle pod of an earlier run that fits (it skips the boot); the claim is
+        this run's lease, which the LeaseKeeper takes over and renews from here."""
+        r2 = self.leases.r2
+        try:
+            claim = claim_idle_pod(
+                client, r2.client, r2.bucket, self.run_id,
+                image=self.runpod.image, gpu_types=self.runpod.gpu_types,
+                volume=self.runpod.network_volume_id, lease_s=self.leases.lease_s,
+                prefix=r2.prefix,
+            )  # fmt: skip
+        except Exception as exc:  # no adoption is never worse than a cold launch
+            log.warning("could not look for an idle pod to adopt (%s); launching one", exc)
+            return None
+        if claim is None:
+            return None
+        pod = claim.pod
+        self.leases.hold(pod.id)
+        return PodInfo(
+            pod_id=pod.id,
+            name=pod.name,
+            gpu_type=str(pod.gpu_type or ""),
+            cost_per_hr=float(pod.cost_per_hr or 0.0),
+            launched_at=claim.claimed_at - claim.idle_s,
+            slot_key=slot,
+            client_id=uuid.uuid4().hex,
+            interruptible=self.plan is not None and self.plan.market.spot,
+            adopted_idle_s=claim.idle_s,
+            adopted_from_run=claim.previous_run_id,
+        )
+
+    def _make_room(self, client: Any, price: float) -> None:
+        """Idle pods count against RP_MAX_PODS (they hold no run slot) and the $/h cap: when
+        one more pod at `price` would pass either, end an idle one (none of them fits this run,
+        or it would have been adopted) so the new pod stays within both."""
+        r2 = self.leases.r2
+        try:
+            usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
+            if not usage.idle:
+                return
+            cap = self.settings.max_total_cost_per_hr
+            over_cost = running_cost_per_hr(client) + price > cap + 1e-9
+            if usage.pods >= self.settings.max_live_pods or over_cost:
+                evict_idle_pod(client, r2.client, r2.bucket, self.run_id, r2.prefix)
+        except Exception as exc:
+            log.warning("could not count idle pods against RP_MAX_PODS and the cost cap (%s)", exc)
+
+    def _find_lost_create(self, client: Any, label: str, wait_s: float = 60.0) -> Any:
+        """The pod called `dagster-<run8>-<label>-...`, once the pod list answers again."""
+        prefix = run_name_prefix(self.run_id) + label + "-"
+        give_up = time.monotonic() + wait_s
+        while True:
+            try:
+                found = [p for p in client.list_pods() if p.name.startswith(prefix)]
+                return found[0] if found else None
+            except RunPodError as exc:
+                if time.monotonic() >= give_up:
+                    raise LaunchFailed(
+                        f"RunPod's pod list kept failing for {wait_s:.0f} s after an unanswered "
+                        f"create ({type(exc).__name__}); pods named for this run are terminated "
+                        "when the op ends"
+                    ) from None
+                time.sleep(2.0)
+
+    def ready(self, pod: PodInfo) -> PodInfo:
+        client = self.runpod.get_client()
+        ready = client.wait_until_ready(
+            pod.pod_id,
+            port=self.settings.comfyui_port,
+            deadline_s=self.settings.ready_deadline_s,
+            terminate_on_timeout=True,
+        )
+        pod.comfyui_url = ready.comfyui_url
+        pod.ready_at = time.time()
+        return pod
+
+
+def running_cost_per_hr(client: Any) -> float:
+    """What every running pod of the account costs per hour (the $/h cap is account-wide)."""
+    return sum(
+        float(pod.cost_per_hr or 0)
+        for pod in client.list_pods()
+        if str(pod.desired_status).upper() == "RUNNING"
+    )
+
+
+@dataclass(frozen=True)
+class IdleRoom:
+    """Our idle pods, as room for a new run: `fitting` of them it adopts (no boot, no new
+    spend), and the launcher ends others when they stand in the way, so their $/h is room too."""
+
+    cost_per_hr: float = 0.0
+    fitting: int = 0
+
+
+def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
+    """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
+    pod were idle, which is never over a cap)."""
+    try:
+        fleet = LiveFleet.read(client, r2.client, r2.bucket, r2.prefix)
+        usage = fleet.usage()
+        if not usage.idle:
+            return IdleRoom()
+        fitting = fleet.adoptable(
+            image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
+            now=time.time(),
+        )  # fmt: skip
+    except Exception as exc:
+        log.warning("could not read idle pods' leases (%s); sizing without them", exc)
+        return IdleRoom()
+    return IdleRoom(usage.idle_cost_per_hr, len(fitting))
+
+
+class LaunchFailed(Exception):
+    """A pod could not be created (and none by its name exists)."""
+
+
+def without_retry_advice(exc: Exception) -> str:
+    """The client's message minus its "... and retry" advice: the run's pods are cleaned up
+    here, and a blind retry could leave two pods when the first create did go through."""
+    text = re.sub(r"\s*\(after \d+ attempts[^)]*\)", "", str(exc))
+    text = re.sub(r"\.?\s*Check the network[^.]*retry\.?", "", text)
+    return f"{type(exc).__name__}: {text.strip()}"

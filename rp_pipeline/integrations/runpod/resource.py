@@ -1,0 +1,125 @@
+"""RunPod for Dagster: `RunPodResource`, plus the whole RunPod layer API (contract 5).
+
+The logic lives in `runpod_client` (plain Python, no Dagster import), errors in `runpod_errors`,
+the API seam in `runpod_backend`; this module re-exports them so callers need one import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from rp_pipeline.integrations.runpod.backend import GraphQLBackend, RunPodBackend, make_backend
+from rp_pipeline.integrations.runpod.client import (
+    CLOUD_TYPES,
+    COMFYUI_PORT,
+    DEFAULT_GPU_TYPES,
+    DEFAULT_IMAGE,
+    DEFAULT_PORTS,
+    GpuType,
+    Pod,
+    PodSpec,
+    ReadyPod,
+    RunPodClient,
+    pod_name,
+    port_url,
+)
+from rp_pipeline.integrations.runpod.errors import (
+    GpuUnavailableError,
+    NoCapacityError,
+    PodLaunchError,
+    PodNotReadyError,
+    RunPodApiError,
+    RunPodAuthError,
+    RunPodError,
+    RunPodTransientError,
+    UnknownGpuError,
+)
+from rp_pipeline.integrations.runpod.rest import RestBackend
+
+__all__ = [
+    "CLOUD_TYPES",
+    "COMFYUI_PORT",
+    "DEFAULT_GPU_TYPES",
+    "DEFAULT_IMAGE",
+    "DEFAULT_PORTS",
+    "GpuType",
+    "GpuUnavailableError",
+    "GraphQLBackend",
+    "NoCapacityError",
+    "Pod",
+    "PodLaunchError",
+    "PodNotReadyError",
+    "PodSpec",
+    "ReadyPod",
+    "RestBackend",
+    "RunPodApiError",
+    "RunPodAuthError",
+    "RunPodBackend",
+    "RunPodClient",
+    "RunPodError",
+    "RunPodResource",
+    "RunPodTransientError",
+    "UnknownGpuError",
+    "make_backend",
+    "pod_name",
+    "port_url",
+]
+
+
+class RunPodResource(ConfigurableResource):
+    """RunPod for ops: `RunPodResource(api_key=EnvVar("RUNPOD_API_KEY"), ...)`.
+
+    `api_base_url` None means `$RUNPOD_API_BASE_URL`, else RunPod itself (as the SDK does), so
+    the devstack's env file is enough to point a code location at the emulator.
+    """
+
+    api_key: str = Field(repr=False, description="RunPod API key; pass EnvVar('RUNPOD_API_KEY')")
+    api_base_url: str | None = None
+    # "rest" (REST API v2) or "graphql"; None: $RUNPOD_API, else REST v2.
+    api: str | None = None
+    image: str = DEFAULT_IMAGE
+    gpu_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GPU_TYPES))
+    cloud_type: str = "ALL"
+    network_volume_id: str | None = None
+    template_id: str | None = None
+    container_disk_gb: int = 20
+    volume_gb: int = 100
+    volume_mount_path: str = "/workspace"
+    ports: str = DEFAULT_PORTS
+    env: dict[str, str] = Field(default_factory=dict)
+    min_vcpu: int = 2
+    min_memory_gb: int = 15
+    interruptible: bool = False
+    bid_per_gpu: float | None = None
+    max_cost_per_hr: float | None = None
+    poll_interval_s: float = 2.0
+
+    def get_client(self) -> RunPodClient:
+        return RunPodClient(
+            self.api_key, self.api_base_url, poll_interval_s=self.poll_interval_s, api=self.api
+        )
+
+    def pod_spec(self, **overrides: Any) -> PodSpec:
+        """The configured spec; `overrides` (e.g. env, name, gpu_types) win."""
+        spec = PodSpec(
+            image=self.image,
+            gpu_types=list(self.gpu_types),
+            cloud_type=self.cloud_type,
+            network_volume_id=self.network_volume_id or None,
+            template_id=self.template_id or None,
+            container_disk_gb=self.container_disk_gb,
+            volume_gb=self.volume_gb,
+            volume_mount_path=self.volume_mount_path,
+            ports=self.ports,
+            env=dict(self.env),
+            min_vcpu=self.min_vcpu,
+            min_memory_gb=self.min_memory_gb,
+            interruptible=self.interruptible,
+            bid_per_gpu=self.bid_per_gpu,
+            max_cost_per_hr=self.max_cost_per_hr,
+        )
+        return replace(spec, **overrides)

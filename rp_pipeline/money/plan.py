@@ -1,0 +1,79 @@
+"""The run's money settings, read once before any pod: warm pods, the pod market, the budget.
+
+`plan_run` validates RP_POD_IDLE_S, RP_POD_MARKET / RP_SPOT_BID_MAX and the budget caps
+(RP_MAX_RUN_COST_USD, RP_MAX_DAILY_COST_USD) against the GPU catalog and the instance's history,
+and returns a `RunPlan`: plain values the op chain passes along (the default IO manager pickles
+the state between ops), from which each op rebuilds the run's `RunBudget`. Any bad setting is
+one `Failure` line before a pod exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import DagsterInstance, Failure
+
+from rp_pipeline.fleet.warm_pods import WarmPodConfigError, idle_seconds_from_env
+from rp_pipeline.money.budget import BudgetError, BudgetSettings, RunBudget, plan_run_budget
+from rp_pipeline.money.market import MarketConfigError, PodMarket
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    idle_s: float  # how long a pod whose work is done waits for the next run (0: terminate)
+    market: PodMarket
+    price: float  # the dearest $/h a pod of this run may cost (the budget's estimate)
+    budget_settings: BudgetSettings
+    video_s: float  # expected pod seconds per video
+    spent_today_usd: float
+
+    def budget(self) -> RunBudget:
+        return RunBudget(
+            self.budget_settings, spent_today_usd=self.spent_today_usd, video_seconds=self.video_s
+        )
+
+
+def plan_run(
+    instance: DagsterInstance,
+    catalog: list[Any],
+    gpu_types: list[str],
+    cloud_type: str,
+    *,
+    videos: int,
+    pods: int,
+    fallback_price: float,
+) -> RunPlan:
+    """Read and check every money setting; a bad one is one Failure line, no pod launched."""
+    try:
+        idle_s = idle_seconds_from_env()
+        market = PodMarket.from_env()
+        market.check(catalog, gpu_types)
+        price = market.worst_price(catalog, gpu_types, cloud_type) or fallback_price
+        budget = plan_run_budget(instance, videos=videos, pods=pods, cost_per_hr=price)
+    except (WarmPodConfigError, MarketConfigError, BudgetError) as exc:
+        raise Failure(f"no pod was launched: {exc}") from None
+    return RunPlan(
+        idle_s=idle_s,
+        market=market,
+        price=price,
+        budget_settings=budget.settings,
+        video_s=budget.video_seconds,
+        spent_today_usd=budget.spent_today_usd,
+    )
+
+
+def receipt_for_prefix(r2: Any, pod_id: str, prefix: str) -> Any:
+    """The dead pod's upload receipt of a video rendered under `prefix`, if the agent got it
+    into R2 before the pod went (so it is collected, never rendered a second time)."""
+    from rp_pipeline.integrations.r2.reports import refresh_receipts
+    from rp_pipeline.media import VIDEO_SUFFIXES
+
+    book = refresh_receipts(r2, pod_id)
+    with book.lock:
+        found = [
+            r
+            for path, r in book.by_path.items()
+            if path.startswith(prefix) and path.lower().endswith(VIDEO_SUFFIXES)
+        ]
+    return max(found, key=lambda r: r.upload_done) if found else None

@@ -1,0 +1,124 @@
+"""Request specs kept in R2 (`requests/<partition key>.json`) so any run, on any machine, can find
+what a partition means; `register_requests` (the `video_requests` asset and the batch schedule)
+writes them, `validate_requests` reads them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from dagster import DagsterInstance
+
+from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
+from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.video_requests.model import (
+    RequestError,
+    VideoRequest,
+    load_requests,
+    parse_request,
+    scan_requests,
+)
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PREFIX = "requests"
+
+
+class UnknownRequestError(LookupError):
+    """A partition key has no stored request spec."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_requests` did: valid requests by key, the keys it added as partitions,
+    and one line per bad entry (`<file>: entry <n>: <what is wrong>`)."""
+
+    requests: dict[str, VideoRequest]
+    new_keys: list[str]
+    problems: list[str]
+
+
+def register_requests(
+    instance: DagsterInstance, r2: R2Resource, directory: Path | None = None
+) -> Registration:
+    """Store every valid request of the prompts files in R2 and add its partition; bad entries
+    are logged one line each and skipped, never failing the others."""
+    scan = scan_requests(directory)
+    for problem in scan.problems:
+        log.warning("request not registered: %s", problem)
+    for key, request in scan.requests.items():
+        save_request(r2, key, request)
+    existing = set(instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS))
+    new_keys = [key for key in scan.requests if key not in existing]
+    if new_keys:
+        instance.add_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS, new_keys)
+    return Registration(scan.requests, new_keys, scan.problems)
+
+
+def spec_key(partition_key: str) -> str:
+    return f"{REQUESTS_PREFIX}/{partition_key}.json"
+
+
+def save_request(r2: R2Resource, partition_key: str, request: VideoRequest) -> None:
+    body = json.dumps({"partition_key": partition_key, **request.to_dict()}, sort_keys=True)
+    r2.put_bytes(spec_key(partition_key), body.encode(), "application/json")
+
+
+def load_request(r2: R2Resource, partition_key: str) -> VideoRequest | None:
+    try:  # one GET, not HEAD then GET: this is on the way to every run's first prompt
+        raw = r2.get_bytes(spec_key(partition_key))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    data: dict[str, Any] = json.loads(raw)
+    data.pop("partition_key", None)
+    return VideoRequest.from_dict(data)
+
+
+def resolve_requests(
+    r2: R2Resource, partition_keys: list[str], overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, VideoRequest]:
+    """Spec per key: launch config first, then R2, then the local prompts files.
+
+    Raises RequestError (one line per bad spec, `<key>: <what is wrong>`) or UnknownRequestError
+    naming every key that has no spec anywhere.
+    """
+    found: dict[str, VideoRequest] = {}
+    local: dict[str, VideoRequest] | None = None
+    missing = []
+    bad = []
+    for key in partition_keys:
+        if key in overrides:
+            try:
+                found[key] = parse_request(overrides[key])
+            except RequestError as exc:
+                bad.append(f"{key}: {exc}")
+                continue
+            save_request(r2, key, found[key])  # so the catalogue and later runs know it too
+            continue
+        try:
+            stored = load_request(r2, key)
+        except RequestError as exc:
+            bad.append(f"{key}: stored spec {spec_key(key)} is unusable: {exc}")
+            continue
+        if stored is None:
+            local = load_requests() if local is None else local
+            stored = local.get(key)
+        if stored is None:
+            missing.append(key)
+        else:
+            found[key] = stored
+    if bad:
+        raise RequestError("; ".join(bad))
+    if missing:
+        raise UnknownRequestError(
+            f"no request spec for partition(s) {', '.join(missing)}: materialize video_requests "
+            "or give the request in launch config (requests: {<key>: {prompt: ...}})"
+        )
+    return found
