@@ -129,9 +129,12 @@ def reads_environment(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
             return True
-        if isinstance(node, ast.ImportFrom) and node.module == "os":
-            if {a.name for a in node.names} & {"environ", "getenv"}:
-                return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and {a.name for a in node.names} & {"environ", "getenv"}
+        ):
+            return True
     return False
 
 
