@@ -30,8 +30,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from rp_pipeline.defs.videos.events import GENERATED_VIDEO, handle_event, settled_observations
-from rp_pipeline.defs.videos.retry import materialized_by_ancestors
+from rp_pipeline.defs.videos.events import handle_event, settled_observations
+from rp_pipeline.defs.videos.pay_once import REMAKE_TAG, recovered_videos, triage
 from rp_pipeline.fleet.billing import run_budget
 from rp_pipeline.fleet.external import pods_for
 from rp_pipeline.fleet.launcher import idle_room
@@ -69,6 +69,13 @@ class RequestsConfig(Config):
         default_factory=dict,
         description="partition key -> {prompt, workflow, negative_prompt, seed, params}",
     )
+    remake: bool = Field(
+        default=False,
+        description=(
+            "Generate again the partitions that are already materialized (and pay again); "
+            "the run tag rp/remake=true does the same. Off: they are skipped."
+        ),
+    )
 
 
 def run_partition_keys(context: OpExecutionContext) -> list[str]:
@@ -83,20 +90,31 @@ def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R
     drops the partitions an earlier attempt already materialized; with none left, no output:
     the later steps are skipped and the run succeeds without a pod."""
     keys = run_partition_keys(context)
-    done = materialized_by_ancestors(context.instance, context.dagster_run, GENERATED_VIDEO)
-    if skipped := [key for key in keys if key in done]:
-        keys = [key for key in keys if key not in done]
-        context.log.info(
-            f"retry: skipping {len(skipped)} partition(s) an earlier attempt materialized: "
-            + ", ".join(f"{key} (run {done[key][:8]})" for key in skipped)
-        )
-        if not keys:
-            context.log.info("retry: every partition is already materialized; no pod is needed")
-            return
+    remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
+    found = triage(context.instance, context.dagster_run, keys, remake)
+    for line in found.lines():
+        context.log.info(line)
     try:
-        specs = resolve_requests(r2, keys, config.requests)
+        specs = resolve_requests(r2, found.make, config.requests)
     except (UnknownRequestError, RequestError) as exc:
         raise Failure(f"no pod was launched: {exc}") from None
+    keys = found.make
+    if not remake:
+        recovered = []
+        for event in recovered_videos(
+            r2, context.run_id, keys, {k: specs[k].to_dict() for k in keys}
+        ):
+            context.log.info(
+                f"{event.partition}: its video is already in R2 (made by run "
+                f"{str(event.metadata['recovered_from_run'].value)[:8]}, which died first); "
+                "materialized from there, nothing generated"
+            )
+            recovered.append(event.partition)
+            yield event
+        keys = [key for key in keys if key not in recovered]
+    if not keys:
+        context.log.info("every partition is already materialized or being made; no pod is needed")
+        return
     planned, problems = plan_videos(specs, keys, context.run_id)
     if problems:
         raise Failure(
