@@ -1,7 +1,8 @@
 """An offline RunPod: REST API v2 and GraphQL over one account state, with pods as processes.
 
 One module per job: `catalog` (GPU types, prices, datacenters, stock levels), `state` (the
-account: pods, volumes, templates, stock, faults, request counts), `contract` (RunPod's REST v2
+account: pods, volumes, templates, stock, faults, request counts), `errors` (`EmulatorError`,
+a request RunPod refuses), `contract` (RunPod's REST v2
 OpenAPI document, `openapi.json`, and validation against it), `rest_v2` (`/v2/...`),
 `graphql_api` (`POST /graphql`), `server` (HTTP routing and `RunPodEmulator`), `admin`
 (`EmulatorAdmin`, the admin API over HTTP), `preemption` (spot

@@ -31,7 +31,8 @@ from rp_devstack.runpod_emulator.catalog import (
     availability_level,
 )
 from rp_devstack.runpod_emulator.contract import Contract, Operation
-from rp_devstack.runpod_emulator.state import EmulatedPod, EmulatorError, EmulatorState, iso
+from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.state import EmulatedPod, EmulatorState, iso
 
 PROBLEM_JSON = "application/problem+json"
 GONE = ("EXITED", "ERROR", "TERMINATED")

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlparse
 
 from rp_devstack.runpod_emulator import graphql_api, rest_v2
 from rp_devstack.runpod_emulator.contract import Operation, load_contract
-from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorError, EmulatorState, Fault
+from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorState, Fault
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The emulated RunPod account: pods (local processes), network volumes, templates, secrets,
 GPU stock, billing and pending faults. Both APIs (GraphQL and REST v2) act on this one state.
 
-Model errors raise `EmulatorError`; each API turns it into the error shape it speaks.
+Model errors raise `EmulatorError` (module `errors`); each API turns it into
+the error shape it speaks.
 """
 
 from __future__ import annotations
@@ -28,21 +29,12 @@ from rp_devstack.runpod_emulator.catalog import (
     gpu_offer,
     on_demand_price,
 )
+from rp_devstack.runpod_emulator.errors import EmulatorError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "devstack-runpod-key"
 _SECRET_REF = re.compile(r"\{\{\s*RUNPOD_SECRET_([A-Za-z0-9_.\-]+)\s*\}\}")
-
-
-class EmulatorError(Exception):
-    """A request RunPod refuses: `field` names the offending input when there is one."""
-
-    def __init__(self, message: str, *, status: int = 400, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.field = field
 
 
 @dataclass
