@@ -495,6 +495,19 @@ def prompt_fault(prompt: dict[str, Any]) -> str | None:
     return None
 
 
+def annotated_path(name: str, input_dir: Path, output_dir: Path, temp_dir: Path) -> Path:
+    """ComfyUI's `get_annotated_filepath`: a name ending in ` [output]`, ` [input]` or
+    ` [temp]` is in that folder; any other name is under input/."""
+    for suffix, folder in (
+        (" [output]", output_dir),
+        (" [input]", input_dir),
+        (" [temp]", temp_dir),
+    ):
+        if name.endswith(suffix[1:]):  # ComfyUI tests for "[output]" and cuts one more char
+            return folder / name[: -len(suffix)]
+    return input_dir / name
+
+
 def _links(node: dict[str, Any], prompt: dict[str, Any]) -> list[str]:
     return [
         val[0]
@@ -530,7 +543,9 @@ Handler = Callable[
 
 
 def _load_image(ex: Executor, run: RunState, node_id: str, i: dict[str, Any]) -> Any:
-    with Image.open(ex.input_dir / str(i["image"])) as img:
+    with Image.open(
+        annotated_path(str(i["image"]), ex.input_dir, ex.output_dir, ex.temp_dir)
+    ) as img:
         width, height = img.size
     return (Frames(width, height, 1, None, 7), f"<MASK:{node_id}>"), None
 
