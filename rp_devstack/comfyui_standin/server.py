@@ -17,6 +17,7 @@ import mimetypes
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from rp_devstack.comfyui_standin.catalogue import (
     DEFAULT_MODELS,
     MODEL_FOLDERS,
     build_catalogue,
+    load_base_catalogue,
+    snapshot_paths_from_env,
 )
 from rp_devstack.comfyui_standin.executor import FAULTS, Executor, QueueItem, annotated_path
 from rp_devstack.comfyui_standin.validation import PromptValidator
@@ -49,7 +52,12 @@ class StandinServer:
         fault: str | None = None,
         models: dict[str, list[str]] | None = None,
         gpu_meter: Path | None = None,
+        catalogues: Sequence[Path] | None = None,
     ) -> None:
+        # Extra node snapshots over the core catalogue (None: `$COMFYUI_STANDIN_CATALOGUE`);
+        # read now, so a bad file stops the start with its reason rather than a later prompt.
+        self.snapshots = list(snapshot_paths_from_env() if catalogues is None else catalogues)
+        load_base_catalogue(self.snapshots)
         self.output_dir = output_dir.resolve()
         self.input_dir = input_dir.resolve()
         self.temp_dir = temp_dir.resolve()
@@ -98,7 +106,7 @@ class StandinServer:
         self.executor.fault = value or None
 
     def catalogue(self) -> dict[str, Any]:
-        return build_catalogue(self.models, self._input_files())
+        return build_catalogue(self.models, self._input_files(), self.snapshots)
 
     def _input_files(self) -> list[str]:
         """LoadImage's choices, as ComfyUI lists them: the files directly in input/ (not in
