@@ -14,7 +14,7 @@ import string
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rp_devstack.runpod_emulator.catalog import (
     DATACENTERS,
     GPU_CATALOG,
     GpuOffer,
+    at_gpu_speed,
     gpu_offer,
     on_demand_price,
 )
@@ -107,6 +108,18 @@ class Fault:
     until: float | None = None
 
 
+@dataclass(frozen=True)
+class StockChange:
+    """Free GPUs of one type in one datacenter become `count` at epoch second `at`; with
+    `lasts_s`, the count before it comes back that much later (an out-of-stock window)."""
+
+    at: float
+    gpu_type_id: str
+    datacenter: str
+    count: int
+    lasts_s: float | None = None
+
+
 class EmulatorState:
     """Everything the emulated account holds; thread-safe (one lock)."""
 
@@ -135,6 +148,8 @@ class EmulatorState:
         self._faults: list[Fault] = []
         self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
         self._stock: dict[tuple[str, str], int] = {}
+        self._stock_changes: list[StockChange] = []  # pending, applied when stock is looked at
+        self._offers: dict[str, GpuOffer] = {g.id: g for g in GPU_CATALOG}
         self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self._requests: Counter[str] = Counter()
         self.reset_stock()
@@ -162,18 +177,111 @@ class EmulatorState:
 
     def reset_stock(self) -> None:
         with self._lock:
+            self._stock_changes.clear()
             self._stock = {
                 (g.id, dc): self.default_stock for g in GPU_CATALOG for dc in DATACENTERS
             }
 
-    def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
+    def set_stock(
+        self,
+        gpu_type_id: str,
+        count: int,
+        datacenter: str | None = None,
+        *,
+        seconds: float | None = None,
+        after_s: float | None = None,
+    ) -> None:
+        """`count` GPUs of the type free (in `datacenter`, else in each). With `after_s`, from
+        that many seconds on rather than now; with `seconds`, only for that long, then the
+        count from before comes back (e.g. count 0, seconds 30: out of stock for 30 s)."""
+        if count < 0:
+            raise EmulatorError(f"count must be >= 0, got {count}")
+        for name, value in (("seconds", seconds), ("after_s", after_s)):
+            if value is not None and not value >= 0:
+                raise EmulatorError(f"{name} must be a number >= 0, got {value}")
+        self.gpu_offer(gpu_type_id)  # refuses an unknown type
+        if datacenter is not None and datacenter not in DATACENTERS:
+            raise EmulatorError(
+                f"unknown datacenter {datacenter!r}; use one of {', '.join(DATACENTERS)}"
+            )
+        at = time.time() + (after_s or 0.0)
         with self._lock:
             for dc in [datacenter] if datacenter else DATACENTERS:
-                self._stock[(gpu_type_id, dc)] = count
+                self._stock_changes.append(StockChange(at, gpu_type_id, dc, count, seconds))
+            self._stock_changes.sort(key=lambda change: change.at)
+            self._apply_due_stock()
 
     def free_gpus(self, gpu_type_id: str, datacenter: str) -> int:
         with self._lock:
+            self._apply_due_stock()
             return self._stock.get((gpu_type_id, datacenter), 0)
+
+    def scheduled_stock(self) -> list[StockChange]:
+        """Stock changes still to come, soonest first."""
+        with self._lock:
+            self._apply_due_stock()
+            return list(self._stock_changes)
+
+    def gpu_offers(self) -> list[GpuOffer]:
+        """The GPU types on sale now, with their current prices and speeds."""
+        with self._lock:
+            return list(self._offers.values())
+
+    def gpu_offer(self, gpu_type_id: str | None) -> GpuOffer:
+        try:
+            return gpu_offer(gpu_type_id, self.gpu_offers())
+        except LookupError as exc:
+            raise EmulatorError(str(exc), field="gpuTypeIds") from None
+
+    def set_gpu_offer(
+        self,
+        gpu_type_id: str,
+        *,
+        secure_price: float | None = None,
+        step_seconds: float | None = None,
+    ) -> GpuOffer:
+        """Change a type's list price (community and spot follow it) or its stand-in speed.
+        Pods already rented keep the price and speed they were rented at."""
+        for name, value in (("secure_price", secure_price), ("step_seconds", step_seconds)):
+            if value is not None and not value > 0:
+                raise EmulatorError(f"{name} must be a number > 0, got {value}")
+        with self._lock:
+            offer = self.gpu_offer(gpu_type_id)
+            offer = replace(
+                offer,
+                secure_price=offer.secure_price if secure_price is None else secure_price,
+                step_seconds=offer.step_seconds if step_seconds is None else step_seconds,
+            )
+            self._offers[gpu_type_id] = offer
+            return offer
+
+    def gpu_types(self) -> list[dict[str, Any]]:
+        """Admin view: each type's prices, stand-in speed, free GPUs and coming stock changes."""
+        now = time.time()
+        with self._lock:
+            self._apply_due_stock()
+            return [
+                {
+                    "id": g.id,
+                    "name": g.display_name,
+                    "secure_price": g.secure_price,
+                    "community_price": g.community_price,
+                    "spot_price": g.spot_price,
+                    "step_seconds": g.step_seconds,
+                    "free": {dc: self._stock.get((g.id, dc), 0) for dc in DATACENTERS},
+                    "scheduled": [
+                        {
+                            "in_s": round(c.at - now, 3),
+                            "datacenter": c.datacenter,
+                            "count": c.count,
+                            "lasts_s": c.lasts_s,
+                        }
+                        for c in self._stock_changes
+                        if c.gpu_type_id == g.id
+                    ],
+                }
+                for g in self._offers.values()
+            ]
 
     def set_boot_delay(self, seconds: float) -> None:
         self.boot_delay_s = seconds
@@ -308,6 +416,7 @@ class EmulatorState:
     def reset(self) -> None:
         preemption.set_random_rate(self, 0.0)
         with self._lock:
+            self._offers = {g.id: g for g in GPU_CATALOG}
             live = [p for p in self._pods.values() if p.status != "TERMINATED"]
             for pod in live:
                 self._halt(pod, "TERMINATED")
@@ -330,10 +439,7 @@ class EmulatorState:
         spec = self._apply_template(spec)
         if not spec.get("imageName"):
             raise EmulatorError("imageName or templateId is required", field="imageName")
-        try:
-            gpu = gpu_offer(spec.get("gpuTypeId"))
-        except LookupError as exc:
-            raise EmulatorError(str(exc), field="gpuTypeIds") from None
+        gpu = self.gpu_offer(spec.get("gpuTypeId"))
         gpu_count = int(spec.get("gpuCount") or 1)
         cloud = spec.get("cloudType") or "ALL"
         # GraphQL names one datacenter; REST v2 a preference list.
@@ -516,7 +622,22 @@ class EmulatorState:
             merged["env"] = list(keyed.values())
         return merged
 
+    def _apply_due_stock(self) -> None:
+        """Apply the stock changes whose time has come, in order. Called with the lock held."""
+        now = time.time()
+        while self._stock_changes and self._stock_changes[0].at <= now:
+            change = self._stock_changes.pop(0)
+            key = (change.gpu_type_id, change.datacenter)
+            before = self._stock.get(key, 0)
+            self._stock[key] = change.count
+            log.info("stock of %s in %s: %d free", key[0], key[1], change.count)
+            if change.lasts_s is not None:
+                back = StockChange(change.at + change.lasts_s, key[0], key[1], before)
+                self._stock_changes.append(back)
+                self._stock_changes.sort(key=lambda c: c.at)
+
     def _take_stock(self, gpu_id: str, count: int, datacenters: list[str]) -> str:
+        self._apply_due_stock()
         candidates = datacenters or list(DATACENTERS)
         best = max(candidates, key=lambda dc: self._stock.get((gpu_id, dc), 0))
         if self._stock.get((gpu_id, best), 0) < count:
@@ -536,7 +657,7 @@ class EmulatorState:
             pod_id=pod.id,
             root=self.state_dir / "pods" / pod.id,
             env=self._resolve_secrets(pod.env),
-            comfy_command=self.comfy_command,
+            comfy_command=at_gpu_speed(self.comfy_command, pod.gpu),
             agent_grace_s=self.agent_grace_s,
             api_base_url=self.base_url,
             api_key=self._pod_key(pod.id),
@@ -555,6 +676,7 @@ class EmulatorState:
         if pod.running_since is not None:
             pod.billed_seconds += now - pod.running_since
             pod.running_since = None
+            self._apply_due_stock()
             self._stock[(pod.gpu.id, pod.datacenter)] += pod.spec["gpuCount"]
         pod.status = status
         pod.status_changed_at = now
@@ -594,6 +716,7 @@ class EmulatorState:
             "pod_type": pod.pod_type,
             "desired_status": pod.status,
             "cost_per_hr": pod.cost_per_hr,
+            "gpu_step_seconds": pod.gpu.step_seconds,
             "seconds": round(seconds, 3),
             "cost": round(pod.cost_per_hr * seconds / 3600, 6),
             "created_at": pod.created_at,
