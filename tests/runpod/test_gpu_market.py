@@ -94,7 +94,8 @@ def test_a_price_change_shows_in_both_apis_and_only_new_pods_pay_it(
 
 def test_out_of_stock_for_a_while_then_back(runpod_emulator: RunPodEmulator, v2: Any) -> None:
     runpod_emulator.set_boot_delay(600)
-    EmulatorAdmin(runpod_emulator.base_url).set_stock(GPU_4090, 0, seconds=1.0)
+    started = time.monotonic()
+    EmulatorAdmin(runpod_emulator.base_url).set_stock(GPU_4090, 0, seconds=2.0)
     entry = catalog_entry(runpod_emulator, v2, GPU_4090)
     assert entry["availability"] == "NONE" and "dataCenters" not in entry
     refused = create_pod(runpod_emulator, v2, GPU_4090)
@@ -102,7 +103,8 @@ def test_out_of_stock_for_a_while_then_back(runpod_emulator: RunPodEmulator, v2:
     # Another type is not affected.
     assert catalog_entry(runpod_emulator, v2, GPU_A6000)["availability"] == "HIGH"
 
-    time.sleep(1.1)
+    assert time.monotonic() - started < 2.0, "too slow to look inside the window"
+    time.sleep(started + 2.1 - time.monotonic())
     entry = catalog_entry(runpod_emulator, v2, GPU_4090)
     assert entry["availability"] == "HIGH"
     assert [dc["id"] for dc in entry["dataCenters"]] == ["EU-RO-1", "US-KS-2"]
@@ -111,17 +113,19 @@ def test_out_of_stock_for_a_while_then_back(runpod_emulator: RunPodEmulator, v2:
 
 def test_stock_on_a_schedule(runpod_emulator: RunPodEmulator, v2: Any) -> None:
     admin = EmulatorAdmin(runpod_emulator.base_url)
-    admin.set_stock(GPU_A6000, 1, "US-KS-2", after_s=0.6)
-    admin.set_stock(GPU_A6000, 0, "EU-RO-1", after_s=0.6)
+    started = time.monotonic()
+    admin.set_stock(GPU_A6000, 1, "US-KS-2", after_s=1.5)
+    admin.set_stock(GPU_A6000, 0, "EU-RO-1", after_s=1.5)
     (a6000,) = [t for t in admin.gpu_types() if t["id"] == GPU_A6000]
     assert [(c["datacenter"], c["count"]) for c in a6000["scheduled"]] == [
         ("US-KS-2", 1),
         ("EU-RO-1", 0),
     ]
-    assert 0 < a6000["scheduled"][0]["in_s"] <= 0.6
+    assert 0 < a6000["scheduled"][0]["in_s"] <= 1.5
     assert catalog_entry(runpod_emulator, v2, GPU_A6000)["availability"] == "HIGH"
+    assert time.monotonic() - started < 1.5, "too slow to look before the change"
 
-    time.sleep(0.7)
+    time.sleep(started + 1.6 - time.monotonic())
     entry = catalog_entry(runpod_emulator, v2, GPU_A6000)
     assert entry["availability"] == "LOW"
     assert entry["dataCenters"] == [{"id": "US-KS-2", "name": "US Kansas 2", "availability": "LOW"}]
