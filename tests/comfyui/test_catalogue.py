@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import requests
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.comfyui_standin.catalogue import CATALOGUE_ENV, CatalogueError
 
-from .helpers import mp4_facts
+from .helpers import history_entry, mp4_facts
 from .test_contract import FIXTURES
 
 # Two custom nodes as a ComfyUI with them installed lists them on /object_info: one patches a
@@ -82,16 +81,6 @@ def extended(tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch) ->
         standin.stop()
 
 
-def wait_for_history(base_url: str, prompt_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        entry = requests.get(f"{base_url}/history/{prompt_id}", timeout=10).json()
-        if entry:
-            return dict(entry[prompt_id])
-        time.sleep(0.05)
-    raise AssertionError(f"{prompt_id} never finished")
-
-
 @pytest.mark.skipif(not (FIXTURES / "INDEX.json").is_file(), reason="recordings not found")
 def test_every_core_node_is_in_the_catalogue(standin: ComfyStandin) -> None:
     real = json.loads((FIXTURES / "object_info_full.body.json").read_text())
@@ -109,7 +98,7 @@ def test_a_core_node_without_a_handler_validates_and_runs(standin: ComfyStandin)
     }  # fmt: skip
     queued = requests.post(standin.base_url + "/prompt", json={"prompt": graph}, timeout=10)
     assert queued.status_code == 200, queued.text
-    entry = wait_for_history(standin.base_url, queued.json()["prompt_id"])
+    entry = history_entry(standin.base_url, queued.json()["prompt_id"])
     assert entry["status"]["status_str"] == "success"
     assert [i["filename"] for i in entry["outputs"]["4"]["images"]] == [
         "core_00001_.png",
@@ -134,7 +123,7 @@ def test_snapshot_nodes_are_listed_and_a_video_workflow_with_them_renders(extend
 
     queued = requests.post(base + "/prompt", json={"prompt": video_graph()}, timeout=10)
     assert queued.status_code == 200, queued.text
-    entry = wait_for_history(base, queued.json()["prompt_id"])
+    entry = history_entry(base, queued.json()["prompt_id"])
     assert entry["status"]["status_str"] == "success"
     assert entry["outputs"]["80"]["images"] == [
         {"filename": "custom_00001_.mp4", "subfolder": "video", "type": "output"}

@@ -22,6 +22,7 @@ from PIL import Image
 from rp_agent.proxy import TokenProxy
 from rp_devstack.comfyui_standin import ComfyStandin
 
+from .helpers import history_entry
 from .test_contract import FIXTURES, fixture
 
 pytestmark = pytest.mark.skipif(
@@ -208,12 +209,9 @@ def test_load_image_lists_and_finds_uploads(standin: ComfyStandin) -> None:
             base + "/prompt", json={"prompt": load_image_graph(image, prefix)}, timeout=10
         )
         assert answer.status_code == 200, answer.text
-        saved = standin.output_dir / f"{prefix}_00001_.png"
-        for _ in range(200):
-            if saved.is_file():
-                break
-            threading.Event().wait(0.05)
-        with Image.open(saved) as img:
+        entry = history_entry(base, answer.json()["prompt_id"])
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        with Image.open(standin.output_dir / f"{prefix}_00001_.png") as img:
             assert img.size == size
 
 
