@@ -1,6 +1,7 @@
 """An offline RunPod: REST API v2 and GraphQL over one account state, with pods as processes.
 
-One module per job: `catalog` (GPU types, prices, datacenters, stock levels), `state` (the
+One module per job: `catalog` (GPU types, prices, speeds, datacenters), `market` (what is on
+sale now: prices, speeds, free GPUs, stock changes to come), `state` (the
 account: pods, volumes, templates, stock, faults, request counts), `errors` (`EmulatorError`,
 a request RunPod refuses), `contract` (RunPod's REST v2
 OpenAPI document, `openapi.json`, and validation against it), `rest_v2` (`/v2/...`),

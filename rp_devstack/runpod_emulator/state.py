@@ -14,23 +14,16 @@ import string
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rp_devstack.local_pods import ComfyCommand, LocalPod, standin_command
 from rp_devstack.runpod_emulator import preemption
-from rp_devstack.runpod_emulator.catalog import (
-    CAPACITY_MESSAGE,
-    DATACENTERS,
-    GPU_CATALOG,
-    GpuOffer,
-    at_gpu_speed,
-    gpu_offer,
-    on_demand_price,
-)
+from rp_devstack.runpod_emulator.catalog import GpuOffer, at_gpu_speed, on_demand_price
 from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.market import GpuMarket, StockChange
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +101,6 @@ class Fault:
     until: float | None = None
 
 
-@dataclass(frozen=True)
-class StockChange:
-    """Free GPUs of one type in one datacenter become `count` at epoch second `at`; with
-    `lasts_s`, the count before it comes back that much later (an out-of-stock window)."""
-
-    at: float
-    gpu_type_id: str
-    datacenter: str
-    count: int
-    lasts_s: float | None = None
-
-
 class EmulatorState:
     """Everything the emulated account holds; thread-safe (one lock)."""
 
@@ -139,7 +120,6 @@ class EmulatorState:
         self.boot_delay_s = boot_delay_s
         self.comfy_command = comfy_command
         self.agent_grace_s = agent_grace_s
-        self.default_stock = stock_per_datacenter
         self._secrets: dict[str, str] = dict(secrets_store or {})
         self._lock = threading.RLock()
         self._pods: dict[str, EmulatedPod] = {}
@@ -147,12 +127,9 @@ class EmulatorState:
         self._templates: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
-        self._stock: dict[tuple[str, str], int] = {}
-        self._stock_changes: list[StockChange] = []  # pending, applied when stock is looked at
-        self._offers: dict[str, GpuOffer] = {g.id: g for g in GPU_CATALOG}
+        self._market = GpuMarket(stock_per_datacenter)  # prices, speeds, stock (see market)
         self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self._requests: Counter[str] = Counter()
-        self.reset_stock()
 
     @property
     def api_key(self) -> str:
@@ -177,10 +154,7 @@ class EmulatorState:
 
     def reset_stock(self) -> None:
         with self._lock:
-            self._stock_changes.clear()
-            self._stock = {
-                (g.id, dc): self.default_stock for g in GPU_CATALOG for dc in DATACENTERS
-            }
+            self._market.reset_stock()
 
     def set_stock(
         self,
@@ -194,44 +168,26 @@ class EmulatorState:
         """`count` GPUs of the type free (in `datacenter`, else in each). With `after_s`, from
         that many seconds on rather than now; with `seconds`, only for that long, then the
         count from before comes back (e.g. count 0, seconds 30: out of stock for 30 s)."""
-        if count < 0:
-            raise EmulatorError(f"count must be >= 0, got {count}")
-        for name, value in (("seconds", seconds), ("after_s", after_s)):
-            if value is not None and not value >= 0:
-                raise EmulatorError(f"{name} must be a number >= 0, got {value}")
-        self.gpu_offer(gpu_type_id)  # refuses an unknown type
-        if datacenter is not None and datacenter not in DATACENTERS:
-            raise EmulatorError(
-                f"unknown datacenter {datacenter!r}; use one of {', '.join(DATACENTERS)}"
-            )
-        at = time.time() + (after_s or 0.0)
         with self._lock:
-            for dc in [datacenter] if datacenter else DATACENTERS:
-                self._stock_changes.append(StockChange(at, gpu_type_id, dc, count, seconds))
-            self._stock_changes.sort(key=lambda change: change.at)
-            self._apply_due_stock()
+            self._market.schedule(gpu_type_id, count, datacenter, seconds, after_s)
 
     def free_gpus(self, gpu_type_id: str, datacenter: str) -> int:
         with self._lock:
-            self._apply_due_stock()
-            return self._stock.get((gpu_type_id, datacenter), 0)
+            return self._market.free(gpu_type_id, datacenter)
 
     def scheduled_stock(self) -> list[StockChange]:
         """Stock changes still to come, soonest first."""
         with self._lock:
-            self._apply_due_stock()
-            return list(self._stock_changes)
+            return self._market.scheduled()
 
     def gpu_offers(self) -> list[GpuOffer]:
         """The GPU types on sale now, with their current prices and speeds."""
         with self._lock:
-            return list(self._offers.values())
+            return self._market.offers()
 
     def gpu_offer(self, gpu_type_id: str | None) -> GpuOffer:
-        try:
-            return gpu_offer(gpu_type_id, self.gpu_offers())
-        except LookupError as exc:
-            raise EmulatorError(str(exc), field="gpuTypeIds") from None
+        with self._lock:
+            return self._market.offer(gpu_type_id)
 
     def set_gpu_offer(
         self,
@@ -242,46 +198,13 @@ class EmulatorState:
     ) -> GpuOffer:
         """Change a type's list price (community and spot follow it) or its stand-in speed.
         Pods already rented keep the price and speed they were rented at."""
-        for name, value in (("secure_price", secure_price), ("step_seconds", step_seconds)):
-            if value is not None and not value > 0:
-                raise EmulatorError(f"{name} must be a number > 0, got {value}")
         with self._lock:
-            offer = self.gpu_offer(gpu_type_id)
-            offer = replace(
-                offer,
-                secure_price=offer.secure_price if secure_price is None else secure_price,
-                step_seconds=offer.step_seconds if step_seconds is None else step_seconds,
-            )
-            self._offers[gpu_type_id] = offer
-            return offer
+            return self._market.set_offer(gpu_type_id, secure_price, step_seconds)
 
     def gpu_types(self) -> list[dict[str, Any]]:
         """Admin view: each type's prices, stand-in speed, free GPUs and coming stock changes."""
-        now = time.time()
         with self._lock:
-            self._apply_due_stock()
-            return [
-                {
-                    "id": g.id,
-                    "name": g.display_name,
-                    "secure_price": g.secure_price,
-                    "community_price": g.community_price,
-                    "spot_price": g.spot_price,
-                    "step_seconds": g.step_seconds,
-                    "free": {dc: self._stock.get((g.id, dc), 0) for dc in DATACENTERS},
-                    "scheduled": [
-                        {
-                            "in_s": round(c.at - now, 3),
-                            "datacenter": c.datacenter,
-                            "count": c.count,
-                            "lasts_s": c.lasts_s,
-                        }
-                        for c in self._stock_changes
-                        if c.gpu_type_id == g.id
-                    ],
-                }
-                for g in self._offers.values()
-            ]
+            return self._market.view()
 
     def set_boot_delay(self, seconds: float) -> None:
         self.boot_delay_s = seconds
@@ -416,7 +339,7 @@ class EmulatorState:
     def reset(self) -> None:
         preemption.set_random_rate(self, 0.0)
         with self._lock:
-            self._offers = {g.id: g for g in GPU_CATALOG}
+            self._market.reset_offers()
             live = [p for p in self._pods.values() if p.status != "TERMINATED"]
             for pod in live:
                 self._halt(pod, "TERMINATED")
@@ -470,7 +393,7 @@ class EmulatorState:
             )
         env = {e["key"]: e.get("value") or "" for e in spec.get("env") or []}
         with self._lock:
-            chosen = self._take_stock(gpu.id, gpu_count, preferred)
+            chosen = self._market.take(gpu.id, gpu_count, preferred)
             now = time.time()
             price = bid_per_gpu if bid_per_gpu is not None else on_demand_price(gpu, cloud)
             pod = EmulatedPod(
@@ -517,7 +440,7 @@ class EmulatorState:
         with self._lock:
             pod = self._require(pod_id)
             if pod.status != "RUNNING":
-                self._take_stock(pod.gpu.id, pod.spec["gpuCount"], [pod.datacenter])
+                self._market.take(pod.gpu.id, pod.spec["gpuCount"], [pod.datacenter])
                 self._run(pod)
             return pod
 
@@ -622,30 +545,6 @@ class EmulatorState:
             merged["env"] = list(keyed.values())
         return merged
 
-    def _apply_due_stock(self) -> None:
-        """Apply the stock changes whose time has come, in order. Called with the lock held."""
-        now = time.time()
-        while self._stock_changes and self._stock_changes[0].at <= now:
-            change = self._stock_changes.pop(0)
-            key = (change.gpu_type_id, change.datacenter)
-            before = self._stock.get(key, 0)
-            self._stock[key] = change.count
-            log.info("stock of %s in %s: %d free", key[0], key[1], change.count)
-            if change.lasts_s is not None:
-                back = StockChange(change.at + change.lasts_s, key[0], key[1], before)
-                self._stock_changes.append(back)
-                self._stock_changes.sort(key=lambda c: c.at)
-
-    def _take_stock(self, gpu_id: str, count: int, datacenters: list[str]) -> str:
-        self._apply_due_stock()
-        candidates = datacenters or list(DATACENTERS)
-        best = max(candidates, key=lambda dc: self._stock.get((gpu_id, dc), 0))
-        if self._stock.get((gpu_id, best), 0) < count:
-            # REST v2 answers capacity exhaustion with a 400 and a human-readable detail only.
-            raise EmulatorError(CAPACITY_MESSAGE, status=400)
-        self._stock[(gpu_id, best)] -= count
-        return best
-
     def _run(self, pod: EmulatedPod) -> None:
         """Start (or restart) the pod's processes. Called with the lock held."""
         now = time.time()
@@ -676,8 +575,7 @@ class EmulatorState:
         if pod.running_since is not None:
             pod.billed_seconds += now - pod.running_since
             pod.running_since = None
-            self._apply_due_stock()
-            self._stock[(pod.gpu.id, pod.datacenter)] += pod.spec["gpuCount"]
+            self._market.give_back(pod.gpu.id, pod.datacenter, pod.spec["gpuCount"])
         pod.status = status
         pod.status_changed_at = now
         if status == "TERMINATED":
