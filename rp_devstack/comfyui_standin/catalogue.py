@@ -88,6 +88,9 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
 }
 
+# Nodes whose `image` lists the image files of input/ and checks only that the file exists.
+IMAGE_INPUT_NODES = ("LoadImage", "LoadImageMask")
+
 # VAELoader always offers these on top of the files (ComfyUI adds pixel_space itself).
 _VAE_BUILTINS = ["pixel_space"]
 
@@ -163,10 +166,11 @@ def build_catalogue(
             options = options + _VAE_BUILTINS
         info = catalogue[node] = json.loads(json.dumps(info))
         _set_combo_options(info["input"]["required"][name], options)
-    load_image = catalogue.get("LoadImage")
-    if load_image is not None:
-        load_image = catalogue["LoadImage"] = json.loads(json.dumps(load_image))
-        _set_combo_options(load_image["input"]["required"]["image"], sorted(input_files))
+    for node in IMAGE_INPUT_NODES:
+        info = catalogue.get(node)
+        if info is not None:
+            info = catalogue[node] = json.loads(json.dumps(info))
+            _set_combo_options(info["input"]["required"]["image"], sorted(input_files))
     return catalogue
 
 

@@ -25,13 +25,14 @@ from aiohttp import WSMsgType, web
 
 from rp_devstack.comfyui_standin.catalogue import (
     DEFAULT_MODELS,
+    IMAGE_INPUT_NODES,
     MODEL_FOLDERS,
     build_catalogue,
     load_base_catalogue,
     snapshot_paths_from_env,
 )
 from rp_devstack.comfyui_standin.executor import FAULTS, Executor, QueueItem, annotated_path
-from rp_devstack.comfyui_standin.validation import PromptValidator
+from rp_devstack.comfyui_standin.validation import CustomCheck, PromptValidator
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,15 @@ class StandinServer:
 
     def _validator(self) -> PromptValidator:
         def check_image(value: Any) -> bool | str:
-            # LoadImage.VALIDATE_INPUTS: the file must exist (any subfolder, no list check).
+            # LoadImage(Mask).VALIDATE_INPUTS: the file must exist (any subfolder, no list check).
             if self.annotated_path(str(value)).exists():
                 return True
             return f"Invalid image file: {value}"
 
-        return PromptValidator(self.catalogue(), {"LoadImage": {"image": check_image}})
+        checks: dict[str, dict[str, CustomCheck]] = {
+            node: {"image": check_image} for node in IMAGE_INPUT_NODES
+        }
+        return PromptValidator(self.catalogue(), checks)
 
     # --- messaging ---------------------------------------------------------------------
     def send_sync(self, event: str, data: dict[str, Any], sid: str | None) -> None:

@@ -307,3 +307,24 @@ def test_upload_through_the_token_proxy(standin: ComfyStandin, proxy: InProcessP
     graph = load_image_graph("starts/a.png", "proxied")
     queued = requests.post(proxy.url + "/prompt", json={"prompt": graph}, headers=auth, timeout=10)
     assert queued.status_code == 200, queued.text
+
+
+def test_load_image_mask_lists_and_checks_uploads_too(standin: ComfyStandin) -> None:
+    base = standin.base_url
+    requests.post(base + "/upload/image", files={"image": ("mask.png", png((0, 0, 0)))}, timeout=10)
+    info = requests.get(base + "/object_info/LoadImageMask", timeout=10).json()
+    assert info["LoadImageMask"]["input"]["required"]["image"][0] == ["mask.png"]
+
+    def graph(image: str) -> dict[str, Any]:
+        return {
+            "1": {"class_type": "LoadImageMask", "inputs": {"image": image, "channel": "red"}},
+            "2": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 0]}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        }
+
+    ok = requests.post(base + "/prompt", json={"prompt": graph("mask.png")}, timeout=10)
+    assert ok.status_code == 200, ok.text
+    missing = requests.post(base + "/prompt", json={"prompt": graph("nope.png")}, timeout=10)
+    assert missing.status_code == 400
+    (error,) = missing.json()["node_errors"]["1"]["errors"]
+    assert error["details"] == "image - Invalid image file: nope.png"
