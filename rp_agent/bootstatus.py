@@ -21,11 +21,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rp_agent.keys import boot_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
 
 BOOT_STATUS_ENV = "RP_BOOT_STATUS"
 PHASES = (
@@ -84,3 +93,59 @@ def update(
         tmp.write_text(json.dumps(data, separators=(",", ":")))
         os.replace(tmp, path)
     return data
+
+
+class BootPublisher:
+    """Copies the boot status file to `{prefix}/_rp/boot/{pod_id}.json` whenever it changed
+    (checked every `interval` seconds, and once more at stop). Best effort: a failed write is
+    retried at the next check."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        pod_id: str,
+        prefix: str,
+        path: Path,
+        interval: float = 2.0,
+    ) -> None:
+        self.client, self.bucket, self.path, self.interval = client, bucket, path, interval
+        self.key = boot_key(pod_id, prefix)
+        self._published: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="boot-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.publish()
+
+    def _run(self) -> None:
+        self.publish()
+        while not self._stop.wait(self.interval):
+            self.publish()
+
+    def publish(self) -> bool:
+        """Writes the file's current content if it changed since the last write."""
+        try:
+            stat = self.path.stat()
+            body = self.path.read_bytes()
+        except OSError:
+            return False
+        version = (stat.st_mtime_ns, stat.st_size)
+        if version == self._published:
+            return False
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"
+            )
+        except Exception as exc:
+            log.warning("could not write the boot status to %s (%s); will retry", self.key, exc)
+            return False
+        self._published = version
+        return True

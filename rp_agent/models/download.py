@@ -101,6 +101,8 @@ class Job:
     pending: int = 0
     failed: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    state_lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False  # complete or given up: its record must not be written again
 
     @property
     def part(self) -> Path:
@@ -122,9 +124,12 @@ class Job:
             "digest": self.digest.value if self.digest else None,
             "chunks": [[c.start, c.end, c.done] for c in self.chunks],
         }
-        tmp = self.state.with_name(self.state.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.state)
+        with self.state_lock:
+            if self.closed:
+                return
+            tmp = self.state.with_name(self.state.name + ".tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.state)
 
 
 class Downloader:
@@ -381,6 +386,8 @@ class Downloader:
     def finish(self, job: Job) -> None:
         """Every byte is in the part file: check it and give it its final name."""
         assert self.progress is not None
+        with job.state_lock:
+            job.closed = True
         try:
             os.fsync(job.fd)
             os.close(job.fd)
@@ -506,7 +513,8 @@ class Downloader:
             job.dest.parent.mkdir(parents=True, exist_ok=True)
             self._submit((-1, index), self.prepare, job)  # sizes first: totals early
         stop = threading.Event()
-        self.progress.run_every(self.s.progress_interval, stop)
+        # Every tick: a progress line, and each part's record brought up to date.
+        self.progress.run_every(self.s.progress_interval, stop, also=self.save_all)
         workers = [
             threading.Thread(target=self._worker, name=f"models-{i}", daemon=True)
             for i in range(self.s.streams)

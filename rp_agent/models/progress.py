@@ -162,9 +162,13 @@ class Progress:
                 self.emit(f"could not write the boot status file {self.status_file}: {exc}")
         return snap
 
-    def run_every(self, interval: float, stop: threading.Event) -> threading.Thread:
+    def run_every(
+        self, interval: float, stop: threading.Event, also: Callable[[], None] | None = None
+    ) -> threading.Thread:
         def loop() -> None:
             while not stop.wait(interval):
+                if also is not None:
+                    also()
                 self.report()
 
         thread = threading.Thread(target=loop, name="models-progress", daemon=True)
