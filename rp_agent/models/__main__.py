@@ -32,8 +32,8 @@ def err(message: str) -> None:
     print(f"[models] ERROR: {message}", file=sys.stderr, flush=True)
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name) or str(default)
+def _whole(name: str, given: str | None, default: int) -> int:
+    value = given or str(default)
     if not value.isdigit() or int(value) < 1:
         raise ManifestError(f"{name} must be a whole number of at least 1 (got '{value}')")
     return int(value)
@@ -48,9 +48,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     return Settings(
         models_dir=Path(env.get("MODELS_DIR") or "/workspace/ComfyUI/models"),
         env=env,
-        streams=_int_env(env, "DOWNLOAD_STREAMS", 8),
-        chunk_bytes=_int_env(env, "DOWNLOAD_CHUNK_MB", 256) * MIB,
-        attempts=_int_env(env, "DOWNLOAD_ATTEMPTS", 5),
+        streams=_whole("DOWNLOAD_STREAMS", env.get("DOWNLOAD_STREAMS"), 8),
+        chunk_bytes=_whole("DOWNLOAD_CHUNK_MB", env.get("DOWNLOAD_CHUNK_MB"), 256) * MIB,
+        attempts=_whole("DOWNLOAD_ATTEMPTS", env.get("DOWNLOAD_ATTEMPTS"), 5),
         progress_interval=progress_interval,
         status_file=bootstatus.status_path(env),
     )
