@@ -46,6 +46,38 @@ STREAMS = os.environ.get("BENCH_STREAMS", "8")
 SCALE_MIB = int(os.environ.get("BENCH_SCALE_MIB", "96"))  # the size of a "large" model
 REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 OLD_SCRIPT_REF = os.environ.get("BENCH_OLD_SCRIPT_REF", "bfe8dec")  # last sequential version
+# The peers from Hugging Face, in a throwaway environment (not dependencies of the image):
+# huggingface_hub's own download (files in parallel like snapshot_download, one stream a file)
+# and hf_transfer (the Rust multi-range downloader; huggingface_hub 1.x+ no longer drives it, so it
+# is called directly, one file after another as huggingface_hub 0.x did). Empty: skipped.
+HF_PEER_WITH = os.environ.get(
+    "BENCH_HF_PEER_WITH", "huggingface_hub==2.4.0 hf_transfer==0.1.9"
+).split()
+
+PEER_SCRIPT = """
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+mode, base, dest, files, streams = sys.argv[1:6]
+files = json.loads(files)
+streams = int(streams)
+from huggingface_hub import hf_hub_download
+import hf_transfer
+began = time.monotonic()  # timed from here: interpreter and imports are not the tool's speed
+if mode == "huggingface_hub":
+    def one(item):
+        repo, path = item
+        hf_hub_download(repo, path, local_dir=dest)
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(one, files))
+else:
+    import os
+    for repo, path in files:
+        target = os.path.join(dest, path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        hf_transfer.download(url=f"{base}/{repo}/resolve/main/{path}", filename=target,
+                             max_files=streams, chunk_size=10 * 1024 * 1024)
+print(json.dumps({"seconds": time.monotonic() - began}))
+"""
 
 # (subdir, name, size in MiB): the fp8 WAN set's proportions, scaled so a 13 GB file is SCALE_MIB.
 MODEL_SET = [
@@ -126,6 +158,7 @@ class Cdn:
                     self.send_header("Location", f"http://localhost:{cdn.port}/cdn{self.path}")
                     self.send_header("X-Linked-Etag", f'"{cdn.digests[self.path]}"')
                     self.send_header("X-Linked-Size", str(size))
+                    self.send_header("X-Repo-Commit", "0" * 40)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -212,6 +245,40 @@ def run(script: Path, models: Path, cdn: Cdn, work: Path, **extra: str) -> tuple
     return time.monotonic() - began, result
 
 
+def run_peer(mode: str, dest: Path, cdn: Cdn, work: Path) -> dict[str, Any]:
+    uv = shutil.which("uv")
+    if not HF_PEER_WITH or uv is None:
+        return {"skipped": "BENCH_HF_PEER_WITH empty or uv missing"}
+    script = work / "peer.py"
+    script.write_text(PEER_SCRIPT)
+    files = [[REPO, f"split_files/{subdir}/{name}"] for subdir, name, _ in MODEL_SET]
+    command = [uv, "run", "--isolated", "--no-project", "--quiet"]
+    for requirement in HF_PEER_WITH:
+        command += ["--with", requirement]
+    env = {**os.environ, "HF_ENDPOINT": cdn.base_url, "HF_HOME": str(work / "hf-home"),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+    # Install first (not timed), then the timed run.
+    subprocess.run([*command, "python", "-c", "pass"], env=env, capture_output=True)
+    result = subprocess.run(
+        [*command, "python", str(script), mode, cdn.base_url, str(dest), json.dumps(files),
+         STREAMS],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    lines = result.stdout.strip().splitlines()
+    seconds = json.loads(lines[-1])["seconds"] if result.returncode == 0 and lines else 0.0
+    flat = dest / "flat"
+    for subdir, name, _ in MODEL_SET:  # huggingface_hub's layout -> MODELS_DIR's
+        found = dest / "split_files" / subdir / name
+        if found.exists():
+            (flat / subdir).mkdir(parents=True, exist_ok=True)
+            found.rename(flat / subdir / name)
+    outcome = {"seconds": round(seconds, 2), "exit": result.returncode, **check(flat, cdn)}
+    if result.returncode:
+        outcome["error"] = result.stderr.strip().splitlines()[-1:]
+    shutil.rmtree(dest, ignore_errors=True)
+    return outcome
+
+
 def check(models: Path, cdn: Cdn) -> dict[str, int]:
     """Files in place whose bytes are not the published ones, and files missing."""
     bad = missing = 0
@@ -274,6 +341,10 @@ def main() -> int:
             if result.returncode:
                 log(result.stderr[-2000:])
             report["speedup"] = round(report["sequential"]["seconds"] / seconds, 2)
+
+            for mode in ("huggingface_hub", "hf_transfer"):
+                log(f"peer: {mode}")
+                report[mode] = run_peer(mode, work / mode, cdn, work)
 
             log("warm boot: everything present and marked")
             seconds, result = run(SCRIPT, work / "par", cdn, work)
@@ -343,8 +414,19 @@ def markdown(r: dict[str, Any]) -> str:
         f"| sequential: previous download_models.sh (curl, one file at a time) | {seq['seconds']} | {seq['exit']} | {seq['corrupted_or_truncated']} | {seq['missing']} |",
         f"| parallel: rp_agent.models, {r['streams']} streams | {par['seconds']} | {par['exit']} | {par['corrupted_or_truncated']} | {par['missing']} |",
         f"| parallel with cuts ({r['cuts']['connections_cut']} connections dropped) | {r['cuts']['seconds']} | {r['cuts']['exit']} | {r['cuts']['corrupted_or_truncated']} | {r['cuts']['missing']} |",
+        *[
+            f"| peer: {mode} | {p.get('seconds', '-')} | {p.get('exit', '-')} | "
+            f"{p.get('corrupted_or_truncated', '-')} | {p.get('missing', '-')} |"
+            for mode in ("huggingface_hub", "hf_transfer")
+            if (p := r.get(mode)) and "skipped" not in p
+        ],
         "",
-        f"Speed-up: {r['speedup']}x.",
+        f"Speed-up over sequential: {r['speedup']}x. Peers: huggingface_hub downloads the files in",
+        "parallel (like snapshot_download) but each with one stream, so the largest file's single",
+        "capped stream bounds it; hf_transfer splits each file into ranges but takes files one",
+        "after another, and neither checks the bytes against the sha256 the hub publishes.",
+        "The peers are timed inside their process (after imports); the downloaders of this repo",
+        "from the shell command, interpreter start and digest checks included.",
         "",
         f"Warm boot (all present, markers valid): {r['warm_verify']['seconds']} s. Without markers",
         f"(every byte hashed, a first boot after upgrading): {r['warm_verify_without_markers']['seconds']} s",

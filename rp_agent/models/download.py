@@ -274,6 +274,11 @@ class Downloader:
             if self._existing_is_good(job):
                 return
             self.plan(job)
+        except HttpError as exc:
+            if self._usable_offline(job):
+                return
+            self._fail(job, f"download failed: {job.rel} ({exc})")
+            return
         except FileFailed as exc:
             self._fail(job, str(exc))
             return
@@ -293,6 +298,21 @@ class Downloader:
         index = self.jobs.index(job)
         for i in todo:
             self._submit((index, i), self.fetch_chunk, job, job.chunks[i])
+
+    def _usable_offline(self, job: Job) -> bool:
+        """The hub cannot be reached, but a file is in place (e.g. from a version of this script
+        that kept no markers): use it if it has the minimum size rather than fail the boot. No
+        marker is written, so the next start with the hub reachable checks its digest."""
+        try:
+            size = job.dest.stat().st_size
+        except OSError:
+            return False
+        if size < job.entry.min_mb * MIB:
+            return False
+        self.err(f"{job.rel}: the hub cannot be reached; using the file in place (size only)")
+        assert self.progress is not None
+        self.progress.skipped()
+        return True
 
     def _existing_is_good(self, job: Job) -> bool:
         """A file under the final name without a valid marker (e.g. from the old downloader)."""

@@ -15,7 +15,6 @@ File names and URLs are those of the official ComfyUI WAN 2.2 templates
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,7 +154,3 @@ def resolve_tier(env: Mapping[str, str]) -> str:
 def select(entries: list[Entry], tier: str, env: Mapping[str, str]) -> list[Entry]:
     enabled = {group for group, flag in GROUP_FLAGS.items() if env.get(flag, "false") == "true"}
     return [e for e in entries if e.group in enabled and e.tier in ("any", tier)]
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ

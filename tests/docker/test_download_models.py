@@ -603,3 +603,20 @@ def test_second_downloader_on_a_volume_waits_for_the_first(
             process.wait()
     assert process.returncode == 0
     assert (models / "diffusion_models" / "a.safetensors").exists()
+
+
+def test_unreachable_hub_keeps_a_file_already_in_place(tmp_path: Path, model_hub: ModelHub) -> None:
+    # A volume filled by an earlier version (no markers), booted while the hub is down.
+    target = tmp_path / "models" / "diffusion_models" / "old.safetensors"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(payload(MIB + 1))
+    manifest = [entry("old.safetensors")]
+
+    result = run_script(
+        tmp_path, model_hub, manifest, extra_env={"HF_ENDPOINT": "http://127.0.0.1:9"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "the hub cannot be reached; using the file in place" in result.stderr
+    assert target.read_bytes() == payload(MIB + 1)
+    assert not (tmp_path / "models" / ".verified.json").exists()  # checked for real next time
