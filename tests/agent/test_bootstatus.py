@@ -11,6 +11,8 @@ from pathlib import Path
 from rp_agent import bootstatus
 from rp_agent.keys import boot_key
 
+from .helpers import AgentRun, agent_env, wait_for
+
 
 def test_phases_keep_their_first_time_and_models_section_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "state" / "boot.json"
@@ -75,3 +77,35 @@ def test_publisher_copies_the_file_when_it_changes(tmp_path: Path, r2_settings, 
     body = r2_client.get_object(Bucket=r2_settings.bucket, Key=key)["Body"].read()
     assert json.loads(body) == json.loads(path.read_text())
     assert key == "outputs/_rp/boot/pod9.json"
+
+
+def test_running_agent_copies_the_boot_status_to_the_bucket(
+    tmp_path: Path, watch_dir: Path, r2_settings, r2_client
+) -> None:
+    status = tmp_path / "boot.json"
+    env = agent_env(r2_settings, RP_BOOT_STATUS=str(status))
+    run = AgentRun(
+        watch_dir=watch_dir,
+        state_dir=tmp_path / "state",
+        env=env,
+        log_path=tmp_path / "agent.log",
+        extra_args=["--rescan-interval", "2"],
+    )
+    key = boot_key(env["RUNPOD_POD_ID"], "outputs")
+
+    def published() -> dict[str, object] | None:
+        try:
+            body = r2_client.get_object(Bucket=r2_settings.bucket, Key=key)["Body"].read()
+        except r2_client.exceptions.NoSuchKey:
+            return None
+        return json.loads(body)
+
+    bootstatus.update(status, phase="container_started")
+    run.start()
+    try:
+        wait_for(lambda: (published() or {}).get("phases", {}).get("container_started"))
+        bootstatus.update(status, models={"state": "downloading", "bytes_done": 3})
+        wait_for(lambda: (published() or {}).get("models", {}).get("bytes_done") == 3)
+    finally:
+        run.stop()
+    assert published() == json.loads(status.read_text())
