@@ -158,19 +158,33 @@ class Downloader:
         if entry.sha256:
             return Digest("sha256", entry.sha256, "manifest")
         if entry.kind == "hf":
-            # get_hf_file_metadata: HEAD, following only relative redirects (a renamed repo),
-            # not the absolute one to the CDN; X-Linked-Etag first, then ETag.
-            resp = self._call("HEAD", job.url, job.headers, follow="relative")
-            resp.close()
-            if resp.status in FATAL_STATUSES:
-                raise FileFailed(self._status_message(job, resp.status, job.url))
-            if resp.status >= 400:
-                return None
-            etag = resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag")
-            return digest_from_etag(normalize_etag(etag))
+            return self._hf_digest(job)
         if entry.kind == "civitai":
             return self._civitai_digest(job)
         return None
+
+    def _hf_digest(self, job: Job) -> Digest | None:
+        """As huggingface_hub's get_hf_file_metadata: HEAD on the resolve URL following only
+        relative redirects (a renamed repo), not the absolute one to the CDN, whose answer carries
+        `X-Linked-Etag` (else `ETag`). Retried like a range; a hub that keeps failing fails the
+        file rather than let it in unchecked."""
+        error = HttpError(0, job.url, "no answer")
+        for attempt in range(1, self.s.attempts + 1):
+            try:
+                resp = self._call("HEAD", job.url, job.headers, follow="relative")
+            except HttpError as exc:
+                error = exc
+            else:
+                resp.close()
+                if resp.status in FATAL_STATUSES:
+                    raise FileFailed(self._status_message(job, resp.status, job.url))
+                if resp.status < 400:
+                    etag = resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag")
+                    return digest_from_etag(normalize_etag(etag))
+                error = HttpError(resp.status, job.url)
+            if attempt < self.s.attempts:
+                time.sleep(self.s.retry_delay(attempt))
+        raise error
 
     def _civitai_digest(self, job: Job) -> Digest | None:
         """GET /api/v1/model-versions/{id}: its `files` carry `hashes.SHA256`; the primary file
@@ -240,6 +254,11 @@ class Downloader:
 
     def plan(self, job: Job) -> None:
         chunks = self.load_state(job) if job.ranges else None
+        if chunks is None and job.state.exists():
+            # A record of another version of the file (size or digest changed), or unreadable:
+            # its bytes are not a prefix of this one.
+            job.part.unlink(missing_ok=True)
+            job.state.unlink(missing_ok=True)
         if chunks is None:
             step = self.s.chunk_bytes if job.ranges else max(job.size, 1)
             chunks = [Chunk(s, min(s + step, job.size)) for s in range(0, job.size, step)] or [

@@ -620,3 +620,44 @@ def test_unreachable_hub_keeps_a_file_already_in_place(tmp_path: Path, model_hub
     assert "the hub cannot be reached; using the file in place" in result.stderr
     assert target.read_bytes() == payload(MIB + 1)
     assert not (tmp_path / "models" / ".verified.json").exists()  # checked for real next time
+
+
+def test_a_part_recorded_for_another_version_is_not_resumed(
+    tmp_path: Path, model_hub: ModelHub
+) -> None:
+    # The hub's file changed since a previous start left its part: keep none of those bytes.
+    data = payload(2 * MIB, seed=11)
+    model_hub.add(hf_path("v.safetensors"), data)
+    folder = tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    (folder / "v.safetensors.part").write_bytes(payload(2 * MIB, seed=12))
+    (folder / "v.safetensors.part.json").write_text(
+        json.dumps({"version": 1, "url": "x", "size": 2 * MIB, "digest": "0" * 64,
+                    "chunks": [[0, MIB, MIB], [MIB, 2 * MIB, MIB]]})
+    )  # fmt: skip
+
+    result = run_script(tmp_path, model_hub, [entry("v.safetensors")])
+
+    assert result.returncode == 0, result.stderr
+    assert (folder / "v.safetensors").read_bytes() == data
+    assert sorted(
+        r for r in model_hub.served_ranges(hf_path("v.safetensors")) if r != "bytes=0-0"
+    ) == [
+        f"bytes=0-{MIB - 1}",
+        f"bytes={MIB}-{2 * MIB - 1}",
+    ]
+
+
+def test_a_hub_that_keeps_failing_the_head_fails_the_file(
+    tmp_path: Path, model_hub: ModelHub
+) -> None:
+    model_hub.add(hf_path("e.safetensors"), payload(MIB + 1), status=503)
+
+    result = run_script(
+        tmp_path, model_hub, [entry("e.safetensors")], extra_env={"DOWNLOAD_ATTEMPTS": "2"}
+    )
+
+    assert result.returncode != 0
+    assert "diffusion_models/e.safetensors (HTTP 503 from" in result.stderr
+    assert len(model_hub.requests_for(hf_path("e.safetensors"), "HEAD")) == 2
+    assert not (tmp_path / "models" / "diffusion_models" / "e.safetensors").exists()
