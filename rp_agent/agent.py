@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rp_agent import bootstatus
 from rp_agent.config import AgentConfig
 from rp_agent.keys import object_key
 from rp_agent.paths import key_safe
@@ -83,6 +84,14 @@ class SyncAgent:
             config.prefix,
             list(config.log_files),
         )
+        status_file = bootstatus.status_path()
+        self.boot = (
+            bootstatus.BootPublisher(
+                self.client, config.r2.bucket, config.pod_name, config.prefix, status_file
+            )
+            if status_file is not None
+            else None
+        )
 
     # -- start checks ------------------------------------------------------------------------
 
@@ -123,12 +132,16 @@ class SyncAgent:
         )
         self.receipts.start()
         self.logs.start()
+        if self.boot is not None:
+            self.boot.start()
         try:
             return self._run_once(stop) if once else self._watch(stop)
         finally:
             # After the uploads: every finished one gets its receipt before the agent exits.
             self.receipts.stop()
             self.logs.stop()
+            if self.boot is not None:
+                self.boot.stop()
 
     def _watch(self, stop: threading.Event) -> int:
         self.watcher.start()

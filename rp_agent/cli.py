@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rp_agent import bootstatus
 from rp_agent.agent import AgentStartError, SyncAgent
 from rp_agent.config import (
     DEFAULT_WORKERS,
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"seconds between reads (default ${POLL_ENV}, else {DEFAULT_POLL_S:.0f})",
     )
+    phase = sub.add_parser(
+        "boot-phase",
+        help="record that this pod reached a start phase (file named by $RP_BOOT_STATUS)",
+    )
+    phase.add_argument("name", choices=bootstatus.PHASES)
     return parser
 
 
@@ -289,11 +295,23 @@ def cmd_lease_watch(args: argparse.Namespace) -> int:
     return watcher.run(threading.Event())
 
 
+def cmd_boot_phase(args: argparse.Namespace) -> int:
+    path = bootstatus.status_path()
+    if path is None:
+        return fail(f"{bootstatus.BOOT_STATUS_ENV} is not set: no boot status file to write")
+    try:
+        bootstatus.update(path, phase=args.name)
+    except OSError as exc:
+        return fail(f"cannot write the boot status file {path}: {exc.strerror}", 1)
+    return 0
+
+
 COMMANDS = {
     "sync": cmd_sync,
     "status": cmd_status,
     "proxy": cmd_proxy,
     "lease-watch": cmd_lease_watch,
+    "boot-phase": cmd_boot_phase,
 }
 
 

@@ -14,6 +14,7 @@ and a shell cannot trap a signal that was ignored when it started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -73,7 +74,7 @@ server.serve_forever()
 FAKE_AGENT = """#!/usr/bin/env bash
 log="{events}"
 case "$1" in
-    proxy) exec "{python}" -m rp_agent.cli "$@" ;;
+    proxy | boot-phase) exec "{python}" -m rp_agent.cli "$@" ;;
     lease-watch)
         echo "lease-start $* pod=$RUNPOD_POD_ID" >> "$log"
         trap 'echo lease-stopped >> "$log"; exit 0' TERM
@@ -383,6 +384,14 @@ def test_output_dir_is_per_pod_on_runpod(start_pod) -> None:
     assert any(line.startswith(f"agent-start sync --watch-dir {per_pod} ") for line in events)
 
 
+def bytes_recorded(record: Path) -> int:
+    """Bytes a part file's record says are written (0 while there is no readable record)."""
+    try:
+        return sum(done for _start, _end, done in json.loads(record.read_text())["chunks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def test_sigterm_during_model_download_leaves_a_resumable_partial(
     start_pod, model_hub, tmp_path: Path
 ) -> None:
@@ -400,14 +409,17 @@ def test_sigterm_during_model_download_leaves_a_resumable_partial(
         }
     )
     part = tmp_path / "data" / "models" / "diffusion_models" / "big.safetensors.part"
-    pod.wait_for(lambda: part.exists() and part.stat().st_size > 0, "download in progress")
+    record = part.with_name(part.name + ".json")
+    pod.wait_for(lambda: bytes_recorded(record) > 0, "download in progress")
     pod.wait_for(lambda: "agent-start" in " ".join(pod.event_lines()), "rp-agent running")
 
     status, out = stop(pod)  # also fails if curl (in a session of its own) outlived the stop
 
     assert status == 0, out
     assert not pod.comfy_answers()  # ComfyUI never started: models come first
-    assert 0 < part.stat().st_size < size  # kept for the next start to resume
+    # Kept for the next start to resume: the part (sized up front) and the record of its bytes.
+    assert part.stat().st_size == size
+    assert 0 < bytes_recorded(record) < size
     assert not part.with_suffix("").exists()
     assert "agent-flushed" in pod.event_lines()  # the agent got its flush, not a kill
     assert not session_alive(pod)
