@@ -73,6 +73,11 @@ def video_metadata(
         "workflow": video.workflow_name,
         "workflow_hash": video.workflow_hash,
         "comfyui_prompt_id": record.prompt_id,
+        # The pod's boot, on the run's clock (create -> ComfyUI answering) and its own phases.
+        "boot_s": _maybe_float(
+            round(pod.ready_at - pod.launched_at - pod.adopted_idle_s, 3) if pod.ready_at else None
+        ),
+        **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
     }
 
 
