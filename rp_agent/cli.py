@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rp_agent import clock
 from rp_agent.agent import AgentStartError, SyncAgent
 from rp_agent.config import (
     DEFAULT_WORKERS,
@@ -300,6 +301,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    if clock.SKEW_ERROR:
+        return fail(clock.SKEW_ERROR)
     return COMMANDS[args.command](args)
 
 
