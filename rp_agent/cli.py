@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve ComfyUI only to holders of the pod's token (env RP_POD_TOKEN)",
         description="Authenticating reverse proxy for ComfyUI: forwards HTTP and WebSocket "
         "requests carrying the token (Authorization: Bearer, ?token= or the cookie it sets) "
-        "and answers 401 to everything else; without RP_POD_TOKEN it refuses every request.",
+        "and answers 401 to everything else; without RP_POD_TOKEN it refuses every request. "
+        "Env RP_PROXY_HEADER_TIMEOUT_S (default 10): seconds a connection has to send its "
+        "request headers; RP_PROXY_MAX_UNAUTHENTICATED (default 64): connections without the "
+        "token held at once (the oldest is closed beyond that).",
     )
     proxy.add_argument("--listen", default="0.0.0.0:8188", help="HOST:PORT (default 0.0.0.0:8188)")
     proxy.add_argument(
@@ -234,15 +237,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
+    from rp_agent.conn_guard import (
+        DEFAULT_HEADER_TIMEOUT_S,
+        DEFAULT_MAX_UNAUTHENTICATED,
+        HEADER_TIMEOUT_ENV,
+        MAX_UNAUTHENTICATED_ENV,
+        ConnectionLimits,
+    )
     from rp_agent.proxy import TOKEN_ENV, parse_address, serve
 
     try:
         parse_address(args.listen)
         parse_address(args.upstream)
-    except ValueError as exc:
+        cap_text = (os.environ.get(MAX_UNAUTHENTICATED_ENV) or "").strip()
+        if cap_text and not cap_text.isdigit():
+            raise ValueError(f"{MAX_UNAUTHENTICATED_ENV}={cap_text!r} is not a whole number")
+        limits = ConnectionLimits(
+            header_timeout_s=_seconds_env(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S),
+            max_unauthenticated=int(cap_text) if cap_text else DEFAULT_MAX_UNAUTHENTICATED,
+        )
+    except (ValueError, AgentConfigError) as exc:
         return fail(str(exc))
     try:
-        serve(args.listen, args.upstream, os.environ.get(TOKEN_ENV))
+        serve(args.listen, args.upstream, os.environ.get(TOKEN_ENV), limits)
     except OSError as exc:
         return fail(f"cannot listen on {args.listen}: {exc}", 1)
     return 0
