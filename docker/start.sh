@@ -139,6 +139,8 @@ r2_settings_complete() {
 
 # `supervise NAME COMMAND...` runs in a background subshell: keeps COMMAND alive, backing off
 # 1 s, 2 s, 4 s ... up to 30 s between crashes (reset after a minute of healthy running).
+# Devstack pods run the same policy as `rp-agent supervise` (rp_agent/supervise.py; a test
+# holds the two to the same numbers).
 # SIGTERM is passed to the command (the agent finishes its uploads before exiting); the loop
 # then ends.
 SUPERVISED_CHILD=""
@@ -157,12 +159,13 @@ stop_supervised() {
 }
 
 supervise() {
-    local name="$1" delay=1 started rc
+    local name="$1" delay=1 started rc restarts=0 last_exit=""
     shift
     trap stop_supervised TERM
     while true; do
         started=$SECONDS
-        "$@" &
+        # Each run knows it is a restart (rp-agent sync says so in the pod's log in R2).
+        RP_AGENT_RESTARTS=$restarts RP_AGENT_LAST_EXIT=$last_exit "$@" &
         SUPERVISED_CHILD=$!
         log "$name started (pid $SUPERVISED_CHILD)"
         wait "$SUPERVISED_CHILD"
@@ -170,6 +173,8 @@ supervise() {
         SUPERVISED_CHILD=""
         if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
         log "$name exited with status $rc; restarting in ${delay}s"
+        last_exit="status $rc"
+        restarts=$((restarts + 1))
         sleep "$delay" &
         SUPERVISED_CHILD=$!
         wait "$SUPERVISED_CHILD"

@@ -25,6 +25,7 @@ from rp_agent.podlogs import LogShipper
 from rp_agent.queue import Job, UploadQueue
 from rp_agent.r2 import make_r2_client
 from rp_agent.receipts import ReceiptWriter
+from rp_agent.supervise import restart_note
 from rp_agent.uploader import ObjectMeta, Uploader, error_code, is_permanent, read_and_hash
 from rp_agent.watcher import Watcher
 
@@ -136,6 +137,9 @@ class SyncAgent:
         )
         self.receipts.start()
         self.logs.start()
+        note = restart_note()
+        if note:
+            log.warning(note)  # shipped to the pod's log in R2: the run sees the agent died
         try:
             return self._run_once(stop) if once else self._watch(stop)
         finally:

@@ -44,6 +44,8 @@ log = logging.getLogger("rp_agent")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# A second signal this soon after the first is the same stop delivered twice (see cmd_sync).
+SAME_STOP_S = 2.0
 
 STATE_HELP = (
     f"directory for the upload queue (default: ${STATE_DIR_ENV}, else "
@@ -124,7 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"seconds between reads (default ${POLL_ENV}, else {DEFAULT_POLL_S:.0f})",
     )
+    supervise = sub.add_parser(
+        "supervise",
+        help="run a command and restart it with backoff whenever it ends (the image's policy)",
+        description="Restarts COMMAND 1 s, 2 s, 4 s ... (at most 30 s) after each exit, back to "
+        "1 s after a minute of running; SIGTERM/SIGINT is passed on once and ends the loop. Each "
+        "run gets RP_AGENT_RESTARTS and RP_AGENT_LAST_EXIT in its environment.",
+    )
+    supervise.add_argument("--name", default="rp-agent", help="name in the log lines")
+    supervise.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from rp_agent.supervise import main as supervise_main
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        return fail("supervise needs a command: rp-agent supervise --name NAME -- COMMAND...")
+    return supervise_main(args.name, argv)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -158,13 +178,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return fail(str(exc))
     stop = threading.Event()
 
+    first_signal_at: list[float] = []
+
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
+        if stop.is_set() and time.monotonic() - first_signal_at[0] < SAME_STOP_S:
+            # The same stop reaching us twice: once to the process group, once passed on by
+            # the supervisor (rp-agent supervise, start.sh). Not a reason to skip the flush.
+            return
         if stop.is_set():
             # The queue is crash-safe, so a second signal may simply end the process now.
             log.warning("%s received again: exiting now; unfinished uploads stay queued", name)
             os._exit(EXIT_INTERRUPTED)
         log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
+        first_signal_at.append(time.monotonic())
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -312,6 +339,7 @@ COMMANDS = {
     "status": cmd_status,
     "proxy": cmd_proxy,
     "lease-watch": cmd_lease_watch,
+    "supervise": cmd_supervise,
 }
 
 
