@@ -181,18 +181,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
     first_signal_at: list[float] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        # The stop is recorded before anything is logged: a second signal may run this handler
+        # again in the middle of the first one's logging call.
         name = signal.Signals(signum).name
-        if stop.is_set() and time.monotonic() - first_signal_at[0] < SAME_STOP_S:
-            # The same stop reaching us twice: once to the process group, once passed on by
-            # the supervisor (rp-agent supervise, start.sh). Not a reason to skip the flush.
-            return
-        if stop.is_set():
+        now = time.monotonic()
+        if first_signal_at:
+            if now - first_signal_at[0] < SAME_STOP_S:
+                # The same stop reaching us twice: once to the process group, once passed on by
+                # the supervisor (rp-agent supervise, start.sh). Not a reason to skip the flush.
+                return
             # The queue is crash-safe, so a second signal may simply end the process now.
             log.warning("%s received again: exiting now; unfinished uploads stay queued", name)
             os._exit(EXIT_INTERRUPTED)
-        log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
-        first_signal_at.append(time.monotonic())
+        first_signal_at.append(now)
         stop.set()
+        log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
