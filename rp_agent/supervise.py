@@ -1,10 +1,11 @@
 """`rp-agent supervise --name NAME -- COMMAND...`: keep a pod process alive, as the image does.
 
-The policy is docker/start.sh's `supervise`: when COMMAND ends it is started again after 1 s,
+The one home of the pods' supervision policy: docker/start.sh runs the image's proxy, agent and
+lease watcher under this command, and devstack pods do too, so the suite exercises what RunPod
+runs. When COMMAND ends it is started again after 1 s,
 then 2 s, 4 s ... at most 30 s between crashes, back to 1 s once a run lasted a minute. A stop
 (SIGTERM/SIGINT) is passed to COMMAND once, the supervisor waits for it (the agent finishes its
-uploads) and exits 0; a stop during the backoff starts nothing more. Local devstack pods run
-their agent processes under this command, so the suite exercises what RunPod runs.
+uploads) and exits 0; a stop during the backoff starts nothing more.
 
 Each run learns that it is a restart from its environment (`RP_AGENT_RESTARTS`: how many
 times COMMAND was started before, `RP_AGENT_LAST_EXIT`: how the previous run ended), and the

@@ -87,7 +87,7 @@ def agent_executable() -> str:
 
 def supervised(agent: str, name: str) -> list[str]:
     """The argv prefix that runs a pod process under `rp-agent supervise`: restarted with
-    backoff when it dies, as docker/start.sh does in the image."""
+    backoff when it dies, by the same command docker/start.sh uses in the image."""
     return [agent, "supervise", "--name", name, "--"]
 
 

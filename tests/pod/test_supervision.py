@@ -1,8 +1,8 @@
 """Pod processes run supervised, on the devstack as in the image: an agent that dies is started
 again with backoff, says so in the pod's log in R2, and uploads what came meanwhile.
 
-`rp-agent supervise` on its own (real child processes, short delays), its policy against
-docker/start.sh's, and a devstack local pod whose agent is SIGKILLed.
+`rp-agent supervise` on its own (real child processes, short delays), start.sh using it, and a
+devstack local pod whose agent is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -18,15 +18,7 @@ import psutil
 
 from rp_agent.keys import control_prefix
 from rp_agent.r2 import R2Settings
-from rp_agent.supervise import (
-    FIRST_DELAY_S,
-    HEALTHY_AFTER_S,
-    LAST_EXIT_ENV,
-    MAX_DELAY_S,
-    RESTARTS_ENV,
-    Supervisor,
-    restart_note,
-)
+from rp_agent.supervise import LAST_EXIT_ENV, RESTARTS_ENV, Supervisor, restart_note
 from rp_devstack.local_pods import LocalPod
 from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
 from tests.agent.helpers import read_pod_logs
@@ -92,16 +84,15 @@ def test_the_restart_note_names_the_previous_end() -> None:
     assert note is not None and "restart 2" in note and "signal SIGKILL" in note
 
 
-def test_the_policy_is_start_shs() -> None:
-    """The image supervises with start.sh's loop; devstack pods with `rp-agent supervise`. One
-    policy: first delay, doubling up to the cap, reset after a healthy minute."""
+def test_the_image_supervises_with_the_same_command() -> None:
+    """One home for the policy: start.sh's `supervise` is `rp-agent supervise`, as on the
+    devstack (tests/docker/test_start_sh.py runs it there)."""
     script = (REPO_ROOT / "docker" / "start.sh").read_text()
     body = script[script.index("supervise() {") :]
     body = body[: body.index("\n}\n")]
-    assert re.search(r"local name=\"\$1\" delay=(\d+)", body).group(1) == f"{FIRST_DELAY_S:g}"  # type: ignore[union-attr]
-    assert re.search(r"-ge (\d+) \]", body).group(1) == f"{HEALTHY_AFTER_S:g}"  # type: ignore[union-attr]
-    assert re.search(r"delay \* 2 > (\d+) \? (\d+)", body).groups() == (f"{MAX_DELAY_S:g}",) * 2  # type: ignore[union-attr]
-    assert RESTARTS_ENV in body and LAST_EXIT_ENV in body
+    assert 'exec rp-agent supervise --name "$name" -- "$@"' in body
+    for name in ("token proxy", "lease watcher", "rp-agent"):
+        assert re.search(rf'supervise "?{name}"? rp-agent ', script), name
 
 
 def agent_process(pod: LocalPod) -> psutil.Process | None:
