@@ -12,8 +12,9 @@ minutes off, and either way a wrong clock would end a healthy pod or keep a dead
 What the watcher takes from the object is a duration on the run's clock, the time the run
 granted at that write: `expires_at - renewed_at` (0 for a body without `renewed_at`: a release).
 When that write happened it learns from R2's clock alone: the object's age is the response's
-`Date` minus its `Last-Modified` (both R2's, whole seconds). It places the write on its own
-monotonic clock (now minus the age) and the lease lapses once the granted time has passed there.
+`Date` minus its `Last-Modified` (both R2's, whole seconds, so less one second: never older
+than it is). It places the write on its own monotonic clock (now minus the age) and the lease
+lapses once the granted time has passed there.
 
 Rules:
 - Before the first lease object exists the lease counts from the watcher's start (the pod's
@@ -89,7 +90,10 @@ def storage_age(response: dict[str, Any]) -> tuple[float, float | None]:
         return 0.0, None
     if modified is None:
         return 0.0, storage_now
-    return max(0.0, storage_now - modified.timestamp()), storage_now
+    # Both stamps are whole seconds, so their difference can exceed the true age by up to 1 s;
+    # taking 1 s off never makes a lease look older than it is (the pod never ends early, at
+    # worst a second or two late).
+    return max(0.0, storage_now - modified.timestamp() - 1.0), storage_now
 
 
 @dataclass

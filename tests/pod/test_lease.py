@@ -8,6 +8,7 @@ server and a fake clock; the API call against a small local HTTP server speaking
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,6 +130,35 @@ def test_a_renewed_lease_keeps_the_pod_and_a_lapsed_one_ends_it(
         "the pod ending itself after the renewals stopped",
     )
     assert pod_row(runpod_emulator, pod.id)["terminated_at"] >= last_expiry[-1]
+
+
+@pytest.mark.parametrize("skew_s", ["600", "-600"], ids=["pod-ahead", "pod-behind"])
+def test_a_devstack_pod_with_a_wrong_clock_keeps_its_lease_and_ends_when_it_lapses(
+    client: RunPodClient, runpod_emulator: RunPodEmulator, r2_settings: R2Settings, skew_s: str
+) -> None:
+    """Real pod processes whose clock is 10 min off (RP_AGENT_CLOCK_SKEW_S): a 30 s lease keeps
+    the pod, and once the run stops renewing it (a last grant of 1 s) the pod ends itself."""
+    s3 = make_r2_client(r2_settings)
+    env = {**lease_pod_env(r2_settings, 300, 0.3), "RP_AGENT_CLOCK_SKEW_S": skew_s}
+    pod = client.launch(spec(env=env), RUN_ID)
+    write_lease(s3, r2_settings.bucket, pod.id, time.time() + 30)
+    root = Path(pod_row(runpod_emulator, pod.id)["root"])
+    wait_until(
+        lambda: "lease held by run" in (root / "logs" / "lease.log").read_text(),
+        "the watcher reading the lease",
+        30,
+    )
+    time.sleep(1.5)  # several polls with the wrong clock
+    assert pod_row(runpod_emulator, pod.id)["desired_status"] == "RUNNING"
+    write_lease(s3, r2_settings.bucket, pod.id, time.time() + 1)
+    wait_until(
+        lambda: pod_row(runpod_emulator, pod.id)["desired_status"] == "TERMINATED",
+        "the pod ending itself",
+        20,
+    )
+    lease_log = (root / "logs" / "lease.log").read_text()
+    # The skew was real (R2's whole-second Date puts it at 599-601 s), and only reported.
+    assert re.search(r"this pod's clock is (599|600|601) s (ahead of|behind) R2's", lease_log)
 
 
 def test_pods_get_their_id_and_a_key_good_for_that_pod_only(
@@ -299,7 +329,8 @@ def test_the_age_of_the_lease_comes_from_r2s_clock(
     time.sleep(2.1)
     watcher, clock, _ = watcher_for(lease_s=300)
     assert not watcher.poll()
-    assert 56.5 <= watcher.deadline - clock.now <= 58.5
+    # 60 s less the age (2.1 s), counted in whole seconds and never overstated.
+    assert 57.5 <= watcher.deadline - clock.now <= 59.5
 
 
 @pytest.mark.parametrize("skew_s", [600.0, -600.0], ids=["pod-ahead", "pod-behind"])
