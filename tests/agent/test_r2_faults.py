@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from rp_agent.agent import SyncAgent
 from rp_agent.clock import SKEW_ENV
+from rp_agent.config import AgentConfig
 from rp_agent.r2 import R2Settings
 from rp_devstack.http_faults import HttpFaultProxy
 from rp_devstack.s3 import LocalS3
 
-from .helpers import AgentRun, list_objects, read_pod_logs, read_receipts, wait_for
+from .helpers import AgentRun, agent_env, list_objects, read_pod_logs, read_receipts, wait_for
 
 CONTROL = "/_rp/"
 
@@ -104,3 +107,32 @@ def test_receipts_report_durations_that_a_skewed_pod_clock_leaves_right(
     assert 0 <= line["latency_s"] < 10
     assert 0 <= line["age_s"] < 10
     assert receipts[0][1][0].age_s == line["age_s"]
+
+
+def test_a_watching_agent_retries_files_that_failed_once_r2_takes_them_again(
+    faulty_r2: tuple[HttpFaultProxy, R2Settings],
+    watch_dir: Path,
+    tmp_path: Path,
+    r2_client,
+    r2_settings: R2Settings,
+) -> None:
+    """R2 refuses the outputs for a while (403: a refusal the agent does not retry at once):
+    the file is marked failed, and the watching agent queues it again by itself."""
+    proxy, through_proxy = faulty_r2
+    proxy.fail("/outputs/2", status=403, method="PUT")  # output keys start with the day
+    environ = agent_env(through_proxy)
+    config = AgentConfig.build(str(watch_dir), state_dir=str(tmp_path / "st"), environ=environ)
+    agent = SyncAgent(dataclasses.replace(config, failed_retry_interval=1.0))
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        (watch_dir / "clip_00004_.mp4").write_bytes(b"refused for a while")
+        wait_for(lambda: agent.queue.counts()["failed"] == 1, timeout=30)
+        proxy.heal()
+        wait_for(lambda: list_objects(r2_client, r2_settings.bucket), timeout=30)
+        assert agent.queue.counts()["done"] == 1
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        agent.queue.close()
