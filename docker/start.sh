@@ -164,45 +164,16 @@ r2_settings_complete() {
     fi
 }
 
-# `supervise NAME COMMAND...` runs in a background subshell: keeps COMMAND alive, backing off
-# 1 s, 2 s, 4 s ... up to 30 s between crashes (reset after a minute of healthy running).
-# SIGTERM is passed to the command (the agent finishes its uploads before exiting); the loop
-# then ends.
-SUPERVISED_CHILD=""
-# Invoked from the TERM trap that supervise installs. It stops every job of this subshell,
-# not just $SUPERVISED_CHILD: a TERM can land between `command &` and `SUPERVISED_CHILD=$!`, and
-# a child missed there would outlive the pod's stop (skipping its flush, and holding stdout open).
-# shellcheck disable=SC2329
-stop_supervised() {
-    local pid
-    trap '' TERM
-    for pid in $(jobs -p); do
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    exit 0
-}
-
+# `supervise NAME COMMAND...` keeps COMMAND alive: `rp-agent supervise` (rp_agent/supervise.py,
+# the one home of the policy, which devstack pods run too) restarts it after 1 s, 2 s, 4 s ... at
+# most 30 s between crashes (back to 1 s after a minute of healthy running), tells each run it
+# is a restart (RP_AGENT_RESTARTS, RP_AGENT_LAST_EXIT: the agent logs it to R2), and passes
+# SIGTERM on once (the agent finishes its uploads before exiting), then ends. Always started
+# with `&`: the exec makes the job's pid the supervisor's, which the stop signals.
 supervise() {
-    local name="$1" delay=1 started rc
+    local name="$1"
     shift
-    trap stop_supervised TERM
-    while true; do
-        started=$SECONDS
-        "$@" &
-        SUPERVISED_CHILD=$!
-        log "$name started (pid $SUPERVISED_CHILD)"
-        wait "$SUPERVISED_CHILD"
-        rc=$?
-        SUPERVISED_CHILD=""
-        if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
-        log "$name exited with status $rc; restarting in ${delay}s"
-        sleep "$delay" &
-        SUPERVISED_CHILD=$!
-        wait "$SUPERVISED_CHILD"
-        SUPERVISED_CHILD=""
-        delay=$((delay * 2 > 30 ? 30 : delay * 2))
-    done
+    exec rp-agent supervise --name "$name" -- "$@"
 }
 
 # Started even without a token: the public port then refuses every request (503) rather than
