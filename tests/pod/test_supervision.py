@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
-from rp_pipeline.resources.pod_token import POD_TOKEN_ENV, new_pod_token
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 
 from rp_agent.keys import control_prefix
 from rp_agent.r2 import R2Settings
