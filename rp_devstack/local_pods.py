@@ -23,12 +23,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from rp_agent import bootstatus
 from rp_devstack.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -136,10 +138,16 @@ class LocalPod:
             return True  # the watcher itself reports the bad value
         return lease_s > 0 and all(self.env.get(name) for name in R2_NAMES)
 
+    @property
+    def boot_status(self) -> Path:
+        """The pod's boot status file (start.sh's `$RP_AGENT_STATE_DIR/boot.json`)."""
+        return self.root / "agent-state" / "boot.json"
+
     def start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.input_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
+        self._boot_phases_before_comfyui()
         process_env = self._process_env()
         comfy_argv = self.comfy_command(
             self.comfy_internal_port, self.output_dir, self.input_dir, self.env
@@ -170,11 +178,29 @@ class LocalPod:
         if self.lease_enabled:
             argv = [*supervised(agent, "lease watcher"), agent, "lease-watch"]
             self._spawn("lease", argv, process_env)
+        threading.Thread(target=self._note_comfyui_ready, daemon=True).start()
         log.info(
             "local pod %s started (ComfyUI behind the token proxy on port %d)",
             self.pod_id,
             self.comfy_port,
         )
+
+    def _boot_phases_before_comfyui(self) -> None:
+        """The phases start.sh records, for a pod whose models are all in place (the
+        stand-in needs none): the run sees the same boot phases as from a RunPod pod."""
+        for phase in ("container_started", "models_started"):
+            bootstatus.update(self.boot_status, phase=phase)
+        models = {"state": "verified", "files_total": 0, "files_skipped": 0, "bytes_downloaded": 0}
+        bootstatus.update(self.boot_status, phase="models_verified", models=models)
+        bootstatus.update(self.boot_status, phase="comfyui_started")
+
+    def _note_comfyui_ready(self, give_up_s: float = 300.0) -> None:
+        give_up = time.monotonic() + give_up_s
+        while time.monotonic() < give_up and self.processes:
+            if self.comfy_listening():
+                bootstatus.update(self.boot_status, phase="comfyui_ready")
+                return
+            time.sleep(0.1)
 
     def comfy_listening(self) -> bool:
         """ComfyUI and the proxy in front of it both accept connections."""
@@ -222,6 +248,7 @@ class LocalPod:
         env.setdefault("RP_POD_LEASE_S", DEFAULT_LEASE_S)
         # As start.sh does in the image: the agent ships the other processes' output too, so the
         # run's log shows ComfyUI's lines (the stand-in's, here) beside the agent's own.
+        env["RP_BOOT_STATUS"] = str(self.boot_status)
         env.setdefault(
             "RP_AGENT_LOG_FILES",
             ",".join(str(self.root / "logs" / f"{name}.log") for name in LOGGED_PROCESSES),

@@ -75,3 +75,55 @@ def test_the_watch_logs_progress_and_keeps_the_phases(pipeline_env: dict[str, st
     pod.ready_at = time.time()
     watch.record(pod)
     assert pod.boot["boot_models_s"] == 120.5
+
+
+def test_a_run_shows_the_download_and_each_partition_its_pods_boot(
+    devstack: Any, instance: Any, resources: dict[str, Any], prompts_dir: Any
+) -> None:
+    """End to end on the devstack: while the pod boots (RunPod's runtime 8 s after the create),
+    its boot status says the models are downloading (written into the pod's own status file,
+    which its agent ships to R2 as on RunPod); the run log shows the progress line, and the
+    partition's metadata carries the pod's boot phases."""
+    import threading
+
+    from rp_agent import bootstatus
+    from tests.pipeline.helpers import (
+        generate,
+        latest_by_partition,
+        register_requests,
+        run_messages,
+        write_prompts,
+    )
+
+    [key] = write_prompts(prompts_dir, "boot", 1)
+    register_requests(instance, resources)
+    emulator = devstack.emulator
+    before = {p["id"] for p in emulator.pods()}
+    stop = threading.Event()
+
+    def downloading() -> None:
+        while not stop.is_set():
+            for pod in emulator.pods():
+                local = emulator.local_pod(pod["id"]) if pod["id"] not in before else None
+                if local is not None and local.boot_status.exists():
+                    bootstatus.update(local.boot_status, models=STATUS["models"])
+                    before.add(pod["id"])
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=downloading, daemon=True)
+    delay = emulator.boot_delay_s
+    emulator.set_boot_delay(8.0)
+    thread.start()
+    try:
+        result = generate(instance, resources, [key])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        emulator.set_boot_delay(delay)
+    assert result.success
+    messages = run_messages(instance, result.run_id)
+    assert any("downloading models 31.2/80.4 GB, 410 MB/s, 2 min left" in m for m in messages)
+    metadata = latest_by_partition(instance)[key]
+    assert metadata["boot_s"] >= 8.0  # the run's clock: create -> ComfyUI answering
+    assert metadata["boot_models_bytes_downloaded"] == 31_200_000_000
+    assert metadata["boot_in_container_s"] >= 0
