@@ -127,3 +127,4 @@ def test_a_run_shows_the_download_and_each_partition_its_pods_boot(
     assert metadata["boot_s"] >= 8.0  # the run's clock: create -> ComfyUI answering
     assert metadata["boot_models_bytes_downloaded"] == 31_200_000_000
     assert metadata["boot_in_container_s"] >= 0
+    assert 0 <= metadata["boot_ready_to_first_prompt_s"] < 30

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import psutil
-from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 
 from rp_agent.keys import control_prefix
 from rp_agent.r2 import R2Settings
 from rp_agent.supervise import LAST_EXIT_ENV, RESTARTS_ENV, Supervisor, restart_note
 from rp_devstack.local_pods import LocalPod
+from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 from tests.agent.helpers import read_pod_logs
 
 from .helpers import wait_until

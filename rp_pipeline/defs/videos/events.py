@@ -18,7 +18,7 @@ from dagster import (
 from rp_pipeline.defs.videos.checks import video_check_evaluations
 from rp_pipeline.defs.videos.metadata import preempted_metadata, settled_metadata, video_metadata
 from rp_pipeline.fleet.billing import pod_seconds, settled_costs
-from rp_pipeline.fleet.state import BatchState
+from rp_pipeline.fleet.state import BatchState, PodInfo
 from rp_pipeline.fleet.work import Event
 from rp_pipeline.integrations.r2.resource import R2Resource
 
@@ -69,6 +69,7 @@ def _landed(
             pod_seconds=seconds,
             cost_usd=pod.cost_per_hr * seconds / 3600.0,
             batch_size=len(state.videos),
+            first_prompt_after_ready_s=first_prompt_after_ready(state, pod),
         )
         | preempted_metadata(state, key),
     )
@@ -84,6 +85,14 @@ def _landed(
         )
         checks = []
     yield from checks
+
+
+def first_prompt_after_ready(state: BatchState, pod: PodInfo) -> float | None:
+    """Seconds (run clock) from the pod answering to the run queueing its first prompt there."""
+    times = [sub.submitted_at for sub in state.submitted.values() if sub.pod_id == pod.pod_id]
+    if pod.ready_at is None or not times:
+        return None
+    return max(0.0, min(times) - pod.ready_at)
 
 
 def settled_observations(state: BatchState, now: float) -> Iterator[AssetObservation]:

@@ -52,6 +52,7 @@ def video_metadata(
     pod_seconds: float,
     cost_usd: float,
     batch_size: int,
+    first_prompt_after_ready_s: float | None = None,
 ) -> dict[str, Any]:
     """Materialization metadata, written the moment the video is in R2. `cost_usd` is the pod
     time attributed to this video so far (since the pod's previous video landed); the settled
@@ -78,6 +79,7 @@ def video_metadata(
             round(pod.ready_at - pod.launched_at - pod.adopted_idle_s, 3) if pod.ready_at else None
         ),
         **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
+        "boot_ready_to_first_prompt_s": _maybe_float(first_prompt_after_ready_s),
     }
 
 
