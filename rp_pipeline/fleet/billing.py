@@ -36,6 +36,10 @@ def pod_seconds(state: BatchState, pod: PodInfo, until: float | None = None) -> 
     # An adopted pod's idle time is settled apart (pod_idle_cost_usd), not in a video's share.
     previous = pod.launched_at + pod.adopted_idle_s
     for visible_at, key in landed:
+        # A landing time outside the pod's billed span (a clock that disagrees) is clamped into
+        # it: a share is never negative and the shares never exceed the pod's bill.
+        if until is not None:
+            visible_at = min(visible_at, until)
         shares[key] = max(0.0, visible_at - previous)
         previous = max(previous, visible_at)
     if until is not None and landed:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,32 @@ class PodSlots:
         with self.claim_lock:
             return self.storage.claim(POD_POOL, self.run_id, key)
 
-    def claim(self, want: int, wait_s: float, on_wait: Any = None) -> list[str]:
+    def claim(
+        self,
+        want: int,
+        wait_s: float,
+        on_wait: Any = None,
+        reconcile: Callable[[], object] | None = None,
+        reconcile_every_s: float = 30.0,
+    ) -> list[str]:
         """Up to `want` slots: waits up to `wait_s` for the first, then takes what is free.
-        Unclaimed requests are withdrawn so they do not block other runs' claims."""
+        While none is free, `reconcile` (freeing slots whose pods are gone) runs at once and
+        then every `reconcile_every_s`. Unclaimed requests are withdrawn so they do not block
+        other runs' claims."""
         keys = [slot_key(i) for i in range(want)]
         give_up = time.monotonic() + wait_s
         claimed: list[str] = []
+        reconciled_at: float | None = None
         while True:
             claimed = [key for key in keys if self.try_claim(key)]
             if claimed or time.monotonic() >= give_up:
                 break
+            if reconcile and (
+                reconciled_at is None or time.monotonic() - reconciled_at >= reconcile_every_s
+            ):
+                reconciled_at = time.monotonic()
+                reconcile()
+                continue
             if on_wait:
                 on_wait()
             time.sleep(1.0)
@@ -81,6 +98,10 @@ class PodSlots:
             if key not in claimed:
                 self.free(key)
         return claimed
+
+    def holders(self) -> dict[str, list[str]]:
+        """Run id -> the pod slots it holds, this run's included."""
+        return self.storage.holders(POD_POOL)
 
     def free(self, key: str) -> None:
         try:

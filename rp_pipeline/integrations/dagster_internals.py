@@ -38,6 +38,13 @@ class PoolStorage:
     def limit(self, pool: str) -> int:
         return int(self._storage.get_concurrency_info(pool).slot_count)
 
+    def holders(self, pool: str) -> dict[str, list[str]]:
+        """Run id -> the keys it holds slots of."""
+        held: dict[str, list[str]] = {}
+        for slot in self._storage.get_concurrency_info(pool).claimed_slots:
+            held.setdefault(slot.run_id, []).append(slot.step_key)
+        return held
+
     def claim(self, pool: str, run_id: str, key: str) -> bool:
         return bool(self._storage.claim_concurrency_slot(pool, run_id, key).is_claimed)
 

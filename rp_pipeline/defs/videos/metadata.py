@@ -136,6 +136,6 @@ def settled_metadata(
         metadata |= {k: MetadataValue.float(v) for k, v in split.metadata().items()}
         if pod_last_visible_at is not None and pod.terminated_at is not None:
             # How promptly the pod was terminated after its last video was in R2.
-            lag = pod.terminated_at - pod_last_visible_at
+            lag = max(0.0, pod.terminated_at - pod_last_visible_at)
             metadata["terminate_after_last_object_s"] = MetadataValue.float(round(lag, 3))
     return metadata

@@ -47,6 +47,7 @@ from rp_pipeline.fleet.sizing import (
     patiently,
     pods_within_cost_cap,
 )
+from rp_pipeline.fleet.slot_audit import free_slots_of_gone_pods
 from rp_pipeline.fleet.slots import POD_POOL
 from rp_pipeline.fleet.state import BatchState, PodInfo, plan_videos
 from rp_pipeline.fleet.teardown import remembered_interrupts, terminate_confirmed
@@ -185,7 +186,12 @@ def launch_pod(
             waited["at"] = time.monotonic()
             context.log.info(f"waiting for a pod slot (pool {POD_POOL}, limit {slots.limit})")
 
-    claimed = slots.claim(want, settings.pod_slot_wait_s, on_wait)
+    claimed = slots.claim(
+        want, settings.pod_slot_wait_s, on_wait,
+        reconcile=lambda: free_slots_of_gone_pods(
+            slots, context.instance, client, settings.pod_lease_s, context.log
+        ),
+    )  # fmt: skip
     if not claimed:
         raise Failure(
             f"no pod slot came free within {settings.pod_slot_wait_s:.0f} s: the {slots.limit} "
