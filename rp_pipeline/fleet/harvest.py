@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rp_agent.keys import object_key
 from rp_agent.receipts import Receipt
 from rp_agent.uploader import file_sha256
 from rp_pipeline.fleet.state import VideoRecord
+from rp_pipeline.integrations.r2.keys import object_key, preview_png_key
 from rp_pipeline.integrations.r2.reports import wait_for_receipt
 from rp_pipeline.integrations.r2.resource import ObjectHead, R2Resource
 from rp_pipeline.media import (
@@ -33,13 +33,7 @@ from rp_pipeline.media import (
 
 log = logging.getLogger(__name__)
 
-PREVIEWS_PREFIX = "previews"
 POSTER_WIDTH = 640
-
-
-def preview_png_key(video_key: str) -> str:
-    """The poster frame of a video, beside its preview facts (see assets/previews.py)."""
-    return f"{PREVIEWS_PREFIX}/{video_key}.png"
 
 
 def output_relpath(output: Any) -> str:

@@ -15,13 +15,13 @@ from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_j
 from rp_agent.keys import receipts_prefix
 from rp_devstack.stack import Devstack
 from rp_pipeline.defs.jobs import generate_videos
-from rp_pipeline.defs.previews.assets import FACT_NAMES, preview_json_key
+from rp_pipeline.defs.previews.assets import FACT_NAMES
 from rp_pipeline.defs.requests.assets import video_requests
 from rp_pipeline.defs.videos.assets import generated_video
 from rp_pipeline.defs.videos.checks import video_check_evaluations, video_checks
+from rp_pipeline.integrations.r2.keys import preview_json_key, request_key
 from rp_pipeline.integrations.r2.reports import find_receipt
 from rp_pipeline.integrations.r2.scan import scan
-from rp_pipeline.video_requests.store import spec_key
 from tests.pipeline.helpers import (
     latest_by_partition,
     preview_and_catalog,
@@ -167,7 +167,7 @@ def test_generate_videos_job_records_every_partitions_checks(
     gets = object_gets(s3_log, log_start, r2_now().bucket)
     assert {key: gets[key] for key in videos} == dict.fromkeys(videos, 1), gets
     # ... and each request is read once, when the run plans it (the checks judge that one).
-    assert all(gets[spec_key(key)] <= 1 for key in keys), gets
+    assert all(gets[request_key(key)] <= 1 for key in keys), gets
 
 
 def test_a_broken_video_in_the_bucket_does_not_block_the_other_previews(
