@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rp_pipeline.integrations.runpod.errors import RunPodError
-from rp_pipeline.names import run_slug
+from rp_pipeline.integrations.runpod.names import run_slug
 
 log = logging.getLogger(__name__)
 

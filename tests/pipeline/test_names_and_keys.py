@@ -8,7 +8,7 @@ import pytest
 from rp_pipeline.fleet.sweep import run_name_prefix
 from rp_pipeline.integrations.r2 import keys
 from rp_pipeline.integrations.runpod.client import pod_name
-from rp_pipeline.names import run_slug
+from rp_pipeline.integrations.runpod.names import run_slug
 
 RUN_IDS = ["7f0bcecb-0a0f-400a-920e-d409e24852e3", "ABC_def-123456789", "run-lease-test"]
 

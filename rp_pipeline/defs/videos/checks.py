@@ -38,13 +38,13 @@ from dagster import (
 )
 
 from rp_agent.uploader import file_sha256
+from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.requests.partitions import video_request_partitions
 from rp_pipeline.fleet.state import PlannedVideo, VideoRecord
 from rp_pipeline.integrations.r2.keys import agent_relpath
 from rp_pipeline.integrations.r2.reports import find_receipt
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.media import decode_all, probe
-from rp_pipeline.names import GENERATED_VIDEO
 from rp_pipeline.video_requests.store import load_request
 from rp_pipeline.workflows import get_workflow
 from rp_pipeline.workflows.render import defaults
