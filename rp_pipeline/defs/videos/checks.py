@@ -251,9 +251,13 @@ def read_back(
     return expected_in_r2(r2, partition, md), obj
 
 
-def judge_partition(r2: R2Resource, record: Any | None, partition: str, judge: Judge) -> Verdict:
-    found = read_back(r2, record, partition)
+def verdict(found: tuple[Expected, ObjectFacts] | str, judge: Judge) -> Verdict:
+    """`judge` on what `read_back` found; failed, with its reason, when nothing was found."""
     return (False, found, {}) if isinstance(found, str) else judge(*found)
+
+
+def judge_partition(r2: R2Resource, record: Any | None, partition: str, judge: Judge) -> Verdict:
+    return verdict(read_back(r2, record, partition), judge)
 
 
 def _result(context: AssetCheckExecutionContext, r2: R2Resource, judge: Judge) -> AssetCheckResult:
@@ -298,8 +302,5 @@ def video_check_evaluations(
     object), as events; a run that just harvested a video uses `harvested_video_checks`."""
     for partition in partition_keys:
         found = read_back(r2, latest_materialization(instance, partition), partition)
-        verdicts = (
-            (name, (False, found, {}) if isinstance(found, str) else judge(*found))
-            for name, (judge, _) in CHECKS.items()
-        )
+        verdicts = ((name, verdict(found, judge)) for name, (judge, _) in CHECKS.items())
         yield from _evaluations(partition, verdicts)
