@@ -35,3 +35,12 @@ def test_preview_keys_sit_beside_the_prefix_and_lead_back_to_the_video() -> None
     assert keys.preview_video_key(keys.preview_png_key(video)) is None  # a poster, not facts
     assert keys.request_key("scene/1") == "requests/scene/1.json"
     assert keys.lease_key("pod1", "outputs") == "outputs/_rp/leases/pod1.json"
+
+
+def test_render_markers_of_a_partition_list_under_one_prefix() -> None:
+    run_id = "7f0bcecb-0a0f-400a-920e-d409e24852e3"
+    marker = keys.render_marker_key("scene/1", run_id, "outputs")
+    assert marker == "outputs/_rp/renders/scene~2F1/7f0bcecb.json"
+    assert marker.startswith(keys.render_markers_prefix("scene/1", "outputs"))
+    # The run id part is the one the render's filename prefix carries.
+    assert keys.filename_prefix("wan", "scene/1", run_id).endswith("-" + marker[-13:-5])

@@ -10,6 +10,12 @@ writes, so those keys come from `rp_agent.keys` (the writer's side; both sides m
     {prefix}/_rp/logs/{pod}/{seq}.jsonl       pod log lines       logs_prefix
     {prefix}/_rp/leases/{pod}.json            a pod's lease       lease_key (format: fleet.leases)
 
+Under the same control folder, written by the pipeline only:
+
+    {prefix}/_rp/renders/{partition}/{run8}.json   which run rendered a partition on which pod
+                                                   (fleet.renders)   render_markers_prefix,
+                                                                     render_marker_key
+
 Beside the prefix, written by the pipeline only:
 
     requests/{partition key}.json             a partition's request         request_key
@@ -23,6 +29,7 @@ from rp_agent.keys import (
     CONTROL_DIR,
     DEFAULT_PREFIX,
     control_prefix,
+    escape_segment,
     filename_prefix,
     lease_key,
     logs_prefix,
@@ -52,6 +59,8 @@ __all__ = [
     "preview_png_key",
     "preview_video_key",
     "receipts_prefix",
+    "render_marker_key",
+    "render_markers_prefix",
     "request_key",
     "seq_of",
 ]
@@ -70,6 +79,17 @@ def agent_relpath(key: str, prefix: str) -> str:
 def request_key(partition_key: str) -> str:
     """The request of a `generated_video` partition, as the `video_requests` asset stored it."""
     return f"{REQUESTS_PREFIX}/{partition_key}.json"
+
+
+def render_markers_prefix(partition_key: str, prefix: str) -> str:
+    """Where every run's render marker of a partition lies (one segment per partition key)."""
+    return f"{control_prefix(prefix)}renders/{escape_segment(partition_key)}/"
+
+
+def render_marker_key(partition_key: str, run_id: str, prefix: str) -> str:
+    """The marker of one run's render of the partition (the run id's first 8 characters, as in
+    the render's `filename_prefix`)."""
+    return f"{render_markers_prefix(partition_key, prefix)}{run_id[:8]}.json"
 
 
 def preview_json_key(video_key: str) -> str:
