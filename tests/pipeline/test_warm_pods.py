@@ -19,7 +19,7 @@ from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import Devstack
 from rp_pipeline.defs.teardown.sensors import pod_reaper
 from rp_pipeline.fleet import live_fleet, warm_pods
-from rp_pipeline.fleet.leases import Lease, LeaseKeeper, PodNeeds, lease_bodies
+from rp_pipeline.fleet.leases import Lease, PodNeeds, lease_bodies
 from rp_pipeline.fleet.reaper import find_orphans, terminate_pods_of_run
 from rp_pipeline.fleet.warm_pods import WarmPodConfigError
 from rp_pipeline.integrations.r2.resource import R2Resource
@@ -446,9 +446,9 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
 ) -> None:
     """An op that fails after one of its pods went idle ends the pods still working, not the
     idle one: its name still carries the run's id, but it may already be another run's."""
-    from dagster import build_op_context
+    from dagster import build_op_context, build_resources
 
-    from rp_pipeline.defs.videos.ops import fleet_teardown
+    from rp_pipeline.defs.videos.ops import run_pods
     from rp_pipeline.fleet.state import BatchState, PodInfo
 
     env = devstack.env
@@ -464,14 +464,12 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
                 pod.id, pod.name, GPU_4090, 0.0, now, kept_warm=kept,
                 terminated_at=now if kept else None, terminate_confirmed=kept,
             )  # fmt: skip
-        leases = LeaseKeeper(resources["r2"], context.run_id, 300.0, [busy.id])
-        settings = resources["settings"]
-        with (
-            pytest.raises(RuntimeError, match="the op failed"),
-            leases,
-            fleet_teardown(context, client, state, settings, leases),
-        ):
-            raise RuntimeError("the op failed")
+        names = ("runpod", "r2", "settings", "comfyui")
+        with build_resources({name: resources[name] for name in names}) as res:  # as in an op
+            held = run_pods(context, state, res.runpod, res.r2, res.settings, res.comfyui)
+            assert held.leases._pods == {busy.id}  # the live pod's lease renews, not the idle's
+            with pytest.raises(RuntimeError, match="the op failed"), held.held():
+                raise RuntimeError("the op failed")
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert (status[warm.id], status[busy.id]) == ("RUNNING", "TERMINATED")
     finally:
