@@ -35,6 +35,10 @@ def test_preview_keys_sit_beside_the_prefix_and_lead_back_to_the_video() -> None
     assert keys.preview_video_key(keys.preview_png_key(video)) is None  # a poster, not facts
     assert keys.request_key("scene/1") == "requests/scene/1.json"
     assert keys.lease_key("pod1", "outputs") == "outputs/_rp/leases/pod1.json"
+    assert keys.boot_key("pod1", "outputs") == "outputs/_rp/boot/pod1.json"
+    probe = keys.doctor_probe_key("outputs", "abc")
+    assert probe == "outputs/_rp/doctor/probe-abc"
+    assert probe.startswith(keys.control_prefix("outputs"))  # no video listing sees it
 
 
 def test_render_markers_of_a_partition_list_under_one_prefix() -> None:

@@ -9,12 +9,15 @@ writes, so those keys come from `rp_agent.keys` (the writer's side; both sides m
     {prefix}/_rp/receipts/{pod}/{seq}.jsonl   upload receipts     receipts_prefix
     {prefix}/_rp/logs/{pod}/{seq}.jsonl       pod log lines       logs_prefix
     {prefix}/_rp/leases/{pod}.json            a pod's lease       lease_key (format: fleet.leases)
+    {prefix}/_rp/boot/{pod}.json              the pod's boot      boot_key (fleet.boot reads it)
 
 Under the same control folder, written by the pipeline only:
 
     {prefix}/_rp/renders/{partition}/{run8}.json   which run rendered a partition on which pod
                                                    (fleet.renders)   render_markers_prefix,
                                                                      render_marker_key
+    {prefix}/_rp/doctor/probe-{random}             `rp-launch doctor`'s R2 probe (deleted)
+                                                                     doctor_probe_key
 
 Beside the prefix, written by the pipeline only:
 
@@ -28,6 +31,7 @@ Beside the prefix, written by the pipeline only:
 from rp_agent.keys import (
     CONTROL_DIR,
     DEFAULT_PREFIX,
+    boot_key,
     control_prefix,
     escape_segment,
     filename_prefix,
@@ -48,7 +52,9 @@ __all__ = [
     "PREVIEWS_PREFIX",
     "REQUESTS_PREFIX",
     "agent_relpath",
+    "boot_key",
     "control_prefix",
+    "doctor_probe_key",
     "filename_prefix",
     "lease_key",
     "logs_prefix",
@@ -90,6 +96,12 @@ def render_marker_key(partition_key: str, run_id: str, prefix: str) -> str:
     """The marker of one run's render of the partition (the run id's first 8 characters, as in
     the render's `filename_prefix`)."""
     return f"{render_markers_prefix(partition_key, prefix)}{run_id[:8]}.json"
+
+
+def doctor_probe_key(prefix: str, token: str) -> str:
+    """`rp-launch doctor`'s probe object (written, read, listed, deleted): under the control
+    folder, so no listing of videos ever sees it."""
+    return f"{control_prefix(prefix)}doctor/probe-{token}"
 
 
 def preview_json_key(video_key: str) -> str:
