@@ -1,19 +1,22 @@
 """A pod's lease: the R2 object `{prefix}/_rp/leases/{pod id}.json` that says who may use the
 pod and until when. The one module that writes and reads it on the pipeline side; the pod's
-watcher (`rp_agent.lease`) reads the same object and ends the pod once `expires_at` has passed.
+watcher (`rp_agent.lease`) reads the same object and ends the pod once the time a write granted
+(`expires_at - renewed_at`, counted from the object's age on R2's clock, so the two hosts' clocks
+never meet) has passed; a body without `renewed_at` grants nothing (the pod ends at once).
 
 The body, JSON, times in epoch seconds:
 
 - a run's lease: `{"pod_id", "run_id", "renewed_at", "expires_at"}`, written right after the pod
   is created and renewed every `lease_s / 3` by `LeaseKeeper` for as long as an op of the run
   holds the pod; deleted when the pod is terminated. If the run's process dies (SIGKILL, OOM, a
-  lost machine) nobody renews it: the pod's watcher stops the pod once `expires_at` has passed,
-  and the reaper sensor marks such a run failed.
+  lost machine) nobody renews it: the pod's watcher stops the pod once the lease lapses, and
+  the reaper sensor marks such a run failed.
 - adopted: the same with `"state": "busy"` and `"adopted_from_run"` (an idle pod a run claimed).
 - idle (a warm pod waiting for the next run, see `fleet.warm_pods`): `{"pod_id", "run_id": null,
   "state": "idle", "idle_since", "renewed_at", "expires_at", "needs", "last_run_id"}`.
 - evicted (an idle pod ended to make room): `{"pod_id", "run_id", "state": "evicted",
-  "expires_at"}`, `expires_at` = the eviction time, so the pod's watcher ends it too.
+  "expires_at"}`, `expires_at` = the eviction time and no `renewed_at`, so the pod's watcher
+  ends it too.
 
 Changes between states are conditional writes (`PutObject` with `IfMatch` = the ETag read), which
 R2 applies atomically: of two runs racing for one pod exactly one wins.
