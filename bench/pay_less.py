@@ -299,7 +299,7 @@ class Bench:
         from dagster import build_sensor_context
 
         from rp_pipeline.defs.teardown.sensors import pod_reaper
-        from rp_pipeline.fleet.warm_pods import read_lease
+        from rp_pipeline.fleet.leases import read_lease
         from rp_pipeline.tools.video import r2_from_env
 
         env = {"RP_POD_IDLE_S": str(REAPER_IDLE_S)}
@@ -311,7 +311,7 @@ class Bench:
         r2 = r2_from_env()
         expires = {}
         for pod_id in pods:
-            lease = read_lease(r2.client, r2.bucket, pod_id, r2.prefix)
+            lease = read_lease(r2, pod_id)
             assert lease is not None and lease.idle, f"pod {pod_id} was not left idle"
             expires[pod_id] = lease.expires_at
         ticks = 0

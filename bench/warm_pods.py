@@ -33,19 +33,18 @@ def log(message: str) -> None:
     print(f"[bench warm_pods] {message}", flush=True)
 
 
-def write_lease(s3: Any, bucket: str, pod_id: str, run_id: str) -> None:
-    from rp_agent.keys import lease_key
+def write_lease(r2: Any, pod_id: str, run_id: str) -> None:
+    from rp_pipeline.fleet.leases import LeaseKeeper
 
-    now = time.time()
-    body = {"pod_id": pod_id, "run_id": run_id, "renewed_at": now, "expires_at": now + 600}
-    s3.put_object(Bucket=bucket, Key=lease_key(pod_id), Body=json.dumps(body).encode())
+    LeaseKeeper(r2, run_id, 600).hold(pod_id)  # the lease a run writes (no renewal thread)
 
 
 def main() -> int:
-    from rp_agent.r2 import make_r2_client
     from rp_devstack.runpod_emulator import RunPodEmulator
     from rp_devstack.s3 import LocalS3
     from rp_pipeline.fleet import warm_pods
+    from rp_pipeline.fleet.leases import PodNeeds
+    from rp_pipeline.integrations.r2.resource import R2Resource
     from rp_pipeline.integrations.runpod.resource import PodSpec, RunPodClient
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +52,12 @@ def main() -> int:
         emulator = RunPodEmulator(Path(tmp) / "runpod", boot_delay_s=BOOT_DELAY_S).start()
         try:
             settings = s3_server.create_bucket("bench-warm")
-            s3 = make_r2_client(settings)
+            r2 = R2Resource(
+                endpoint=settings.endpoint,
+                bucket=settings.bucket,
+                access_key_id=settings.access_key_id,
+                secret_access_key=settings.secret_access_key,
+            )
             client = RunPodClient(emulator.api_key, emulator.base_url, poll_interval_s=0.1)
             spec = PodSpec(image=IMAGE, gpu_types=[GPU])
             cold, warm = [], []
@@ -62,14 +66,12 @@ def main() -> int:
                 pod = client.launch(spec, run_id=f"bench-cold-{n}")
                 client.wait_until_ready(pod.id, deadline_s=120)
                 cold.append(time.monotonic() - started)
-                write_lease(s3, settings.bucket, pod.id, f"bench-cold-{n}")
-                needs = warm_pods.PodNeeds(IMAGE, GPU, None)
-                assert warm_pods.release_to_idle(
-                    s3, settings.bucket, pod.id, f"bench-cold-{n}", needs, 600
-                )
+                write_lease(r2, pod.id, f"bench-cold-{n}")
+                needs = PodNeeds(IMAGE, GPU, None)
+                assert warm_pods.release_to_idle(r2, pod.id, f"bench-cold-{n}", needs, 600)
                 started = time.monotonic()
                 claim = warm_pods.claim_idle_pod(
-                    client, s3, settings.bucket, f"bench-warm-{n}",
+                    client, r2, f"bench-warm-{n}",
                     image=IMAGE, gpu_types=[GPU], volume=None, lease_s=600,
                 )  # fmt: skip
                 assert claim is not None
@@ -77,7 +79,7 @@ def main() -> int:
                 warm.append(time.monotonic() - started)
                 client.terminate(pod.id)
                 log(f"repeat {n}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s")
-            races = race_rounds(client, s3, settings.bucket, spec)
+            races = race_rounds(client, r2, spec)
         finally:
             emulator.stop()
             s3_server.stop()
@@ -100,17 +102,18 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def race_rounds(client: Any, s3: Any, bucket: str, spec: Any) -> int:
+def race_rounds(client: Any, r2: Any, spec: Any) -> int:
     """RACERS runs claim one idle pod at once, RACE_ROUNDS times: rounds with exactly one winner."""
     from rp_pipeline.fleet import warm_pods
+    from rp_pipeline.fleet.leases import PodNeeds
 
     pod = client.launch(spec, run_id="bench-race")
     good = 0
     try:
         for round_no in range(RACE_ROUNDS):
-            write_lease(s3, bucket, pod.id, "bench-race")
-            needs = warm_pods.PodNeeds(IMAGE, GPU, None)
-            assert warm_pods.release_to_idle(s3, bucket, pod.id, "bench-race", needs, 600)
+            write_lease(r2, pod.id, "bench-race")
+            needs = PodNeeds(IMAGE, GPU, None)
+            assert warm_pods.release_to_idle(r2, pod.id, "bench-race", needs, 600)
             barrier = threading.Barrier(RACERS)
             wins: list[str] = []
 
@@ -118,7 +121,7 @@ def race_rounds(client: Any, s3: Any, bucket: str, spec: Any) -> int:
                 run_id = f"race-{round_no}-{n}"
                 barrier.wait()
                 claim = warm_pods.claim_idle_pod(
-                    client, s3, bucket, run_id,
+                    client, r2, run_id,
                     image=IMAGE, gpu_types=[GPU], volume=None, lease_s=600,
                 )  # fmt: skip
                 if claim is not None:

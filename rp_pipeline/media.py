@@ -59,6 +59,26 @@ def probe(path: Path) -> VideoFacts:
         )
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """How much of a video decodes: every frame, or those before the error."""
+
+    frames: int
+    error: str | None = None
+
+
+def decode_all(path: Path) -> Decoded:
+    """Decode every video frame; a broken stream is a result (the error named), not a raise."""
+    frames = 0
+    try:
+        with av.open(str(path)) as container:
+            for _ in container.decode(video=0):
+                frames += 1
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        return Decoded(frames, f"{type(exc).__name__}: {exc}")
+    return Decoded(frames)
+
+
 def poster_image(path: Path) -> Image.Image:
     """The first decodable frame."""
     with av.open(str(path)) as container:

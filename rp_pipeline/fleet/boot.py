@@ -13,8 +13,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import boot_key
 from rp_pipeline.fleet.state import PodInfo
+from rp_pipeline.integrations.r2.keys import boot_key
 from rp_pipeline.integrations.r2.resource import R2Resource
 
 log = logging.getLogger(__name__)

@@ -216,10 +216,7 @@ class PodEndings:
                 self.client, self.client.get(pod.pod_id), self.runpod.image,
                 self.runpod.network_volume_id,
             )  # fmt: skip
-            kept = release_to_idle(
-                self.r2.client, self.r2.bucket, pod.pod_id, self.work.state.run_id, needs,
-                plan.idle_s, prefix=self.r2.prefix,
-            )  # fmt: skip
+            kept = release_to_idle(self.r2, pod.pod_id, self.work.state.run_id, needs, plan.idle_s)
         except Exception as exc:
             self.work.say(pod.pod_id, f"could not keep the pod warm ({exc}); terminating it")
             kept = False

@@ -16,23 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rp_agent.keys import object_key
 from rp_agent.receipts import Receipt
 from rp_agent.uploader import file_sha256
 from rp_pipeline.fleet.state import VideoRecord
+from rp_pipeline.integrations.r2.keys import object_key, preview_png_key
 from rp_pipeline.integrations.r2.reports import wait_for_receipt
 from rp_pipeline.integrations.r2.resource import ObjectHead, R2Resource
-from rp_pipeline.media import VIDEO_SUFFIXES, png_bytes, poster_image, poster_markdown, probe
+from rp_pipeline.media import (
+    VIDEO_SUFFIXES,
+    decode_all,
+    png_bytes,
+    poster_image,
+    poster_markdown,
+    probe,
+)
 
 log = logging.getLogger(__name__)
 
-PREVIEWS_PREFIX = "previews"
 POSTER_WIDTH = 640
-
-
-def preview_png_key(video_key: str) -> str:
-    """The poster frame of a video, beside its preview facts (see assets/previews.py)."""
-    return f"{PREVIEWS_PREFIX}/{video_key}.png"
 
 
 def output_relpath(output: Any) -> str:
@@ -114,7 +115,9 @@ def inspect_video(
     generation_time_s: float | None,
     queue_wait_s: float | None,
 ) -> VideoRecord:
-    """Read the video back from R2 (what users will get), verify, probe, and make a poster."""
+    """Read the video back from R2 (what users will get), verify, probe, decode every frame
+    and make a poster: the one download of the video in a run (the asset checks judge these
+    facts, video_preview uses the poster)."""
     head = located.head
     with tempfile.TemporaryDirectory(prefix="rp-harvest-") as tmp:
         local = r2.download(head.key, Path(tmp) / Path(head.key).name)
@@ -126,6 +129,7 @@ def inspect_video(
             )
         facts = probe(local).as_dict()
         image = poster_image(local)
+        decoded = decode_all(local)
     # Stored now, while the frame is decoded, so video_preview need not fetch the video again.
     r2.put_bytes(preview_png_key(head.key), png_bytes(image, POSTER_WIDTH), "image/png")
     poster = poster_markdown(image, caption=partition_key)
@@ -142,4 +146,8 @@ def inspect_video(
         visible_at=located.visible_at,
         prompt_id=prompt_id,
         poster_markdown=poster,
+        sha256_expected=claimed or digest,
+        sha256_expected_from="agent receipt" if located.receipt is not None else "pipeline upload",
+        decoded_frames=decoded.frames,
+        decode_error=decoded.error,
     )

@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rp_pipeline.fleet.leases import LeaseKeeper
+from rp_pipeline.fleet.live_fleet import LiveFleet, fleet_usage
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.sweep import run_name_prefix
-from rp_pipeline.fleet.warm_pods import (
-    LiveFleet,
-    claim_idle_pod,
-    evict_idle_pod,
-    fleet_usage,
-)
+from rp_pipeline.fleet.warm_pods import claim_idle_pod, evict_idle_pod
 from rp_pipeline.integrations.runpod.errors import (
     NoCapacityError,
     RunPodAuthError,
@@ -108,10 +104,9 @@ class Launcher:
         r2 = self.leases.r2
         try:
             claim = claim_idle_pod(
-                client, r2.client, r2.bucket, self.run_id,
+                client, r2, self.run_id,
                 image=self.runpod.image, gpu_types=self.runpod.gpu_types,
                 volume=self.runpod.network_volume_id, lease_s=self.leases.lease_s,
-                prefix=r2.prefix,
             )  # fmt: skip
         except Exception as exc:  # no adoption is never worse than a cold launch
             log.warning("could not look for an idle pod to adopt (%s); launching one", exc)
@@ -139,13 +134,13 @@ class Launcher:
         or it would have been adopted) so the new pod stays within both."""
         r2 = self.leases.r2
         try:
-            usage = fleet_usage(client, r2.client, r2.bucket, r2.prefix)
+            usage = fleet_usage(client, r2)
             if not usage.idle:
                 return
             cap = self.settings.max_total_cost_per_hr
             over_cost = running_cost_per_hr(client) + price > cap + 1e-9
             if usage.pods >= self.settings.max_live_pods or over_cost:
-                evict_idle_pod(client, r2.client, r2.bucket, self.run_id, r2.prefix)
+                evict_idle_pod(client, r2, self.run_id)
         except Exception as exc:
             log.warning("could not count idle pods against RP_MAX_PODS and the cost cap (%s)", exc)
 
@@ -201,7 +196,7 @@ def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
     """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
     pod were idle, which is never over a cap)."""
     try:
-        fleet = LiveFleet.read(client, r2.client, r2.bucket, r2.prefix)
+        fleet = LiveFleet.read(client, r2)
         usage = fleet.usage()
         if not usage.idle:
             return IdleRoom()

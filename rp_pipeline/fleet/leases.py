@@ -1,9 +1,25 @@
-"""The run's lease on its pods: an R2 object per pod that says "a live run still uses me".
+"""A pod's lease: the R2 object `{prefix}/_rp/leases/{pod id}.json` that says who may use the
+pod and until when. The one module that writes and reads it on the pipeline side; the pod's
+watcher (`rp_agent.lease`) reads the same object and ends the pod once the time a write granted
+(`expires_at - renewed_at`, counted from the object's age on R2's clock, so the two hosts' clocks
+never meet) has passed; a body without `renewed_at` grants nothing (the pod ends at once).
 
-Written right after the pod is created and renewed every `lease_s / 3` by a background thread
-for as long as an op of the run holds the pod; deleted when the pod is terminated. If the run's
-process dies (SIGKILL, OOM, a lost machine) nobody renews it: the pod's watcher stops the pod
-once `expires_at` has passed, and the reaper sensor marks such a run failed.
+The body, JSON, times in epoch seconds:
+
+- a run's lease: `{"pod_id", "run_id", "renewed_at", "expires_at"}`, written right after the pod
+  is created and renewed every `lease_s / 3` by `LeaseKeeper` for as long as an op of the run
+  holds the pod; deleted when the pod is terminated. If the run's process dies (SIGKILL, OOM, a
+  lost machine) nobody renews it: the pod's watcher stops the pod once the lease lapses, and
+  the reaper sensor marks such a run failed.
+- adopted: the same with `"state": "busy"` and `"adopted_from_run"` (an idle pod a run claimed).
+- idle (a warm pod waiting for the next run, see `fleet.warm_pods`): `{"pod_id", "run_id": null,
+  "state": "idle", "idle_since", "renewed_at", "expires_at", "needs", "last_run_id"}`.
+- evicted (an idle pod ended to make room): `{"pod_id", "run_id", "state": "evicted",
+  "expires_at"}`, `expires_at` = the eviction time and no `renewed_at`, so the pod's watcher
+  ends it too.
+
+Changes between states are conditional writes (`PutObject` with `IfMatch` = the ETag read), which
+R2 applies atomically: of two runs racing for one pod exactly one wins.
 """
 
 from __future__ import annotations
@@ -13,43 +29,184 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from rp_agent.keys import lease_key
+from botocore.exceptions import ClientError
+
+from rp_agent.lease import DEFAULT_LEASE_S
+from rp_pipeline.integrations.r2.keys import lease_key
+from rp_pipeline.integrations.r2.resource import R2Resource
+
+__all__ = ["DEFAULT_LEASE_S"]  # the pod's watcher and the runs count from the same default
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 300.0
+IDLE = "idle"
+BUSY = "busy"
+EVICTED = "evicted"
+
+
+@dataclass(frozen=True)
+class PodNeeds:
+    """What a run needs from a pod, as an idle lease records it (`needs`); an idle pod is
+    adopted only when it offers exactly this."""
+
+    image: str
+    gpu_type: str  # the GPU type id the pod runs on, as RunPod spells it
+    volume: str | None  # network volume id, None for a pod-local volume
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "gpu_type": self.gpu_type, "volume": self.volume}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> PodNeeds | None:
+        if not isinstance(raw, dict) or not raw.get("image") or not raw.get("gpu_type"):
+            return None
+        return cls(str(raw["image"]), str(raw["gpu_type"]), raw.get("volume") or None)
+
+    def fits(self, image: str, gpu_types: Iterable[str], volume: str | None) -> bool:
+        return (
+            self.image == image
+            and self.gpu_type in set(gpu_types)
+            and self.volume == (volume or None)
+        )
+
+
+# ---------------------------------------------------------------- the bodies
+
+
+def run_lease(pod_id: str, run_id: str, lease_s: float, now: float) -> dict[str, Any]:
+    return {
+        "pod_id": pod_id,
+        "run_id": run_id,
+        "renewed_at": round(now, 3),
+        "expires_at": round(now + lease_s, 3),
+    }
+
+
+def adopted_lease(
+    pod_id: str, run_id: str, lease_s: float, now: float, from_run: str | None
+) -> dict[str, Any]:
+    return {**run_lease(pod_id, run_id, lease_s, now), "state": BUSY, "adopted_from_run": from_run}
+
+
+def idle_lease(
+    pod_id: str, last_run_id: str, needs: PodNeeds, idle_s: float, now: float
+) -> dict[str, Any]:
+    return {
+        "pod_id": pod_id,
+        "run_id": None,
+        "state": IDLE,
+        "idle_since": now,
+        "renewed_at": now,
+        "expires_at": now + idle_s,
+        "needs": needs.to_json(),
+        "last_run_id": last_run_id,
+    }
+
+
+def evicted_lease(pod_id: str, run_id: str, now: float) -> dict[str, Any]:
+    return {"pod_id": pod_id, "run_id": run_id, "state": EVICTED, "expires_at": now}
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True).encode()
 
 
 def lease_body(pod_id: str, run_id: str, lease_s: float, now: float | None = None) -> bytes:
-    now = time.time() if now is None else now
-    return json.dumps(
-        {
-            "pod_id": pod_id,
-            "run_id": run_id,
-            "renewed_at": round(now, 3),
-            "expires_at": round(now + lease_s, 3),
-        }
-    ).encode()
+    """A run's lease on `pod_id`, as stored."""
+    return encode(run_lease(pod_id, run_id, lease_s, time.time() if now is None else now))
 
 
-def read_lease(r2: Any, pod_id: str) -> dict[str, Any] | None:
-    """The pod's lease, or None when there is none (or it cannot be read as JSON)."""
-    key = lease_key(pod_id, r2.prefix)
-    if r2.head(key) is None:
-        return None
+# ---------------------------------------------------------------- reading and writing
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease object as read from R2, with the ETag a conditional write must match."""
+
+    body: dict[str, Any]
+    etag: str
+
+    @property
+    def idle(self) -> bool:
+        return self.body.get("state") == IDLE
+
+    @property
+    def expires_at(self) -> float:
+        try:
+            return float(self.body.get("expires_at") or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    @property
+    def run_id(self) -> str | None:
+        return self.body.get("run_id") or None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at <= now
+
+
+def read_lease(r2: R2Resource, pod_id: str) -> Lease | None:
+    """The pod's lease and its ETag, or None when there is none (or it is not JSON)."""
     try:
-        body: dict[str, Any] = json.loads(r2.get_bytes(key))
+        response = r2.client.get_object(Bucket=r2.bucket, Key=lease_key(pod_id, r2.prefix))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        body = json.loads(response["Body"].read())
     except ValueError:
+        log.warning("lease of pod %s is not JSON; ignoring it", pod_id)
         return None
-    return body
+    return Lease(body=body if isinstance(body, dict) else {}, etag=response["ETag"])
+
+
+def read_leases(r2: R2Resource, pod_ids: Iterable[str]) -> dict[str, Lease]:
+    leases = {}
+    for pod_id in pod_ids:
+        lease = read_lease(r2, pod_id)
+        if lease is not None:
+            leases[pod_id] = lease
+    return leases
+
+
+def lease_bodies(r2: R2Resource, pod_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """pod id -> lease JSON, the shape `fleet.reaper` takes."""
+    return {pod_id: lease.body for pod_id, lease in read_leases(r2, pod_ids).items()}
+
+
+def put_if_match(r2: R2Resource, pod_id: str, body: dict[str, Any], etag: str) -> str | None:
+    """Write `body` as the pod's lease only if the object still has `etag`: the new ETag, or
+    None if someone else wrote it first (412) or it vanished (404)."""
+    try:
+        response = r2.client.put_object(
+            Bucket=r2.bucket,
+            Key=lease_key(pod_id, r2.prefix),
+            Body=encode(body),
+            ContentType="application/json",
+            IfMatch=etag,
+        )
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = exc.response.get("Error", {}).get("Code")
+        if status in (404, 409, 412) or code in ("PreconditionFailed", "NoSuchKey"):
+            return None
+        raise
+    return str(response["ETag"])
+
+
+# ---------------------------------------------------------------- a run keeps its leases
 
 
 class LeaseKeeper:
     """Renews the leases of a set of pods in the background while an op runs (`with`)."""
 
-    def __init__(self, r2: Any, run_id: str, lease_s: float, pod_ids: Iterable[str] = ()) -> None:
+    def __init__(
+        self, r2: R2Resource, run_id: str, lease_s: float, pod_ids: Iterable[str] = ()
+    ) -> None:
         self.r2 = r2
         self.run_id = run_id
         self.lease_s = lease_s

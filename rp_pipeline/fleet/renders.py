@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import control_prefix, escape_segment
 from rp_pipeline.fleet.state import BatchState, PodInfo, Submitted
+from rp_pipeline.integrations.r2.keys import render_marker_key, render_markers_prefix
 from rp_pipeline.integrations.r2.resource import R2Resource
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class RenderMarker:
 
 
 def renders_prefix(r2: R2Resource, partition_key: str) -> str:
-    return f"{control_prefix(r2.prefix)}renders/{escape_segment(partition_key)}/"
+    return render_markers_prefix(partition_key, r2.prefix)
 
 
 def note_submitted(state: BatchState, r2: R2Resource, pod: PodInfo, key: str, sub: Any) -> None:
@@ -51,7 +51,7 @@ def note_submitted(state: BatchState, r2: R2Resource, pod: PodInfo, key: str, su
     )  # fmt: skip
     try:
         r2.put_bytes(
-            renders_prefix(r2, key) + f"{state.run_id[:8]}.json",
+            render_marker_key(key, state.run_id, r2.prefix),
             json.dumps(asdict(marker)).encode(),
             "application/json",
         )

@@ -121,6 +121,13 @@ class VideoRecord:
     visible_at: float
     prompt_id: str
     poster_markdown: str | None = None
+    # Read from the same download, for the asset checks (which then need not fetch the video
+    # again): the sha256 the uploader computed before uploading and who that was ("agent
+    # receipt" | "pipeline upload"), and how many frames decode (or why decoding stopped).
+    sha256_expected: str = ""
+    sha256_expected_from: str = ""
+    decoded_frames: int = 0
+    decode_error: str | None = None
 
 
 @dataclass

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from rp_pipeline.integrations.runpod.errors import RunPodError
+from rp_pipeline.integrations.runpod.names import run_slug
 
 log = logging.getLogger(__name__)
 
 
 def run_name_prefix(run_id: str) -> str:
     """The start of every pod name of a run (`RunPodClient` names pods `dagster-<run8>-...`)."""
-    return "dagster-" + re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] + "-"
+    return f"dagster-{run_slug(run_id)}-"
 
 
 def pods_named_for_run(client: Any, run_id: str) -> list[Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import control_prefix
+from rp_pipeline.integrations.r2.keys import doctor_probe_key
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.client import GpuType, RunPodClient
 from rp_pipeline.integrations.runpod.errors import RunPodAuthError, RunPodError
@@ -147,7 +147,7 @@ def _image(client: RunPodClient, setup: Setup) -> str:
 
 
 def _r2(r2: R2Resource) -> str:
-    key = f"{control_prefix(r2.prefix)}doctor/probe-{uuid.uuid4().hex[:12]}"
+    key = doctor_probe_key(r2.prefix, uuid.uuid4().hex[:12])
     body = b"rp-launch doctor probe"
     try:
         r2.put_bytes(key, body, "text/plain")

@@ -250,12 +250,13 @@ def test_lease_is_written_renewed_and_removed(pipeline_env: dict[str, str]) -> N
     r2 = r2_now()
     with LeaseKeeper(r2, "run-lease-test", lease_s=0.6) as leases:
         leases.hold("pod-lease-test")
-        first = read_lease(r2, "pod-lease-test")
-        assert first is not None
+        lease = read_lease(r2, "pod-lease-test")
+        assert lease is not None
+        first = lease.body
         assert first["pod_id"] == "pod-lease-test" and first["run_id"] == "run-lease-test"
         assert first["expires_at"] == pytest.approx(first["renewed_at"] + 0.6, abs=0.01)
         give_up = time.monotonic() + 10
-        while (read_lease(r2, "pod-lease-test") or first)["renewed_at"] == first["renewed_at"]:
+        while (read_lease(r2, "pod-lease-test") or lease).body["renewed_at"] == first["renewed_at"]:
             assert time.monotonic() < give_up, "the lease was never renewed"
             time.sleep(0.05)
         leases.release("pod-lease-test")

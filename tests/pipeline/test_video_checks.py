@@ -4,18 +4,22 @@ real rp-agent, real S3 server, real Dagster)."""
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
 
 from rp_agent.keys import receipts_prefix
 from rp_devstack.stack import Devstack
 from rp_pipeline.defs.jobs import generate_videos
-from rp_pipeline.defs.previews.assets import FACT_NAMES, preview_json_key
+from rp_pipeline.defs.previews.assets import FACT_NAMES
 from rp_pipeline.defs.requests.assets import video_requests
 from rp_pipeline.defs.videos.assets import generated_video
 from rp_pipeline.defs.videos.checks import video_check_evaluations, video_checks
+from rp_pipeline.integrations.r2.keys import preview_json_key, request_key
 from rp_pipeline.integrations.r2.reports import find_receipt
 from rp_pipeline.integrations.r2.scan import scan
 from tests.pipeline.helpers import (
@@ -108,12 +112,33 @@ def test_checks_pass_after_a_real_run_and_catch_a_corrupted_object(
     assert doc["facts"]["frames"] == 9
 
 
+# One request line of the S3 server's log (werkzeug): `... "GET /bucket/key?query HTTP/1.1" 200 -`.
+REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+"')
+
+
+def object_gets(log: Path, since: int, bucket: str) -> Counter[str]:
+    """GETs of single objects the S3 server answered after byte `since` of its log, by key
+    (listings, which are GETs of the bucket itself, are not counted)."""
+    with log.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    gets: Counter[str] = Counter()
+    for match in REQUEST_LINE.finditer(text):
+        path = unquote(urlsplit(match["target"]).path)
+        if match["method"] == "GET" and path.startswith(f"/{bucket}/"):
+            gets[path[len(bucket) + 2 :]] += 1
+    return gets
+
+
 def test_generate_videos_job_records_every_partitions_checks(
     devstack: Devstack, instance: DagsterInstance, resources: dict[str, Any], prompts_dir: Path
 ) -> None:
-    """The job excludes the check steps; its runs still carry all three checks per video."""
+    """The job excludes the check steps; its runs still carry all three checks per video, from
+    the facts the harvest read: each video object is fetched from R2 once in the run."""
     keys = write_prompts(prompts_dir, "jobchecked", 2)
     register_requests(instance, resources)
+    s3_log = devstack.state_dir / "s3.log"
+    log_start = s3_log.stat().st_size
     defs = Definitions(
         assets=[video_requests, generated_video],
         asset_checks=video_checks,
@@ -136,6 +161,13 @@ def test_generate_videos_job_records_every_partitions_checks(
         for name in ("sha256_matches_agent", "mp4_decodes", "matches_request")
     }
     assert all(e.passed for e in found.values()), found
+    # Counted by the S3 server itself: harvest and checks share one download of each video.
+    videos = {md["r2_key"] for key, md in latest_by_partition(instance).items() if key in keys}
+    assert len(videos) == len(keys)
+    gets = object_gets(s3_log, log_start, r2_now().bucket)
+    assert {key: gets[key] for key in videos} == dict.fromkeys(videos, 1), gets
+    # ... and each request is read once, when the run plans it (the checks judge that one).
+    assert all(gets[request_key(key)] <= 1 for key in keys), gets
 
 
 def test_a_broken_video_in_the_bucket_does_not_block_the_other_previews(

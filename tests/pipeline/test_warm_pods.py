@@ -14,16 +14,18 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
 from rp_agent.keys import lease_key
-from rp_agent.r2 import R2Settings, make_r2_client
+from rp_agent.r2 import R2Settings
 from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import Devstack
 from rp_pipeline.defs.teardown.sensors import pod_reaper
-from rp_pipeline.fleet import warm_pods
+from rp_pipeline.fleet import live_fleet, warm_pods
+from rp_pipeline.fleet.leases import Lease, PodNeeds, lease_bodies
 from rp_pipeline.fleet.reaper import find_orphans, terminate_pods_of_run
-from rp_pipeline.fleet.warm_pods import PodNeeds, WarmPodConfigError
+from rp_pipeline.fleet.warm_pods import WarmPodConfigError
+from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import Pod, PodSpec, RunPodClient
 from rp_pipeline.tools import launch as cli
-from tests.pipeline.helpers import tick
+from tests.pipeline.helpers import r2_now, tick
 
 GPU_4090 = "NVIDIA GeForce RTX 4090"
 GPU_A6000 = "NVIDIA RTX A6000"
@@ -60,23 +62,35 @@ def pods(client: RunPodClient) -> Iterator[list[Pod]]:
             client.terminate(pod.id)
 
 
-def write_busy_lease(s3: Any, bucket: str, pod_id: str, run_id: str, now: float) -> None:
+@pytest.fixture
+def r2(r2_settings: R2Settings) -> R2Resource:
+    """The fresh bucket as the pipeline's R2 resource (prefix `outputs`)."""
+    return R2Resource(
+        endpoint=r2_settings.endpoint,
+        bucket=r2_settings.bucket,
+        access_key_id=r2_settings.access_key_id,
+        secret_access_key=r2_settings.secret_access_key,
+        prefix=PREFIX,
+    )
+
+
+def write_busy_lease(r2: R2Resource, pod_id: str, run_id: str, now: float) -> None:
     """The lease a run writes while it uses a pod (what the fleet renews)."""
     body = {"pod_id": pod_id, "run_id": run_id, "renewed_at": now, "expires_at": now + 300}
-    s3.put_object(Bucket=bucket, Key=lease_key(pod_id, PREFIX), Body=json.dumps(body).encode())
+    r2.put_bytes(lease_key(pod_id, PREFIX), json.dumps(body).encode(), "application/json")
 
 
-def lease_body(s3: Any, bucket: str, pod_id: str) -> dict[str, Any]:
-    return json.loads(s3.get_object(Bucket=bucket, Key=lease_key(pod_id, PREFIX))["Body"].read())
+def lease_body(r2: R2Resource, pod_id: str) -> dict[str, Any]:
+    return json.loads(r2.get_bytes(lease_key(pod_id, PREFIX)))
 
 
-def make_idle(s3: Any, bucket: str, pod: Pod, gpu: str, now: float, idle_s: float = 600) -> None:
-    write_busy_lease(s3, bucket, pod.id, "run-owner", now)
+def make_idle(r2: R2Resource, pod: Pod, gpu: str, now: float, idle_s: float = 600) -> None:
+    write_busy_lease(r2, pod.id, "run-owner", now)
     needs = PodNeeds(IMAGE, gpu, None)
-    assert warm_pods.release_to_idle(s3, bucket, pod.id, "run-owner", needs, idle_s, now=now)
+    assert warm_pods.release_to_idle(r2, pod.id, "run-owner", needs, idle_s, now=now)
 
 
-def claim(client: RunPodClient, s3: Any, bucket: str, run_id: str, **overrides: Any):
+def claim(client: RunPodClient, r2: R2Resource, run_id: str, **overrides: Any):
     wanted: dict[str, Any] = {
         "image": IMAGE,
         "gpu_types": [GPU_4090, GPU_A6000],
@@ -84,7 +98,7 @@ def claim(client: RunPodClient, s3: Any, bucket: str, run_id: str, **overrides: 
         "lease_s": 300.0,
     }
     wanted.update(overrides)
-    return warm_pods.claim_idle_pod(client, s3, bucket, run_id, **wanted)
+    return warm_pods.claim_idle_pod(client, r2, run_id, **wanted)
 
 
 def race(count: int, call: Any) -> list[Any]:
@@ -159,14 +173,12 @@ def test_racing_conditional_puts_have_exactly_one_winner(
 # ---------------------------------------------------------------- release
 
 
-def test_release_rewrites_the_lease_as_idle(
-    r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
-) -> None:
-    bucket, pod = r2_settings.bucket, pods[0]
-    write_busy_lease(r2_client, bucket, pod.id, "run-a", now=1000.0)
+def test_release_rewrites_the_lease_as_idle(r2: R2Resource, pods: list[Pod]) -> None:
+    pod = pods[0]
+    write_busy_lease(r2, pod.id, "run-a", now=1000.0)
     needs = PodNeeds(IMAGE, GPU_4090, "vol-1")
-    assert warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 90, now=2000.0)
-    assert lease_body(r2_client, bucket, pod.id) == {
+    assert warm_pods.release_to_idle(r2, pod.id, "run-a", needs, 90, now=2000.0)
+    assert lease_body(r2, pod.id) == {
         "pod_id": pod.id,
         "run_id": None,
         "state": "idle",
@@ -179,33 +191,33 @@ def test_release_rewrites_the_lease_as_idle(
 
 
 def test_no_release_with_zero_idle_time_or_someone_elses_lease(
-    r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, pod = r2_settings.bucket, pods[0]
+    pod = pods[0]
     needs = PodNeeds(IMAGE, GPU_4090, None)
-    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 90)  # no lease
-    write_busy_lease(r2_client, bucket, pod.id, "run-a", now=1000.0)
-    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-a", needs, 0)
-    assert not warm_pods.release_to_idle(r2_client, bucket, pod.id, "run-b", needs, 90)
-    assert lease_body(r2_client, bucket, pod.id)["run_id"] == "run-a"
+    assert not warm_pods.release_to_idle(r2, pod.id, "run-a", needs, 90)  # no lease
+    write_busy_lease(r2, pod.id, "run-a", now=1000.0)
+    assert not warm_pods.release_to_idle(r2, pod.id, "run-a", needs, 0)
+    assert not warm_pods.release_to_idle(r2, pod.id, "run-b", needs, 90)
+    assert lease_body(r2, pod.id)["run_id"] == "run-a"
 
 
 # ---------------------------------------------------------------- adoption
 
 
 def test_a_later_run_adopts_a_fitting_idle_pod(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    make_idle(r2_client, bucket, pods[0], GPU_4090, now - 50)
-    got = claim(client, r2_client, bucket, "run-next", now=now)
+    now = time.time()
+    make_idle(r2, pods[0], GPU_4090, now - 50)
+    got = claim(client, r2, "run-next", now=now)
     assert got is not None and got.pod.id == pods[0].id
     assert got.previous_run_id == "run-owner" and got.idle_s == pytest.approx(50.0)
-    lease = lease_body(r2_client, bucket, pods[0].id)
+    lease = lease_body(r2, pods[0].id)
     assert lease["run_id"] == "run-next" and lease["state"] == "busy"
     assert lease["expires_at"] == pytest.approx(now + 300)
     # Now busy: nobody else can adopt it.
-    assert claim(client, r2_client, bucket, "run-third", now=now) is None
+    assert claim(client, r2, "run-third", now=now) is None
 
 
 @pytest.mark.parametrize(
@@ -219,48 +231,46 @@ def test_a_later_run_adopts_a_fitting_idle_pod(
 )
 def test_an_idle_pod_that_does_not_fit_is_left_alone(
     client: RunPodClient,
-    r2_client: Any,
-    r2_settings: R2Settings,
+    r2: R2Resource,
     pods: list[Pod],
     wanted: dict[str, Any],
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    make_idle(r2_client, bucket, pods[0], GPU_4090, now)
-    assert claim(client, r2_client, bucket, "run-next", now=now, **wanted) is None
-    assert lease_body(r2_client, bucket, pods[0].id)["state"] == "idle"
+    now = time.time()
+    make_idle(r2, pods[0], GPU_4090, now)
+    assert claim(client, r2, "run-next", now=now, **wanted) is None
+    assert lease_body(r2, pods[0].id)["state"] == "idle"
 
 
 def test_an_idle_pod_about_to_end_is_not_adopted(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    make_idle(r2_client, bucket, pods[0], GPU_4090, now - 100, idle_s=100 + 10)
-    assert claim(client, r2_client, bucket, "run-next", now=now) is None
+    now = time.time()
+    make_idle(r2, pods[0], GPU_4090, now - 100, idle_s=100 + 10)
+    assert claim(client, r2, "run-next", now=now) is None
 
 
 def test_two_runs_racing_for_one_idle_pod_exactly_one_wins(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket = r2_settings.bucket
     for round_no in range(3):
         now = time.time()
-        make_idle(r2_client, bucket, pods[0], GPU_4090, now)
-        results = race(4, lambda n, now=now: claim(client, r2_client, bucket, f"run-{n}", now=now))
+        make_idle(r2, pods[0], GPU_4090, now)
+        results = race(4, lambda n, now=now: claim(client, r2, f"run-{n}", now=now))
         winners = [f"run-{n}" for n, got in enumerate(results) if got is not None]
         assert len(winners) == 1, f"round {round_no}: {winners}"
-        assert lease_body(r2_client, bucket, pods[0].id)["run_id"] == winners[0]
+        assert lease_body(r2, pods[0].id)["run_id"] == winners[0]
 
 
 # ---------------------------------------------------------------- caps, reaper, cost, list
 
 
 def test_idle_pods_count_against_the_pod_and_cost_caps(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    write_busy_lease(r2_client, bucket, pods[0].id, "run-a", now)
-    make_idle(r2_client, bucket, pods[1], GPU_A6000, now)
-    usage = warm_pods.fleet_usage(client, r2_client, bucket, now=now)
+    now = time.time()
+    write_busy_lease(r2, pods[0].id, "run-a", now)
+    make_idle(r2, pods[1], GPU_A6000, now)
+    usage = live_fleet.fleet_usage(client, r2)
     assert (usage.busy, usage.idle, usage.pods) == (1, 1, 2)
     assert usage.busy_cost_per_hr == pytest.approx(pods[0].cost_per_hr)
     assert usage.idle_cost_per_hr == pytest.approx(pods[1].cost_per_hr)
@@ -278,8 +288,8 @@ def test_reaper_keeps_warm_pods_and_ends_expired_ones_whatever_the_run(pods: lis
         pods, lambda _run: DagsterRunStatus.FAILURE, 4 * 3600, now, leases=leases
     )
     assert [(o.pod_id, o.reason) for o in orphans] == [(pods[1].id, "idle time over")]
-    typed = {pod_id: warm_pods.Lease(body, "etag") for pod_id, body in leases.items()}
-    assert warm_pods.expired_idle_pod_ids(typed, now) == [pods[1].id]
+    typed = {pod_id: Lease(body, "etag") for pod_id, body in leases.items()}
+    assert live_fleet.expired_idle_pod_ids(typed, now) == [pods[1].id]
 
 
 def test_reaper_follows_the_lease_of_an_adopted_pod(pods: list[Pod]) -> None:
@@ -295,11 +305,11 @@ def test_reaper_follows_the_lease_of_an_adopted_pod(pods: list[Pod]) -> None:
 
 
 def test_adopted_idle_time_is_billed_apart_from_busy_time(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    make_idle(r2_client, bucket, pods[1], GPU_A6000, now - 40)
-    got = claim(client, r2_client, bucket, "run-b", gpu_types=[GPU_A6000], now=now)
+    now = time.time()
+    make_idle(r2, pods[1], GPU_A6000, now - 40)
+    got = claim(client, r2, "run-b", gpu_types=[GPU_A6000], now=now)
     assert got is not None
     ended = now + 80  # the run used the pod for 80 s after adopting it
     split = warm_pods.split_billed_seconds(ended - got.claimed_at + got.idle_s, got.idle_s, 0.9)
@@ -315,20 +325,20 @@ def test_adopted_idle_time_is_billed_apart_from_busy_time(
 
 def test_rp_launch_list_marks_idle_pods(
     emulator: RunPodEmulator,
-    r2_client: Any,
+    r2: R2Resource,
     r2_settings: R2Settings,
     pods: list[Pod],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
-    write_busy_lease(r2_client, bucket, pods[0].id, "run-a", now)
-    make_idle(r2_client, bucket, pods[1], GPU_A6000, now)
+    now = time.time()
+    write_busy_lease(r2, pods[0].id, "run-a", now)
+    make_idle(r2, pods[1], GPU_A6000, now)
     for name, value in {
         "RUNPOD_API_KEY": emulator.api_key,
         "RUNPOD_API_BASE_URL": emulator.base_url,
         "R2_ENDPOINT": r2_settings.endpoint,
-        "R2_BUCKET": bucket,
+        "R2_BUCKET": r2.bucket,
         "R2_ACCESS_KEY_ID": r2_settings.access_key_id,
         "R2_SECRET_ACCESS_KEY": r2_settings.secret_access_key,
     }.items():
@@ -353,15 +363,15 @@ def test_rp_launch_list_without_r2_marks_nothing(
 
 
 def test_a_failed_runs_sensor_spares_pods_it_no_longer_holds(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
     """The launching run failed after releasing its pod (or after another run adopted it): its
     failure sensor must not end a pod that is idle or someone else's now."""
-    bucket, now = r2_settings.bucket, time.time()
-    make_idle(r2_client, bucket, pods[0], GPU_4090, now)
-    write_busy_lease(r2_client, bucket, pods[1].id, "run-adopter", now)
+    now = time.time()
+    make_idle(r2, pods[0], GPU_4090, now)
+    write_busy_lease(r2, pods[1].id, "run-adopter", now)
     ids = [p.id for p in pods]
-    leases = warm_pods.lease_bodies(r2_client, bucket, ids)
+    leases = lease_bodies(r2, ids)
     assert leases[pods[0].id]["state"] == "idle" and leases[pods[1].id]["run_id"] == "run-adopter"
     for pod in pods:
         assert terminate_pods_of_run(client, str(pod.run_id), leases=leases) == []
@@ -375,8 +385,7 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
     idle time stays, the one past it is terminated."""
     env = devstack.env
     client = RunPodClient(env["RUNPOD_API_KEY"], env["RUNPOD_API_BASE_URL"])
-    s3 = make_r2_client(R2Settings.from_env(env))
-    bucket, prefix = env["R2_BUCKET"], PREFIX  # the pipeline's R2 prefix (R2_PREFIX unset)
+    r2 = r2_now()  # the pipeline's R2 (prefix `outputs`: R2_PREFIX unset)
     crashed = create_run_for_test(
         instance, job_name="generate_videos", status=DagsterRunStatus.FAILURE
     )
@@ -391,13 +400,9 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
                 "renewed_at": now,
                 "expires_at": now + 60,
             }
-            s3.put_object(
-                Bucket=bucket, Key=lease_key(pod.id, prefix), Body=json.dumps(body).encode()
-            )
+            r2.put_bytes(lease_key(pod.id, PREFIX), json.dumps(body).encode(), "application/json")
             needs = PodNeeds(IMAGE, GPU_4090, None)
-            assert warm_pods.release_to_idle(
-                s3, bucket, pod.id, crashed.run_id, needs, idle_s, prefix
-            )
+            assert warm_pods.release_to_idle(r2, pod.id, crashed.run_id, needs, idle_s)
         result, _ = tick(pod_reaper, instance, resources)
         message = str(result.skip_message)
         assert message.startswith(f"reaped 1 pod(s): {over.id}; 1 idle (warm) pod(s) billing")
@@ -410,19 +415,19 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
 
 
 def test_an_idle_pod_that_fits_nobody_is_evicted_to_make_room(
-    client: RunPodClient, r2_client: Any, r2_settings: R2Settings, pods: list[Pod]
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
-    bucket, now = r2_settings.bucket, time.time()
+    now = time.time()
     extra = client.launch(PodSpec(image=IMAGE, gpu_types=[GPU_4090]), run_id="run-extra")
     try:
-        make_idle(r2_client, bucket, extra, GPU_4090, now, idle_s=60)  # ends first: evicted
-        make_idle(r2_client, bucket, pods[0], GPU_4090, now, idle_s=600)
-        write_busy_lease(r2_client, bucket, pods[1].id, "run-a", now)
-        assert warm_pods.evict_idle_pod(client, r2_client, bucket, "run-b") == extra.id
+        make_idle(r2, extra, GPU_4090, now, idle_s=60)  # ends first: evicted
+        make_idle(r2, pods[0], GPU_4090, now, idle_s=600)
+        write_busy_lease(r2, pods[1].id, "run-a", now)
+        assert warm_pods.evict_idle_pod(client, r2, "run-b") == extra.id
         assert client.get(extra.id) is None
-        assert lease_body(r2_client, bucket, extra.id)["state"] == "evicted"
-        assert lease_body(r2_client, bucket, pods[0].id)["state"] == "idle"
-        usage = warm_pods.fleet_usage(client, r2_client, bucket)
+        assert lease_body(r2, extra.id)["state"] == "evicted"
+        assert lease_body(r2, pods[0].id)["state"] == "idle"
+        usage = live_fleet.fleet_usage(client, r2)
         assert (usage.busy, usage.idle) == (1, 1)
     finally:
         client.terminate(extra.id)
@@ -441,10 +446,9 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
 ) -> None:
     """An op that fails after one of its pods went idle ends the pods still working, not the
     idle one: its name still carries the run's id, but it may already be another run's."""
-    from dagster import build_op_context
+    from dagster import build_op_context, build_resources
 
-    from rp_pipeline.defs.videos.ops import fleet_teardown
-    from rp_pipeline.fleet.leases import LeaseKeeper
+    from rp_pipeline.defs.videos.ops import run_pods
     from rp_pipeline.fleet.state import BatchState, PodInfo
 
     env = devstack.env
@@ -460,14 +464,12 @@ def test_a_failing_op_spares_the_pod_its_run_kept_warm(
                 pod.id, pod.name, GPU_4090, 0.0, now, kept_warm=kept,
                 terminated_at=now if kept else None, terminate_confirmed=kept,
             )  # fmt: skip
-        leases = LeaseKeeper(resources["r2"], context.run_id, 300.0, [busy.id])
-        settings = resources["settings"]
-        with (
-            pytest.raises(RuntimeError, match="the op failed"),
-            leases,
-            fleet_teardown(context, client, state, settings, leases),
-        ):
-            raise RuntimeError("the op failed")
+        names = ("runpod", "r2", "settings", "comfyui")
+        with build_resources({name: resources[name] for name in names}) as res:  # as in an op
+            held = run_pods(context, state, res.runpod, res.r2, res.settings, res.comfyui)
+            assert held.leases._pods == {busy.id}  # the live pod's lease renews, not the idle's
+            with pytest.raises(RuntimeError, match="the op failed"), held.held():
+                raise RuntimeError("the op failed")
         status = {p["id"]: p["desired_status"] for p in devstack.emulator.pods()}
         assert (status[warm.id], status[busy.id]) == ("RUNNING", "TERMINATED")
     finally:

@@ -23,15 +23,22 @@ from dagster import (
 from PIL import Image
 from pydantic import Field
 
-from rp_agent.keys import control_prefix, pipeline_partition_key
 from rp_pipeline.defs.videos.assets import generated_video
 from rp_pipeline.defs.videos.checks import latest_materialization
-from rp_pipeline.fleet.harvest import POSTER_WIDTH, PREVIEWS_PREFIX, preview_png_key
+from rp_pipeline.fleet.harvest import POSTER_WIDTH
+from rp_pipeline.integrations.r2.keys import (
+    CATALOG_HTML_KEY,
+    CATALOG_INDEX_KEY,
+    PREVIEWS_PREFIX,
+    control_prefix,
+    pipeline_partition_key,
+    preview_json_key,
+    preview_png_key,
+    preview_video_key,
+)
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.media import is_video_key, png_bytes, poster_image, poster_markdown, probe
 from rp_pipeline.video_requests.store import load_request
-
-CATALOG_PREFIX = "catalog"
 
 # Videos that landed in R2 without a Dagster run (ComfyUI used by hand on a pod): the
 # r2_new_objects sensor records them here so lineage covers them too.
@@ -41,10 +48,6 @@ r2_external_outputs = AssetSpec(
     group_name="video",
     kinds={"s3"},
 )
-
-
-def preview_json_key(video_key: str) -> str:
-    return f"{PREVIEWS_PREFIX}/{video_key}.json"
 
 
 class PreviewConfig(Config):
@@ -62,9 +65,7 @@ def videos_without_preview(r2: R2Resource) -> list[str]:
         videos += [key for key in page.keys if is_video_key(key) and not key.startswith(control)]
     done: set[str] = set()
     for page in r2.iter_keys(f"{PREVIEWS_PREFIX}/"):
-        done |= {
-            k[len(PREVIEWS_PREFIX) + 1 : -len(".json")] for k in page.keys if k.endswith(".json")
-        }
+        done |= {video for video in map(preview_video_key, page.keys) if video is not None}
     return [key for key in videos if key not in done]
 
 
@@ -196,21 +197,19 @@ def video_catalog(context: AssetExecutionContext, r2: R2Resource) -> Materialize
     entries = []
     for page in r2.iter_keys(f"{PREVIEWS_PREFIX}/"):
         for key in page.keys:
-            if key.endswith(".json"):
+            if preview_video_key(key) is not None:
                 entries.append(json.loads(r2.get_bytes(key)))
     entries.sort(key=lambda e: e["key"])
     index = {"generated_at": time.time(), "count": len(entries), "videos": entries}
-    r2.put_bytes(
-        f"{CATALOG_PREFIX}/index.json", json.dumps(index, indent=1).encode(), "application/json"
-    )
-    r2.put_bytes(f"{CATALOG_PREFIX}/index.html", render_gallery(entries, r2).encode(), "text/html")
+    r2.put_bytes(CATALOG_INDEX_KEY, json.dumps(index, indent=1).encode(), "application/json")
+    r2.put_bytes(CATALOG_HTML_KEY, render_gallery(entries, r2).encode(), "text/html")
     context.log.info(f"catalog of {len(entries)} video(s) written")
     return MaterializeResult(
         metadata={
             "videos": MetadataValue.int(len(entries)),
             "external_videos": MetadataValue.int(sum(e["origin"] == "external" for e in entries)),
-            "index_key": MetadataValue.path(f"{CATALOG_PREFIX}/index.json"),
+            "index_key": MetadataValue.path(CATALOG_INDEX_KEY),
             # No presigned link here (it carries the access key id); `rp-video url` makes one.
-            "gallery_url": MetadataValue.url(r2.object_url(f"{CATALOG_PREFIX}/index.html")),
+            "gallery_url": MetadataValue.url(r2.object_url(CATALOG_HTML_KEY)),
         }
     )

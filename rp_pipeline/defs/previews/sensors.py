@@ -16,8 +16,8 @@ from dagster import (
     sensor,
 )
 
-from rp_agent.keys import pipeline_partition_key, pod_of
 from rp_pipeline.defs.jobs import preview_videos
+from rp_pipeline.integrations.r2.keys import pipeline_partition_key, pod_of
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.r2.scan import scan
 from rp_pipeline.integrations.runpod.resource import RunPodResource

@@ -17,6 +17,7 @@ from dagster import (
     sensor,
 )
 
+from rp_pipeline.fleet.leases import lease_bodies
 from rp_pipeline.fleet.reaper import (
     IN_PROGRESS,
     find_orphans,
@@ -25,7 +26,6 @@ from rp_pipeline.fleet.reaper import (
 )
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.fleet.slots import free_run_slots
-from rp_pipeline.fleet.warm_pods import lease_bodies
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 
@@ -57,7 +57,7 @@ def pod_reaper(
     seen = json.loads(context.cursor) if context.cursor else {}
     seen = {pod.id: float(seen.get(pod.id, now)) for pod in pods}
     # Leases in R2 tell warm (idle) pods and pods adopted by a later run apart from orphans.
-    leases = lease_bodies(r2.client, r2.bucket, [p.id for p in pods], r2.prefix)
+    leases = lease_bodies(r2, [p.id for p in pods])
     orphans = find_orphans(pods, _run_status(context), lifetime, now, seen, leases)
     orphans += _lapsed_runs(context, leases, pods, {o.pod_id for o in orphans}, now)
     for orphan in orphans:

@@ -15,7 +15,7 @@ from dagster import (
     DagsterInstance,
 )
 
-from rp_pipeline.defs.videos.checks import video_check_evaluations
+from rp_pipeline.defs.videos.checks import harvested_video_checks
 from rp_pipeline.defs.videos.metadata import preempted_metadata, settled_metadata, video_metadata
 from rp_pipeline.fleet.billing import pod_seconds, settled_costs
 from rp_pipeline.fleet.state import BatchState, PodInfo
@@ -74,10 +74,11 @@ def _landed(
         | preempted_metadata(state, key),
     )
     # The checks are not steps of the run (the ops materialize with events), so the Checks tab
-    # gets each video's evaluations from here, right after it lands. Best effort: the video is
-    # in, and R2 trouble while reading it back must not fail the harvest of the others.
+    # gets each video's evaluations from here, right after it lands, judged on what the harvest
+    # read (nothing is fetched again). Best effort: the video is in, and a failing check must
+    # not fail the harvest of the others.
     try:
-        checks = list(video_check_evaluations(instance, r2, [key]))
+        checks = harvested_video_checks(record, state.video(key))
     except Exception as exc:
         log.warning(
             f"{key}: checks not recorded ({type(exc).__name__}: {exc}); run them from the "

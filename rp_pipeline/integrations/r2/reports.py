@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rp_agent.keys import logs_prefix, receipts_prefix, seq_of
 from rp_agent.receipts import Receipt, decode
 from rp_agent.redact import Redactor
+from rp_pipeline.integrations.r2.keys import logs_prefix, receipts_prefix, seq_of
 from rp_pipeline.integrations.r2.resource import R2Resource
 
 log = logging.getLogger(__name__)
