@@ -15,6 +15,7 @@ PACKAGES = ("rp_pipeline", "rp_agent", "rp_devstack")
 # rp_pipeline's floors, lowest first: a module may import its own floor and the ones below.
 FLOORS = (
     "settings",
+    "asset_keys",
     "integrations",
     "media",
     "workflows",

@@ -11,7 +11,6 @@ has no sync agent, so the harvest fetches each output from its /view and uploads
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.replace import replace_fields
 from rp_pipeline.integrations.runpod.client import GpuType, Pod, PodSpec, ReadyPod
 from rp_pipeline.integrations.runpod.errors import RunPodError
+from rp_pipeline.integrations.runpod.names import run_slug
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV
 
 
@@ -52,7 +52,7 @@ class PodProvider(Protocol):
 
 
 def external_pod_id(run_id: str) -> str:
-    return "external-" + re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
+    return "external-" + run_slug(run_id)
 
 
 class ExternalClient:

@@ -44,7 +44,7 @@ def find_orphans(
 ) -> list[Orphan]:
     """Pods to terminate. `first_seen` (pod id -> epoch s, kept by the caller across ticks)
     stands in for the creation time when the API does not report one. `leases` (pod id -> lease
-    body from R2, see `rp_pipeline.fleet.warm_pods`): an idle pod is kept until its idle time is over,
+    body from R2, see `rp_pipeline.fleet.leases`): an idle pod is kept until its idle time is over,
     whatever became of the run that used it, and an adopted pod belongs to the lease's run."""
     now = time.time() if now is None else now
     orphans = []

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetRecordsFilter, DagsterInstance
+
+from rp_pipeline.asset_keys import GENERATED_VIDEO
 
 RUN_CAP_ENV = "RP_MAX_RUN_COST_USD"
 DAY_CAP_ENV = "RP_MAX_DAILY_COST_USD"
@@ -45,7 +47,7 @@ DEFAULT_VIDEO_S = 900.0
 # A new pod bills while it boots: image pull, model load, ComfyUI start.
 DEFAULT_BOOT_S = 180.0
 HISTORY = 20
-VIDEO_ASSET = AssetKey("generated_video")
+VIDEO_ASSET = GENERATED_VIDEO
 
 
 class BudgetError(ValueError):

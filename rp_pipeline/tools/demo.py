@@ -50,9 +50,9 @@ def materializations(instance: Any, asset: str) -> list[Any]:
 def settled_costs(instance: Any, keys: list[str]) -> dict[str, float]:
     """Each partition's settled cost: the `cost_settled` AssetObservation recorded once its pod
     ended (the materialization's `cost_usd` is only the provisional share)."""
-    from dagster import AssetKey
+    from rp_pipeline.asset_keys import GENERATED_VIDEO
 
-    records = instance.fetch_observations(AssetKey("generated_video"), limit=1000).records
+    records = instance.fetch_observations(GENERATED_VIDEO, limit=1000).records
     costs: dict[str, float] = {}
     for record in records:  # newest first
         md = record.asset_observation.metadata

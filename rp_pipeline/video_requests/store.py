@@ -14,6 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from dagster import DagsterInstance
 
+from rp_pipeline.integrations.r2.keys import request_key
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.video_requests.model import (
     RequestError,
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 # The dynamic partitions of `generated_video`: one per registered request.
 VIDEO_REQUESTS_PARTITIONS = "video_requests"
-
-REQUESTS_PREFIX = "requests"
 
 
 class UnknownRequestError(LookupError):
@@ -62,18 +61,14 @@ def register_requests(
     return Registration(scan.requests, new_keys, scan.problems)
 
 
-def spec_key(partition_key: str) -> str:
-    return f"{REQUESTS_PREFIX}/{partition_key}.json"
-
-
 def save_request(r2: R2Resource, partition_key: str, request: VideoRequest) -> None:
     body = json.dumps({"partition_key": partition_key, **request.to_dict()}, sort_keys=True)
-    r2.put_bytes(spec_key(partition_key), body.encode(), "application/json")
+    r2.put_bytes(request_key(partition_key), body.encode(), "application/json")
 
 
 def load_request(r2: R2Resource, partition_key: str) -> VideoRequest | None:
     try:  # one GET, not HEAD then GET: this is on the way to every run's first prompt
-        raw = r2.get_bytes(spec_key(partition_key))
+        raw = r2.get_bytes(request_key(partition_key))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
             return None
@@ -107,7 +102,7 @@ def resolve_requests(
         try:
             stored = load_request(r2, key)
         except RequestError as exc:
-            bad.append(f"{key}: stored spec {spec_key(key)} is unusable: {exc}")
+            bad.append(f"{key}: stored spec {request_key(key)} is unusable: {exc}")
             continue
         if stored is None:
             local = load_requests() if local is None else local

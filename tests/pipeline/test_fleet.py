@@ -172,7 +172,8 @@ def test_one_bad_prompt_fails_only_its_partition(
 ) -> None:
     """One prompt of three fails (execution error) or hangs (interrupted at its deadline): the
     other two are materialized, the run fails naming that partition and why, no pod is left."""
-    keys = _prompts_with_marker(prompts_dir, "onebad", 3, 1, marker)
+    # Each case its own prompts: a video an earlier case left in R2 would be collected, not made.
+    keys = _prompts_with_marker(prompts_dir, f"onebad-{marker.strip('[]')}", 3, 1, marker)
     register_requests(instance, resources)
     result = generate(instance, fleet_resources(resources, prompt_deadline_s=6.0), keys)
     assert not result.success

@@ -9,20 +9,18 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetKey,
     AssetMaterialization,
     AssetObservation,
     DagsterInstance,
 )
 
+from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.videos.checks import harvested_video_checks
 from rp_pipeline.defs.videos.metadata import preempted_metadata, settled_metadata, video_metadata
 from rp_pipeline.fleet.billing import pod_seconds, settled_costs
 from rp_pipeline.fleet.state import BatchState, PodInfo
 from rp_pipeline.fleet.work import Event
 from rp_pipeline.integrations.r2.resource import R2Resource
-
-GENERATED_VIDEO = AssetKey("generated_video")
 
 
 def handle_event(

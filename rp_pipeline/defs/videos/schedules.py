@@ -5,7 +5,6 @@ import hashlib
 import os
 
 from dagster import (
-    AssetKey,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
@@ -13,6 +12,7 @@ from dagster import (
     schedule,
 )
 
+from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.jobs import generate_videos
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.video_requests.model import prompts_dir
@@ -23,7 +23,7 @@ DEFAULT_CRON = "0 */6 * * *"
 
 def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
     instance = context.instance
-    materialized = instance.get_materialized_partitions(AssetKey("generated_video"))
+    materialized = instance.get_materialized_partitions(GENERATED_VIDEO)
     return [
         key
         for key in instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
