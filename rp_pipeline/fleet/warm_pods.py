@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,14 +27,18 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import DEFAULT_PREFIX, lease_key, prefix_from_env
+from rp_agent.keys import DEFAULT_PREFIX, lease_key
+from rp_pipeline.settings import (
+    DEFAULT_IDLE_S,
+    SettingError,
+    current,
+    r2_from_environment,
+    r2_prefix,
+)
 
 log = logging.getLogger(__name__)
 
-IDLE_ENV = "RP_POD_IDLE_S"
-# 0 keeps the old behaviour (terminate the moment the work is done): idle time costs money, so
-# keeping pods warm is a choice made per deployment.
-DEFAULT_IDLE_S = 0.0
+__all__ = ["DEFAULT_IDLE_S"]
 # An idle pod is only claimed while this much of its idle time is left, so the pod-side watcher
 # (which polls, and whose clock may differ a little) cannot end it right after the claim.
 CLAIM_MARGIN_S = 30.0
@@ -45,20 +48,12 @@ class WarmPodConfigError(ValueError):
     """A bad warm-pod setting; the message is one line that says what to change."""
 
 
-def idle_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
+def idle_seconds_from_env(env: Mapping[str, str] | None = None) -> float:
     """RP_POD_IDLE_S as seconds >= 0 (DEFAULT_IDLE_S when unset or empty)."""
-    env = os.environ if environ is None else environ
-    raw = (env.get(IDLE_ENV) or "").strip()
-    if not raw:
-        return DEFAULT_IDLE_S
     try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise WarmPodConfigError(
-            f"{IDLE_ENV} must be a number of seconds >= 0 (0 = terminate at once), got {raw!r}"
-        )
+        value: float = current("pod_idle_s", env)
+    except SettingError as exc:
+        raise WarmPodConfigError(str(exc)) from None
     return value
 
 
@@ -405,13 +400,13 @@ def expired_idle_pod_ids(leases: Mapping[str, Lease], now: float | None = None) 
 
 def idle_pod_ids_from_env(pod_ids: Iterable[str]) -> set[str]:
     """Which of `pod_ids` are idle, when R2 is configured in the env (else none are known)."""
-    from rp_agent.r2 import R2ConfigError, R2Settings, make_r2_client
+    from rp_agent.r2 import R2ConfigError, make_r2_client
 
     try:
-        settings = R2Settings.from_env()
+        settings = r2_from_environment()
     except R2ConfigError:
         return set()
-    prefix = prefix_from_env()
+    prefix = r2_prefix()
     try:
         leases = read_leases(make_r2_client(settings), settings.bucket, pod_ids, prefix)
     except (ClientError, BotoCoreError) as exc:

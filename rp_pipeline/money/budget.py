@@ -25,7 +25,6 @@ holds for what has settled plus this run's own spend.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import threading
 import time
@@ -36,14 +35,12 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-RUN_CAP_ENV = "RP_MAX_RUN_COST_USD"
-DAY_CAP_ENV = "RP_MAX_DAILY_COST_USD"
-VIDEO_S_ENV = "RP_EXPECTED_VIDEO_S"
-BOOT_S_ENV = "RP_EXPECTED_BOOT_S"
-# WAN 2.2 14B at 1280x704x121 on a 24-48 GB GPU takes on the order of 10-20 minutes.
-DEFAULT_VIDEO_S = 900.0
-# A new pod bills while it boots: image pull, model load, ComfyUI start.
-DEFAULT_BOOT_S = 180.0
+from rp_pipeline.settings import DEFAULT_BOOT_S, DEFAULT_VIDEO_S, SettingError, current, env_name
+
+RUN_CAP_ENV = env_name("max_run_cost_usd")
+DAY_CAP_ENV = env_name("max_daily_cost_usd")
+VIDEO_S_ENV = env_name("expected_video_s")
+__all__ = ["DEFAULT_BOOT_S", "DEFAULT_VIDEO_S"]
 HISTORY = 20
 VIDEO_ASSET = AssetKey("generated_video")
 
@@ -57,19 +54,6 @@ class BudgetExceeded(RuntimeError):
     the fleet gives each queued prompt it fails."""
 
 
-def _amount(env: Mapping[str, str], name: str, what: str) -> float | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{name} must be {what} greater than 0, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class BudgetSettings:
     run_cap_usd: float | None = None
@@ -78,14 +62,17 @@ class BudgetSettings:
     boot_s: float = DEFAULT_BOOT_S
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BudgetSettings:
-        env = os.environ if environ is None else environ
-        return cls(
-            run_cap_usd=_amount(env, RUN_CAP_ENV, "an amount in US dollars"),
-            day_cap_usd=_amount(env, DAY_CAP_ENV, "an amount in US dollars"),
-            default_video_s=_amount(env, VIDEO_S_ENV, "a number of seconds") or DEFAULT_VIDEO_S,
-            boot_s=_amount(env, BOOT_S_ENV, "a number of seconds") or DEFAULT_BOOT_S,
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BudgetSettings:
+        """The budget settings as set now (`env`: this mapping instead of the process's)."""
+        try:
+            return cls(
+                run_cap_usd=current("max_run_cost_usd", env),
+                day_cap_usd=current("max_daily_cost_usd", env),
+                default_video_s=current("expected_video_s", env),
+                boot_s=current("expected_boot_s", env),
+            )
+        except SettingError as exc:
+            raise BudgetError(str(exc)) from None
 
     @property
     def capped(self) -> bool:
@@ -284,13 +271,13 @@ def plan_run_budget(
     videos: int,
     pods: int,
     cost_per_hr: float,
-    environ: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> RunBudget:
     """Everything a run does before its first pod: read and validate the caps, estimate the
     batch from the instance's history, refuse it (BudgetError) if a cap cannot hold it, and
     return the `RunBudget` to consult while running."""
-    settings = BudgetSettings.from_env(environ)
+    settings = BudgetSettings.from_env(env)
     video = expected_video_seconds(instance, settings)
     today = spent_today(instance, now) if settings.day_cap_usd is not None else 0.0
     estimate = BatchEstimate(
