@@ -11,7 +11,7 @@ code location always loads: the problems are logged, shown on the `GenerationSet
 Code that reads a knob while it runs (a run's money settings, the request bounds, which RunPod API)
 calls `current(field)`: the same parser, raising `SettingError` with the same line.
 
-Secrets are not read here: they reach Dagster only as `EnvVar("NAME")` on the resources, so run
+Secrets are not read here: they reach Dagster only as an `EnvVar` of their name on the resources, so run
 config and the instance store the variable's name, never its value. For them this module only
 says whether they are set (`is_set`).
 """

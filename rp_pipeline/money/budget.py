@@ -271,13 +271,13 @@ def plan_run_budget(
     videos: int,
     pods: int,
     cost_per_hr: float,
-    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> RunBudget:
     """Everything a run does before its first pod: read and validate the caps, estimate the
     batch from the instance's history, refuse it (BudgetError) if a cap cannot hold it, and
     return the `RunBudget` to consult while running."""
-    settings = BudgetSettings.from_env(env)
+    settings = BudgetSettings.from_env(environ)
     video = expected_video_seconds(instance, settings)
     today = spent_today(instance, now) if settings.day_cap_usd is not None else 0.0
     estimate = BatchEstimate(

@@ -142,8 +142,6 @@ def run_demo(workdir: Path) -> None:
     try:
         stack.start()
         home = stack.use_in_this_process(workdir / "dagster_home")
-        set_defaults(DEMO_FLEET)
-        exit_on_problems(read_settings().problems, "rp-demo")
         step(f"devstack up; Dagster instance in {home}")
         materialize_batch(stack)
     finally:
@@ -217,6 +215,8 @@ def materialize_batch(stack: Any) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
+    set_defaults(DEMO_FLEET)
+    exit_on_problems(read_settings().problems, "rp-demo")  # before the devstack starts
     with tempfile.TemporaryDirectory(prefix="rp-demo-") as tmp:
         try:
             run_demo(Path(tmp))
