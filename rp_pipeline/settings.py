@@ -11,9 +11,9 @@ code location always loads: the problems are logged, shown on the `GenerationSet
 Code that reads a knob while it runs (a run's money settings, the request bounds, which RunPod API)
 calls `current(field)`: the same parser, raising `SettingError` with the same line.
 
-Secrets are not read here: they reach Dagster only as an `EnvVar` of their name on the resources, so run
-config and the instance store the variable's name, never its value. For them this module only
-says whether they are set (`is_set`).
+Secrets reach Dagster only as an `EnvVar` of their name on the resources (run config and the
+instance store the name, never the value): `Settings` only says whether the optional ones are
+set. `value_of` hands a raw value to a CLI that calls the service itself (its API key).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -300,19 +300,6 @@ def current(attr: str, env: Mapping[str, str] | None = None) -> Any:
     return _parse(attr, _environ(env))
 
 
-def is_set(name: str) -> bool:
-    """Whether the variable has a value (for secrets handed on as EnvVar)."""
-    return bool(os.environ.get(name))
-
-
-def documented_settings() -> list[tuple[str, str, str]]:
-    """(variable, what it expects, what it means) of every knob, in declaration order."""
-    return [
-        (str(f.metadata["env"]), f.metadata["kind"].expected, str(f.metadata["doc"]))
-        for f in _FIELDS.values()
-    ]
-
-
 # ---------------------------------------------------------------- the environment itself
 
 
@@ -361,14 +348,6 @@ def r2_prefix() -> str:
 
 
 # ---------------------------------------------------------------- problems, surfaced
-
-
-def problems_of(settings: Settings, attrs: Iterable[str] | None = None) -> list[str]:
-    """The problem lines of `settings`, only those of `attrs` when given."""
-    if attrs is None:
-        return list(settings.problems)
-    names = tuple(env_name(a) + sep for a in attrs for sep in (" ", "="))
-    return [line for line in settings.problems if line.startswith(names)]
 
 
 def settings_problems_failure(problems: Sequence[str]) -> Exception | None:
