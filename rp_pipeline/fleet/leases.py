@@ -19,8 +19,6 @@ from rp_agent.keys import lease_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 300.0
-
 
 def lease_body(pod_id: str, run_id: str, lease_s: float, now: float | None = None) -> bytes:
     now = time.time() if now is None else now
