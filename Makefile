@@ -48,8 +48,9 @@ fmt: sync
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-bench: sync
-	$(UV) run python -m bench
+bench: uv
+	@$(UV) sync --all-extras --group bench --quiet
+	$(UV) run --group bench python -m bench
 
 demo: sync
 	$(UV) run python -m rp_pipeline.tools.demo

@@ -7,6 +7,21 @@ than a fast one, and a failed prompt's time is paid by the next video that lands
 from __future__ import annotations
 
 from rp_pipeline.fleet.state import BatchState, PodInfo
+from rp_pipeline.money.budget import DEFAULT_VIDEO_S, BudgetSettings, RunBudget
+
+
+def run_budget(state: BatchState) -> RunBudget:
+    """The run's budget, rebuilt in each op from the plan; every pod of the run bills it."""
+    budget: RunBudget = (
+        state.plan.budget()
+        if state.plan is not None
+        else RunBudget(BudgetSettings(), spent_today_usd=0.0, video_seconds=DEFAULT_VIDEO_S)
+    )
+    for pod in state.pods.values():
+        budget.pod_started(pod.pod_id, pod.cost_per_hr, at=pod.launched_at)
+        if pod.terminated_at is not None:
+            budget.pod_stopped(pod.pod_id, at=pod.terminated_at)
+    return budget
 
 
 def pod_seconds(state: BatchState, pod: PodInfo, until: float | None = None) -> dict[str, float]:

@@ -1,73 +1,84 @@
-"""A ComfyUI the user runs themselves (`COMFYUI_URL`), played as the run's single "pod".
+"""Who provides a run's pods: RunPod, or a ComfyUI the user runs themselves (`COMFYUI_URL`),
+played as the run's single "pod".
 
-The op chain stays the same: `ExternalComfyUI` stands in for `RunPodResource` and its client
-for `RunPodClient`, so launch_pod "launches" the external server (nothing is created, no RunPod
-call), wait_for_ready waits for ComfyUI to answer, submit/harvest use it through the same
-queue, and terminate_pod terminates nothing and settles a cost of 0. The server has no sync
-agent, so the harvest fetches each output from its /view and uploads it to R2 (r2_source
-`pipeline_fallback`) at once instead of waiting for receipts.
+The op chain is the same for both: `PodProvider` is what the fleet needs of RunPod, and
+`ExternalComfyUI` provides it for the external server, so launch_pod "launches" it (nothing is
+created, no RunPod call), wait_for_ready waits for ComfyUI to answer, submit/harvest use it
+through the same queue, and terminate_pod terminates nothing and settles a cost of 0. The server
+has no sync agent, so the harvest fetches each output from its /view and uploads it to R2
+(r2_source `pipeline_fallback`) at once instead of waiting for receipts.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.replace import replace_fields
-from rp_pipeline.integrations.runpod.client import PodSpec
+from rp_pipeline.integrations.runpod.client import GpuType, Pod, PodSpec, ReadyPod
 from rp_pipeline.integrations.runpod.errors import RunPodError
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV
 
 
-def uses_external(comfyui: ComfyUIResource) -> bool:
-    return comfyui.uses_external_comfyui
+class PodsClient(Protocol):
+    """The calls the fleet makes on RunPod (`RunPodClient` has them)."""
+
+    def launch(self, spec: PodSpec, run_id: str) -> Pod: ...
+    def get(self, pod_id: str) -> Pod | None: ...
+    def list_pods(self) -> list[Pod]: ...
+    def gpu_types(self) -> list[GpuType]: ...
+    def pod_logs(self, pod_id: str, lines: int = 20) -> list[str] | None: ...
+    def wait_until_ready(
+        self, pod_id: str, port: int, deadline_s: float, terminate_on_timeout: bool = True
+    ) -> ReadyPod: ...
+    def terminate(self, pod_id: str, confirm_timeout_s: float = 60.0) -> None: ...
 
 
-@dataclass
-class _ExternalPod:
-    """The fields of `Pod` the ops read."""
+class PodProvider(Protocol):
+    """What provides a run's pods (`RunPodResource` is one): the pod's shape and a client."""
 
-    id: str
-    name: str
-    run_id: str
-    gpu_type: str = "external ComfyUI"
-    cost_per_hr: float = 0.0
-    desired_status: str = "RUNNING"
-    env: dict[str, str] = field(default_factory=dict, repr=False)
+    image: str
+    gpu_types: list[str]
+    cloud_type: str
+    network_volume_id: str | None
+    max_cost_per_hr: float | None
+    env: dict[str, str]
 
-
-@dataclass(frozen=True)
-class _Ready:
-    comfyui_url: str
+    def get_client(self) -> PodsClient: ...
+    def pod_spec(self, **overrides: Any) -> PodSpec: ...
 
 
-# Every client of the process sees the same "pods" (each op and worker thread makes its own).
-_pods: dict[str, _ExternalPod] = {}
+def external_pod_id(run_id: str) -> str:
+    return "external-" + re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
 
 
 class ExternalClient:
-    """The part of `RunPodClient` the op chain uses, for the one external server."""
+    """`PodsClient` for the one external server: its "pod" is always there for the run."""
 
     def __init__(self, comfyui: ComfyUIResource) -> None:
         self.comfyui = comfyui
 
-    def launch(self, spec: Any, run_id: str) -> _ExternalPod:
-        pod_id = "external-" + re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
-        env = {POD_TOKEN_ENV: self.comfyui.external_token} if self.comfyui.external_token else {}
-        pod = _ExternalPod(id=pod_id, name=f"dagster-{pod_id}", run_id=run_id, env=env)
-        _pods[pod_id] = pod
-        return pod
+    def _pod(self, pod_id: str, run_id: str | None = None) -> Pod:
+        token = self.comfyui.external_token
+        return Pod(
+            id=pod_id, name=f"dagster-{pod_id}", desired_status="RUNNING",
+            gpu_type="external ComfyUI", cost_per_hr=0.0,
+            env={POD_TOKEN_ENV: token} if token else {}, run_id=run_id, status="RUNNING",
+        )  # fmt: skip
 
-    def get(self, pod_id: str) -> _ExternalPod | None:
-        return _pods.get(pod_id)
+    def launch(self, spec: PodSpec, run_id: str) -> Pod:
+        return self._pod(external_pod_id(run_id), run_id)
 
-    def list_pods(self) -> list[_ExternalPod]:
+    def get(self, pod_id: str) -> Pod | None:
+        return self._pod(pod_id) if pod_id.startswith("external-") else None
+
+    def list_pods(self) -> list[Pod]:
         return []  # nothing of ours bills at RunPod: no cost, nothing to sweep
 
-    def gpu_types(self) -> list[Any]:
+    def gpu_types(self) -> list[GpuType]:
         return []
 
     def pod_logs(self, pod_id: str, lines: int = 20) -> list[str] | None:
@@ -75,7 +86,7 @@ class ExternalClient:
 
     def wait_until_ready(
         self, pod_id: str, port: int, deadline_s: float, terminate_on_timeout: bool = True
-    ) -> _Ready:
+    ) -> ReadyPod:
         """Ready = the external ComfyUI answers (with COMFYUI_TOKEN when one is set)."""
         url = str(self.comfyui.external_url)
         give_up = time.monotonic() + deadline_s
@@ -87,23 +98,23 @@ class ExternalClient:
                         f"{deadline_s:.0f} s"
                     )
                 time.sleep(1.0)
-        return _Ready(comfyui_url=url)
+        return ReadyPod(pod=self._pod(pod_id), comfyui_url=url)
 
-    def terminate(self, pod_id: str, confirm_timeout_s: float = 0.0) -> None:
-        """Nothing to end: the server is the user's. The "pod" leaves the fleet."""
-        pod = _pods.pop(pod_id, None)
-        if pod is not None:
-            pod.desired_status = "TERMINATED"
+    def terminate(self, pod_id: str, confirm_timeout_s: float = 60.0) -> None:
+        """Nothing to end: the server is the user's."""
 
 
 class ExternalComfyUI:
-    """Stands in for `RunPodResource` when COMFYUI_URL is set."""
+    """`PodProvider` for a ComfyUI the user runs (COMFYUI_URL): no GPU types, no price."""
+
+    image = ""
+    cloud_type = "external"
+    network_volume_id: str | None = None
+    max_cost_per_hr: float | None = 0.0
 
     def __init__(self, comfyui: ComfyUIResource) -> None:
         self.comfyui = comfyui
         self.gpu_types: list[str] = []
-        self.cloud_type = "external"
-        self.max_cost_per_hr = 0.0
         self.env: dict[str, str] = {}
 
     def get_client(self) -> ExternalClient:
@@ -114,10 +125,12 @@ class ExternalComfyUI:
         return PodSpec()
 
 
-def pods_for(runpod: Any, comfyui: ComfyUIResource, settings: Any) -> tuple[Any, Any]:
+def pods_for(
+    runpod: PodProvider, comfyui: ComfyUIResource, settings: GenerationSettings
+) -> tuple[PodProvider, GenerationSettings]:
     """(what provides the run's pods, the settings to run with): RunPod, or the external
     ComfyUI with one pod and the /view upload instead of waiting for agent receipts."""
-    if not uses_external(comfyui):
+    if not comfyui.uses_external_comfyui:
         return runpod, settings
     external_settings = replace_fields(
         settings, enable_r2_sync=False, max_live_pods=1, max_replacement_pods=0

@@ -23,6 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from rp_pipeline.integrations.dagster_internals import PoolStorage
+
 log = logging.getLogger(__name__)
 
 POD_POOL = "runpod_pods"
@@ -36,32 +38,31 @@ class PodSlots:
     """Claims and frees `runpod_pods` slots for one run."""
 
     def __init__(self, instance: Any, run_id: str, default_limit: int) -> None:
-        self.storage = instance.event_log_storage
+        self.storage = PoolStorage(instance)
         self.run_id = run_id
-        if not self.storage.supports_global_concurrency_limits:
+        if not self.storage.supported:
             raise RuntimeError(
                 "this Dagster instance's storage has no concurrency pools; pod limits need them "
                 "(use the default sqlite or a postgres storage)"
             )
         self.claim_lock = claim_lock(self.storage)
         # The limit is the instance's when an operator set one; else RP_MAX_PODS.
-        if POD_POOL not in self.storage.get_concurrency_keys():
+        if POD_POOL not in self.storage.pools():
             try:
-                self.storage.set_concurrency_slots(POD_POOL, max(1, default_limit))
+                self.storage.set_limit(POD_POOL, max(1, default_limit))
             except Exception:
                 # Runs started together all find no pool and all create it; the pool's name is
                 # unique, so every creation but the first fails. The pool exists: go on.
-                if POD_POOL not in self.storage.get_concurrency_keys():
+                if POD_POOL not in self.storage.pools():
                     raise
 
     @property
     def limit(self) -> int:
-        return int(self.storage.get_concurrency_info(POD_POOL).slot_count)
+        return self.storage.limit(POD_POOL)
 
     def try_claim(self, key: str) -> bool:
         with self.claim_lock:
-            status = self.storage.claim_concurrency_slot(POD_POOL, self.run_id, key)
-        return bool(status.is_claimed)
+            return self.storage.claim(POD_POOL, self.run_id, key)
 
     def claim(self, want: int, wait_s: float, on_wait: Any = None) -> list[str]:
         """Up to `want` slots: waits up to `wait_s` for the first, then takes what is free.
@@ -83,17 +84,16 @@ class PodSlots:
 
     def free(self, key: str) -> None:
         try:
-            self.storage.free_concurrency_slot_for_step(self.run_id, key)
+            self.storage.free(self.run_id, key)
         except Exception as exc:  # a later free (sensor, run end) retries; never mask the cause
             log.warning("could not free pod slot %s of run %s: %s", key, self.run_id, exc)
 
 
-def claim_lock(storage: Any) -> contextlib.AbstractContextManager[Any]:
+def claim_lock(storage: PoolStorage) -> contextlib.AbstractContextManager[Any]:
     """The lock that makes a slot claim atomic across processes: a lock file beside a SQLite
     database file; none for a database that locks the claimed row itself (PostgreSQL) or one
     only this process can open (in memory)."""
-    with storage.index_connection() as conn:
-        url = conn.engine.url
+    url = storage.database_url()
     in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
     if url.get_backend_name() != "sqlite" or in_memory:
         return contextlib.nullcontext()
@@ -102,6 +102,4 @@ def claim_lock(storage: Any) -> contextlib.AbstractContextManager[Any]:
 
 def free_run_slots(instance: Any, run_id: str) -> None:
     """Free every pod slot of a run that ended (the failure sensor and reaper call this)."""
-    storage = instance.event_log_storage
-    if storage.supports_global_concurrency_limits:
-        storage.free_concurrency_slots_for_run(run_id)
+    PoolStorage(instance).free_run(run_id)

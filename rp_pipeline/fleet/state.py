@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rp_agent.keys import filename_prefix
 from rp_pipeline.integrations.r2.reports import LogCursor
+from rp_pipeline.video_requests.model import VideoRequest
+from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
 
 
 @dataclass
@@ -23,6 +26,39 @@ class PlannedVideo:
     seed: int
     filename_prefix: str
     api_json: dict[str, Any]
+
+
+def plan_videos(
+    specs: dict[str, VideoRequest], keys: list[str], run_id: str
+) -> tuple[list[PlannedVideo], dict[str, str]]:
+    """Each request rendered to its ComfyUI API JSON (a unique filename prefix per run and
+    partition), or why its workflow refuses it: (planned videos, partition -> problem)."""
+    problems: dict[str, str] = {}
+    planned = []
+    for key in keys:
+        request = specs[key]
+        params = {
+            **request.workflow_params(),
+            "filename_prefix": filename_prefix(request.workflow, key, run_id),
+        }
+        try:
+            validate_params(request.workflow, params)
+            rendered = render_workflow(request.workflow, params)
+        except WorkflowParamError as exc:
+            problems[key] = str(exc)
+            continue
+        planned.append(
+            PlannedVideo(
+                partition_key=key,
+                request={**request.to_dict(), "seed": rendered.seed},
+                workflow_name=rendered.name,
+                workflow_hash=rendered.workflow_hash,
+                seed=rendered.seed,
+                filename_prefix=rendered.filename_prefix,
+                api_json=rendered.api_json,
+            )
+        )
+    return planned, problems
 
 
 @dataclass

@@ -10,17 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import DagsterExecutionInterruptedError
 
 from rp_pipeline.fleet.state import PodInfo
+from rp_pipeline.integrations.dagster_internals import hold_interrupts
 
 log = logging.getLogger(__name__)
-
-hold_interrupts: Any
-try:  # Dagster's guard: a second SIGTERM/SIGINT is held while the terminate call is in flight
-    from dagster._utils.interrupts import capture_interrupts as hold_interrupts
-except ImportError:  # pragma: no cover - a Dagster without it: terminate unguarded
-    hold_interrupts = contextlib.nullcontext
 
 
 def terminate_confirmed(client: Any, pod: PodInfo, confirm_s: float) -> None:

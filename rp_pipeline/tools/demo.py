@@ -155,10 +155,10 @@ def materialize_batch(stack: Any) -> None:
     from rp_pipeline.definitions import build_definitions, resources_for
     from rp_pipeline.defs.previews.assets import video_catalog, video_preview
     from rp_pipeline.defs.requests.assets import video_requests
-    from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
     from rp_pipeline.defs.videos.assets import generated_video
     from rp_pipeline.tools.batch import materialize_batch
     from rp_pipeline.video_requests.model import load_request_file
+    from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
 
     build_definitions("devstack")  # the code location loads against this environment
     resources = resources_for("devstack")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,12 +20,15 @@ from typing import Any
 import yaml
 
 from rp_pipeline.settings import current
+from rp_pipeline.video_requests.safe_yaml import UnsafeYamlError, load_yaml_file
 from rp_pipeline.workflows import WorkflowParamError, validate_params
 
 DEFAULT_WORKFLOW = "wan22_ti2v_5b"
 # Keys become file name prefixes and partition keys: keep them short and portable.
 _SLUG_WORDS = 5
 _HASH_CHARS = 10
+# WAN's text encoder reads about 512 tokens; a prompt past this is a mistake, not a prompt.
+MAX_PROMPT_CHARS = 4000
 
 
 class RequestError(ValueError):
@@ -81,23 +85,29 @@ class VideoRequest:
         if prompt is None:
             raise RequestError("'prompt' is missing: every request needs a prompt")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise RequestError(f"'prompt' must be non-empty text, got {prompt!r}")
+            raise RequestError(f"'prompt' must be non-empty text, got {reprlib.repr(prompt)}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(
+                f"'prompt' is {len(prompt)} characters, over the limit of {MAX_PROMPT_CHARS}"
+            )
         seed = data.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise RequestError(
                 f"'seed' must be a whole number or null (random), got {type(seed).__name__} "
-                f"{seed!r}"
+                f"{reprlib.repr(seed)}"
             )
         params = data.get("params")
         if params is not None and not isinstance(params, Mapping):
             raise RequestError(
                 f"'params' must be a mapping (e.g. {{width: 640, frames: 33}}), got "
-                f"{type(params).__name__} {params!r}"
+                f"{type(params).__name__} {reprlib.repr(params)}"
             )
         for key in ("workflow", "negative_prompt", "name"):
             value = data.get(key)
             if value is not None and not isinstance(value, str):
-                raise RequestError(f"{key!r} must be text, got {type(value).__name__} {value!r}")
+                raise RequestError(
+                    f"{key!r} must be text, got {type(value).__name__} {reprlib.repr(value)}"
+                )
         return cls(
             prompt=prompt.strip(),
             workflow=str(data.get("workflow") or DEFAULT_WORKFLOW),
@@ -153,7 +163,9 @@ def read_request_file(path: Path) -> tuple[list[VideoRequest], list[str]]:
     entry never hides the others.
     """
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = load_yaml_file(path) or {}
+    except UnsafeYamlError as exc:
+        return [], [f"{path}: not read: {exc}"]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())
         return [], [f"{path}: not a readable YAML file: {detail}"]

@@ -14,7 +14,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 from dagster import DagsterInstance
 
-from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.video_requests.model import (
     RequestError,
@@ -25,6 +24,9 @@ from rp_pipeline.video_requests.model import (
 )
 
 log = logging.getLogger(__name__)
+
+# The dynamic partitions of `generated_video`: one per registered request.
+VIDEO_REQUESTS_PARTITIONS = "video_requests"
 
 REQUESTS_PREFIX = "requests"
 

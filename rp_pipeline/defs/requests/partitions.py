@@ -2,5 +2,6 @@
 
 from dagster import DynamicPartitionsDefinition
 
-VIDEO_REQUESTS_PARTITIONS = "video_requests"
+from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
+
 video_request_partitions = DynamicPartitionsDefinition(name=VIDEO_REQUESTS_PARTITIONS)

@@ -14,11 +14,10 @@ from dagster import (
 )
 
 from rp_pipeline.defs.jobs import generate_videos
-from rp_pipeline.defs.requests.partitions import VIDEO_REQUESTS_PARTITIONS
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.settings import read_settings
 from rp_pipeline.video_requests.model import prompts_dir
-from rp_pipeline.video_requests.store import register_requests
+from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS, register_requests
 
 
 def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:

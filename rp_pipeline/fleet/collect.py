@@ -1,0 +1,83 @@
+"""Collecting a finished prompt's video from R2, riding out R2 errors with backoff."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rp_pipeline.fleet.harvest import (
+    inspect_video,
+    locate_output,
+)
+from rp_pipeline.fleet.state import PodInfo, VideoRecord
+from rp_pipeline.fleet.work import SharedWork
+from rp_pipeline.integrations.comfyui.client import (
+    ComfyUIClient,
+    PromptResult,
+)
+from rp_pipeline.integrations.r2.resource import R2Resource
+
+
+def _retryable(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError", "503"}
+
+
+class VideoCollecting:
+    """The part of `PodWorker` that collects videos from R2 (mixed in)."""
+
+    work: SharedWork
+    pod: PodInfo
+    r2: R2Resource
+    comfy: ComfyUIClient | None
+
+    def _collect(self, key: str, result: PromptResult, output: Any) -> VideoRecord:
+        """Locate the video in R2 and inspect it, riding out R2 errors with backoff while the
+        run allows: the pod stays up (it may still have to upload) until this succeeds."""
+        settings = self.work.settings
+        sub = self.work.state.submitted[key]
+        give_up = time.monotonic() + settings.r2_retry_s
+        delay = 1.0
+        while True:
+            try:
+                located = locate_output(
+                    r2=self.r2,
+                    comfy=self.comfy,
+                    output=output,
+                    pod_id=self.pod.pod_id,
+                    finished_at=float(result.finished_at or time.time()),
+                    sync_enabled=settings.enable_r2_sync,
+                    deadline_s=settings.r2_object_deadline_s,
+                )
+                queue_wait = (
+                    max(0.0, float(result.started_at) - sub.submitted_at)
+                    if result.started_at
+                    else None
+                )
+                return inspect_video(
+                    r2=self.r2,
+                    located=located,
+                    partition_key=key,
+                    prompt_id=sub.prompt_id,
+                    generation_time_s=result.generation_time_s,
+                    queue_wait_s=round(queue_wait, 3) if queue_wait is not None else None,
+                )
+            except (BotoCoreError, ClientError) as exc:
+                if isinstance(exc, ClientError) and not _retryable(exc):
+                    raise
+                if time.monotonic() + delay > give_up or self.work.stop.is_set():
+                    raise RuntimeError(
+                        f"R2 kept failing for {settings.r2_retry_s:.0f} s: {type(exc).__name__}"
+                    ) from None
+                self.work.say(
+                    self.pod.pod_id,
+                    f"{key}: R2 error ({type(exc).__name__}); retrying in {delay:.0f} s",
+                    "warning",
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    # ------------------------------------------------------------------ the pod's health
