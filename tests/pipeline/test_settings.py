@@ -123,6 +123,10 @@ def test_a_bad_value_is_one_line_and_the_location_still_loads(
     name, value, line = BAD[kind]
     clean_settings_env.setenv(name, value)
     assert read_settings().problems == (line,)
+    # Another test's logging setup (a fileConfig in a migration) may have disabled the logger.
+    logger = logging.getLogger("rp_pipeline.defs.resources")
+    clean_settings_env.setattr(logger, "disabled", False)
+    clean_settings_env.setattr(logger, "propagate", True)
     with caplog.at_level(logging.WARNING):
         defs = build_definitions()
     defs.get_repository_def()
