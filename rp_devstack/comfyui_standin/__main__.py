@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from rp_devstack.comfyui_standin.catalogue import CATALOGUE_ENV, CatalogueError
 from rp_devstack.comfyui_standin.executor import FAULTS
 from rp_devstack.comfyui_standin.standin import FAULT_ENV, ComfyStandin
 
@@ -42,6 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="pretend no model files are installed (prompts fail validation like a bare pod)",
     )
+    parser.add_argument(
+        "--catalogue",
+        action="append",
+        default=None,
+        metavar="SNAPSHOT",
+        help=f"an /object_info snapshot with more (custom) nodes; repeatable "
+        f"(default: ${CATALOGUE_ENV}, several joined with {os.pathsep!r})",
+    )
     parser.add_argument("--json", action="store_true", help="print the ready line as JSON")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -56,17 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    standin = ComfyStandin(
-        output_dir=args.output_dir,
-        input_dir=args.input_dir,
-        host=args.host,
-        port=args.port,
-        step_seconds=args.step_seconds,
-        fault=args.fault or "",
-        models={} if args.missing_models else None,
-        temp_dir=args.temp_dir,
-        gpu_meter=args.gpu_meter,
-    )
+    try:
+        standin = ComfyStandin(
+            output_dir=args.output_dir,
+            input_dir=args.input_dir,
+            host=args.host,
+            port=args.port,
+            step_seconds=args.step_seconds,
+            fault=args.fault or "",
+            models={} if args.missing_models else None,
+            temp_dir=args.temp_dir,
+            gpu_meter=args.gpu_meter,
+            catalogues=args.catalogue,
+        )
+    except CatalogueError as ex:
+        print(f"comfyui stand-in: {ex}", file=sys.stderr)
+        return 2
     try:
         url = standin.start()
     except OSError as ex:

@@ -1,8 +1,15 @@
-"""The stand-in's node catalogue: a trimmed copy of a real ComfyUI `/object_info` answer.
+"""The stand-in's node catalogue: what a real ComfyUI answers on `/object_info`.
 
-`object_info.json` beside this module was cut from the recording of ComfyUI 0.3.64
-(`object_info_full.body.json` of the recorded transcripts, see COMFYUI_REAL_DIR) down to the nodes our shipped WAN 2.2
-workflows and the recorded fixtures use, plus a hand-written `VHS_VideoCombine` (a custom node).
+Layers, later ones replacing earlier entries of the same node class:
+1. `object_info.json` beside this module: the whole `/object_info` answer of a bare ComfyUI 0.3.64
+   (495 core nodes, recorded byte for byte), so every core node validates as on the real server.
+2. `custom_nodes.json` beside it: custom nodes the stand-in plays as installed (a hand-written
+   `VHS_VideoCombine`, VideoHelperSuite's video writer).
+3. Snapshot files named by `COMFYUI_STANDIN_CATALOGUE` (several joined with the path separator,
+   `:`) or given to `ComfyStandin(catalogues=...)`: the `/object_info` answer of a ComfyUI with
+   more custom nodes installed, saved as JSON (`curl .../object_info > snapshot.json`). Their
+   nodes validate like core ones and run generically (see `executor`).
+
 Model-file combos are empty in the recording (no weights were installed); the stand-in fills
 them from a configurable "installed models" table so the shipped workflows validate by default
 and a pod with missing models can be simulated.
@@ -10,12 +17,18 @@ and a pod with missing models can be simulated.
 
 from __future__ import annotations
 
-import copy
 import json
+import os
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-_CATALOGUE_PATH = Path(__file__).with_name("object_info.json")
+CORE_CATALOGUE = Path(__file__).with_name("object_info.json")
+CUSTOM_NODES = Path(__file__).with_name("custom_nodes.json")
+CATALOGUE_ENV = "COMFYUI_STANDIN_CATALOGUE"
+# What every node entry of an `/object_info` answer has; a snapshot without them is refused.
+_NODE_KEYS = ("input", "output", "name")
 
 # Model files the stand-in "has" by default: exactly what the shipped workflows load.
 DEFAULT_MODELS: dict[str, list[str]] = {
@@ -69,19 +82,65 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("LoraLoader", "lora_name"): "loras",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
 }
 
+# Nodes whose `image` lists the image files of input/ and checks only that the file exists.
+IMAGE_INPUT_NODES = ("LoadImage", "LoadImageMask")
+
 # VAELoader always offers these on top of the files (ComfyUI adds pixel_space itself).
 _VAE_BUILTINS = ["pixel_space"]
 
 
-def load_base_catalogue() -> dict[str, Any]:
-    with _CATALOGUE_PATH.open(encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
+class CatalogueError(ValueError):
+    """A catalogue snapshot that cannot be used; the message says which file and why."""
+
+
+def snapshot_paths_from_env() -> list[Path]:
+    """The snapshot files `COMFYUI_STANDIN_CATALOGUE` names (none when unset)."""
+    value = os.environ.get(CATALOGUE_ENV, "")
+    return [Path(part) for part in value.split(os.pathsep) if part.strip()]
+
+
+def read_snapshot(path: Path) -> dict[str, Any]:
+    """One `/object_info` answer saved as JSON: {node class: node info}."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CatalogueError(
+            f"catalogue snapshot {path}: cannot read it ({exc.strerror})"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise CatalogueError(f"catalogue snapshot {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CatalogueError(
+            f"catalogue snapshot {path}: expected an /object_info answer (an object of nodes)"
+        )
+    for name, info in data.items():
+        missing = [k for k in _NODE_KEYS if not isinstance(info, dict) or k not in info]
+        if missing:
+            raise CatalogueError(
+                f"catalogue snapshot {path}: node {name!r} lacks {', '.join(missing)}; "
+                "save the whole GET /object_info answer of a running ComfyUI"
+            )
     return data
+
+
+@cache
+def _merged(paths: tuple[Path, ...]) -> dict[str, Any]:
+    catalogue: dict[str, Any] = {}
+    for path in paths:
+        catalogue.update(read_snapshot(path))
+    return catalogue
+
+
+def load_base_catalogue(snapshots: Sequence[Path] = ()) -> dict[str, Any]:
+    """Core nodes, the stand-in's custom nodes, then `snapshots` over them. Read once per set
+    of files; callers must not modify the answer (`build_catalogue` copies what it changes)."""
+    return _merged((CORE_CATALOGUE, CUSTOM_NODES, *(Path(p).resolve() for p in snapshots)))
 
 
 def _set_combo_options(spec: list[Any], options: list[str]) -> None:
@@ -92,22 +151,26 @@ def _set_combo_options(spec: list[Any], options: list[str]) -> None:
         spec[1]["options"] = list(options)
 
 
-def build_catalogue(models: dict[str, list[str]], input_files: list[str]) -> dict[str, Any]:
-    """The `/object_info` body for the given installed models and input-dir files."""
-    catalogue = copy.deepcopy(load_base_catalogue())
+def build_catalogue(
+    models: dict[str, list[str]], input_files: list[str], snapshots: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """The `/object_info` body for the given installed models, input-dir files and extra
+    snapshots. Entries with file lists are copied before they are filled in."""
+    catalogue = dict(load_base_catalogue(snapshots))
     for (node, name), folder in MODEL_INPUTS.items():
         info = catalogue.get(node)
-        if info is None:
+        if info is None or name not in info["input"].get("required", {}):
             continue
         options = sorted(models.get(folder, []))
         if node == "VAELoader":
             options = options + _VAE_BUILTINS
-        spec = info["input"]["required"].get(name)
-        if spec is not None:
-            _set_combo_options(spec, options)
-    load_image = catalogue.get("LoadImage")
-    if load_image is not None:
-        _set_combo_options(load_image["input"]["required"]["image"], sorted(input_files))
+        info = catalogue[node] = json.loads(json.dumps(info))
+        _set_combo_options(info["input"]["required"][name], options)
+    for node in IMAGE_INPUT_NODES:
+        info = catalogue.get(node)
+        if info is not None:
+            info = catalogue[node] = json.loads(json.dumps(info))
+            _set_combo_options(info["input"]["required"]["image"], sorted(input_files))
     return catalogue
 
 

@@ -4,7 +4,9 @@ It walks the graph in dependency order, reuses cached node results (a node whose
 and upstream signatures equal the previous prompt's is not re-run; cached output nodes re-send
 their old `executed` payload), sends the recorded WebSocket event sequence, ticks `progress` once
 per sampler step (sleeping `step_seconds`), writes real files for the save nodes and builds the
-history entry.
+history entry. Nodes without a handler of their own (any node of the catalogue, custom nodes
+from a snapshot included) pass inputs through to outputs of the same declared type
+(`pass_through`).
 
 GPU meter (benchmarks): with `gpu_meter` set, every sampler step appends one JSON line
 `{"t", "prompt_id", "step", "steps", "prefixes"}` to that file, written at once, so the GPU work of
@@ -387,8 +389,7 @@ class Executor:
         handler = _HANDLERS.get(class_type)
         if handler is not None:
             return handler(self, run, node_id, inputs)
-        n_outputs = len(self.catalogue().get(class_type, {}).get("output", [])) or 1
-        return tuple(f"<{class_type}:{node_id}>" for _ in range(n_outputs)), None
+        return pass_through(self.catalogue().get(class_type, {}), node_id, inputs), None
 
     def _meter(self, run: RunState, step: int, steps: int) -> None:
         if self.gpu_meter is None:
@@ -495,6 +496,52 @@ def prompt_fault(prompt: dict[str, Any]) -> str | None:
     return None
 
 
+def pass_through(info: dict[str, Any], node_id: str, inputs: dict[str, Any]) -> tuple[Any, ...]:
+    """What a node without its own handler (any catalogued node: a custom node from a snapshot,
+    most core nodes) returns: for each declared output, the first input of the same declared
+    type (a LoRA loader hands its MODEL on, an image filter its IMAGE), else a neutral value of
+    that type, so the media reaching a save node downstream stay real frames and videos."""
+    declared = info.get("input") or {}
+    typed_inputs = [
+        (name, spec[0])
+        for category in ("required", "optional")
+        for name, spec in (declared.get(category) or {}).items()
+        if spec and isinstance(spec[0], str)
+    ]
+    outputs = []
+    for out_type in info.get("output") or ["*"]:
+        source = next(
+            (name for name, in_type in typed_inputs if in_type == out_type and name in inputs),
+            None,
+        )
+        outputs.append(inputs[source] if source is not None else neutral_value(out_type, node_id))
+    return tuple(outputs)
+
+
+def neutral_value(kind: str, node_id: str) -> Any:
+    """A stand-in value of a ComfyUI type no input provided."""
+    if kind == "IMAGE":
+        return Frames(64, 64, 1)
+    if kind == "LATENT":
+        return Latent(64, 64, 1)
+    if kind == "VIDEO":
+        return Video(Frames(64, 64, 1), 16.0)
+    return f"<{kind}:{node_id}>"
+
+
+def annotated_path(name: str, input_dir: Path, output_dir: Path, temp_dir: Path) -> Path:
+    """ComfyUI's `get_annotated_filepath`: a name ending in ` [output]`, ` [input]` or
+    ` [temp]` is in that folder; any other name is under input/."""
+    for suffix, folder in (
+        (" [output]", output_dir),
+        (" [input]", input_dir),
+        (" [temp]", temp_dir),
+    ):
+        if name.endswith(suffix[1:]):  # ComfyUI tests for "[output]" and cuts one more char
+            return folder / name[: -len(suffix)]
+    return input_dir / name
+
+
 def _links(node: dict[str, Any], prompt: dict[str, Any]) -> list[str]:
     return [
         val[0]
@@ -530,7 +577,9 @@ Handler = Callable[
 
 
 def _load_image(ex: Executor, run: RunState, node_id: str, i: dict[str, Any]) -> Any:
-    with Image.open(ex.input_dir / str(i["image"])) as img:
+    with Image.open(
+        annotated_path(str(i["image"]), ex.input_dir, ex.output_dir, ex.temp_dir)
+    ) as img:
         width, height = img.size
     return (Frames(width, height, 1, None, 7), f"<MASK:{node_id}>"), None
 
@@ -595,6 +644,8 @@ _HANDLERS: dict[str, Handler] = {
         (Frames(int(i["width"]), int(i["height"]), _frames(i["image"]).count),),
         None,
     ),
+    # The stand-in's models are names, so a LoRA applied to one is the same model.
+    "LoraLoaderModelOnly": lambda ex, run, n, i: ((i["model"],), None),
     "SaveVideo": lambda ex, run, n, i: ex._save_video(run, i),
     "SaveImage": lambda ex, run, n, i: ex._save_images(
         i,

@@ -13,9 +13,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import mimetypes
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +25,20 @@ from aiohttp import WSMsgType, web
 
 from rp_devstack.comfyui_standin.catalogue import (
     DEFAULT_MODELS,
+    IMAGE_INPUT_NODES,
     MODEL_FOLDERS,
     build_catalogue,
+    load_base_catalogue,
+    snapshot_paths_from_env,
 )
-from rp_devstack.comfyui_standin.executor import FAULTS, Executor, QueueItem
-from rp_devstack.comfyui_standin.validation import PromptValidator
+from rp_devstack.comfyui_standin.executor import FAULTS, Executor, QueueItem, annotated_path
+from rp_devstack.comfyui_standin.validation import CustomCheck, PromptValidator
 
 log = logging.getLogger(__name__)
 
 COMFYUI_VERSION = "0.3.64"
 MAX_UPLOAD_SIZE = 104857600
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class StandinServer:
@@ -49,7 +53,12 @@ class StandinServer:
         fault: str | None = None,
         models: dict[str, list[str]] | None = None,
         gpu_meter: Path | None = None,
+        catalogues: Sequence[Path] | None = None,
     ) -> None:
+        # Extra node snapshots over the core catalogue (None: `$COMFYUI_STANDIN_CATALOGUE`);
+        # read now, so a bad file stops the start with its reason rather than a later prompt.
+        self.snapshots = list(snapshot_paths_from_env() if catalogues is None else catalogues)
+        load_base_catalogue(self.snapshots)
         self.output_dir = output_dir.resolve()
         self.input_dir = input_dir.resolve()
         self.temp_dir = temp_dir.resolve()
@@ -98,24 +107,28 @@ class StandinServer:
         self.executor.fault = value or None
 
     def catalogue(self) -> dict[str, Any]:
-        return build_catalogue(self.models, self._input_files())
+        return build_catalogue(self.models, self._input_files(), self.snapshots)
 
     def _input_files(self) -> list[str]:
-        files = []
-        for root, _, names in os.walk(self.input_dir):
-            for name in names:
-                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(os.path.relpath(os.path.join(root, name), self.input_dir))
-        return files
+        """LoadImage's choices, as ComfyUI lists them: the files directly in input/ (not in
+        subfolders) whose extension's MIME type is an image."""
+        names = [entry.name for entry in os.scandir(self.input_dir) if entry.is_file()]
+        return [name for name in names if _content_type(name) == "image"]
+
+    def annotated_path(self, name: str) -> Path:
+        return annotated_path(name, self.input_dir, self.output_dir, self.temp_dir)
 
     def _validator(self) -> PromptValidator:
         def check_image(value: Any) -> bool | str:
-            path = (self.input_dir / str(value)).resolve()
-            if self.input_dir in path.parents and path.is_file():
+            # LoadImage(Mask).VALIDATE_INPUTS: the file must exist (any subfolder, no list check).
+            if self.annotated_path(str(value)).exists():
                 return True
             return f"Invalid image file: {value}"
 
-        return PromptValidator(self.catalogue(), {"LoadImage": {"image": check_image}})
+        checks: dict[str, dict[str, CustomCheck]] = {
+            node: {"image": check_image} for node in IMAGE_INPUT_NODES
+        }
+        return PromptValidator(self.catalogue(), checks)
 
     # --- messaging ---------------------------------------------------------------------
     def send_sync(self, event: str, data: dict[str, Any], sid: str | None) -> None:
@@ -364,34 +377,53 @@ class StandinServer:
         return web.FileResponse(path, headers={"Content-Disposition": f'filename="{path.name}"'})
 
     async def upload_image(self, request: web.Request) -> web.Response:
+        """`POST /upload/image`, step for step as ComfyUI's `image_upload` (server.py 0.3.64).
+
+        Recorded answers: a usable `image` file part is stored as sent (bytes and extension
+        are not checked) and answered `{"name", "subfolder", "type"}`; without it 400 with an
+        empty body; `image` as a plain field, or a `type` other than input/temp/output, is an
+        unhandled error in the real handler (500 text/plain from aiohttp); a name leaving the
+        folder is 400. Without `overwrite` "true"/"1" (exactly), a taken name becomes
+        `stem (i).ext`, the first `(i)` that is free or already holds the same bytes; a file
+        with the same bytes is answered by its name and not written again.
+        """
         post = await request.post()
         image = post.get("image")
-        if image is None or not isinstance(image, web.FileField) or not image.filename:
+        overwrite = post.get("overwrite")
+        upload_type = post.get("type")
+        upload_type = "input" if upload_type is None else str(upload_type)
+        upload_dir = self._typed_dir(upload_type)
+        if upload_dir is None:  # real: UnboundLocalError in get_dir_by_type
+            raise UploadError(f"unknown upload type {upload_type!r}")
+        if not image:
             return web.Response(status=400)
-        base = self._typed_dir(str(post.get("type") or "input"))
-        if base is None:
+        if not isinstance(image, web.FileField):  # real: AttributeError on `image.file`
+            raise UploadError("the image part has no file")
+        filename = image.filename
+        if not filename:
             return web.Response(status=400)
-        subfolder = str(post.get("subfolder") or "")
-        folder = (base / subfolder).resolve()
-        if os.path.commonpath((str(folder), str(base))) != str(base):
+        subfolder = str(post.get("subfolder", ""))
+        folder = os.path.join(str(upload_dir), os.path.normpath(subfolder))
+        filepath = os.path.abspath(os.path.join(folder, filename))
+        if os.path.commonpath((str(upload_dir), filepath)) != str(upload_dir):
             return web.Response(status=400)
-        folder.mkdir(parents=True, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         content = image.file.read()
-        overwrite = str(post.get("overwrite", "")).lower() in ("true", "1")
-        name = os.path.basename(image.filename)
-        path = folder / name
-        if path.exists() and not overwrite:
-            same = hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest()
+        duplicate = False
+        if overwrite not in ("true", "1"):
+            stem, suffix = os.path.splitext(filename)
             index = 1
-            stem, suffix = os.path.splitext(name)
-            while path.exists() and not same:
-                name = f"{stem} ({index}){suffix}"
-                path = folder / name
+            while os.path.exists(filepath):
+                if _same_bytes(filepath, content):
+                    duplicate = True
+                    break
+                filename = f"{stem} ({index}){suffix}"
+                filepath = os.path.join(folder, filename)
                 index += 1
-        path.write_bytes(content)
-        return web.json_response(
-            {"name": name, "subfolder": subfolder, "type": post.get("type") or "input"}
-        )
+        if not duplicate:
+            with open(filepath, "wb") as out:
+                out.write(content)
+        return web.json_response({"name": filename, "subfolder": subfolder, "type": upload_type})
 
     async def system_stats(self, request: web.Request) -> web.Response:
         ram_total = 25 * 1024**3
@@ -458,6 +490,21 @@ class StandinServer:
 
     async def embeddings(self, request: web.Request) -> web.Response:
         return web.json_response([])
+
+
+def _content_type(name: str) -> str | None:
+    """The top-level MIME type of a file name (ComfyUI's `filter_files_content_types`)."""
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed.split("/")[0] if guessed else None
+
+
+class UploadError(Exception):
+    """Where the real upload handler fails with an unhandled error: aiohttp answers 500."""
+
+
+def _same_bytes(path: str, content: bytes) -> bool:
+    with open(path, "rb") as existing:
+        return hashlib.sha256(existing.read()).digest() == hashlib.sha256(content).digest()
 
 
 async def _pump(ws: web.WebSocketResponse, outbox: asyncio.Queue[str | None]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -26,7 +27,9 @@ class ComfyStandin:
     models are missing). `input_dir` and `temp_dir` default to `input` and `temp` beside the
     output dir, ComfyUI's own layout: the stand-in then writes only under its caller's folder,
     never into the system temp dir, so nothing outlives whoever made that folder. `gpu_meter`
-    is a file that gets a line per sampler step (`Executor`), for benchmarks.
+    is a file that gets a line per sampler step (`Executor`), for benchmarks. `catalogues` are
+    `/object_info` snapshot files whose nodes (custom ones) are added to the core catalogue
+    (default: `$COMFYUI_STANDIN_CATALOGUE`, see `catalogue`); a bad one raises `CatalogueError`.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class ComfyStandin:
         models: dict[str, list[str]] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         gpu_meter: str | os.PathLike[str] | None = None,
+        catalogues: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         output = Path(output_dir)
         self.server = StandinServer(
@@ -50,6 +54,7 @@ class ComfyStandin:
             fault=fault if fault is not None else os.environ.get(FAULT_ENV) or None,
             models=models,
             gpu_meter=Path(gpu_meter) if gpu_meter else None,
+            catalogues=None if catalogues is None else [Path(p) for p in catalogues],
         )
         self.host = host
         self.port = port

@@ -1,7 +1,9 @@
 """An offline RunPod: REST API v2 and GraphQL over one account state, with pods as processes.
 
-One module per job: `catalog` (GPU types, prices, datacenters, stock levels), `state` (the
-account: pods, volumes, templates, stock, faults, request counts), `contract` (RunPod's REST v2
+One module per job: `catalog` (GPU types, prices, speeds, datacenters), `market` (what is on
+sale now: prices, speeds, free GPUs, stock changes to come), `state` (the
+account: pods, volumes, templates, stock, faults, request counts), `errors` (`EmulatorError`,
+a request RunPod refuses), `contract` (RunPod's REST v2
 OpenAPI document, `openapi.json`, and validation against it), `rest_v2` (`/v2/...`),
 `graphql_api` (`POST /graphql`), `server` (HTTP routing and `RunPodEmulator`), `admin`
 (`EmulatorAdmin`, the admin API over HTTP), `preemption` (spot
@@ -43,13 +45,24 @@ and on `EmulatorAdmin` (an HTTP handle for other processes):
                                save_template, list_templates, network_volumes; GraphQL root
                                field names (podFindAndDeployOnDemand, myself, pod, ...) and REST
                                operationIds (createPod, ...) work as aliases.
-  POST /_emulator/stock       {"gpu_type_id": .., "count": N, "datacenter": opt}
+  POST /_emulator/stock       {"gpu_type_id": .., "count": N, "datacenter": opt, "after_s": opt,
+                               "seconds": opt}: N GPUs free (per datacenter), now or after_s
+                               from now; with seconds, only that long, then the count from
+                               before returns (count 0 + seconds: out of stock for a while)
+  GET  /_emulator/gpu_types   per type: prices, step_seconds, free GPUs, scheduled changes
+  POST /_emulator/gpu_types   {"gpu_type_id": .., "secure_price": opt, "step_seconds": opt}
+                               a new list price (community and spot follow) or stand-in speed;
+                               pods already rented keep theirs
   POST /_emulator/pods/<id>/crash   the container dies: EXITED
   POST /_emulator/pods/<id>/error   {"reason": ..}: unrecoverable, REST v2 status ERROR
   POST /_emulator/pods/<id>/preempt   spot preemption (interruptible pods only: else 400)
   POST /_emulator/preemption  {"rate_per_hour": r, "seed": opt} random preemption (0: off)
   POST /_emulator/boot_delay  {"seconds": s}
-  POST /_emulator/reset       terminate every pod, clear faults and counts, restore stock
+  POST /_emulator/reset       terminate every pod, clear faults and counts, restore stock,
+                               prices and speeds
+
+GPU speed: each GPU type has a `step_seconds` (see `catalog`); a pod's ComfyUI stand-in sleeps
+that long per sampler step unless the pod's env sets COMFY_STANDIN_STEP_SECONDS itself.
 """
 
 from rp_devstack.runpod_emulator.admin import EmulatorAdmin

@@ -38,10 +38,32 @@ class EmulatorAdmin:
         given = inspect.signature(EmulatorState.fail_next).bind(self, *args, **kwargs).arguments
         self._call("POST", "faults", {k: v for k, v in given.items() if k != "self"})
 
-    def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
-        self._call(
-            "POST", "stock", {"gpu_type_id": gpu_type_id, "count": count, "datacenter": datacenter}
-        )
+    def set_stock(
+        self,
+        gpu_type_id: str,
+        count: int,
+        datacenter: str | None = None,
+        *,
+        seconds: float | None = None,
+        after_s: float | None = None,
+    ) -> None:
+        """`EmulatorState.set_stock`: now or `after_s` from now, for `seconds` if given."""
+        body = {"gpu_type_id": gpu_type_id, "count": count, "datacenter": datacenter}
+        self._call("POST", "stock", {**body, "seconds": seconds, "after_s": after_s})
+
+    def gpu_types(self) -> list[dict[str, Any]]:
+        """Each GPU type's prices, stand-in step time, free GPUs and scheduled stock changes."""
+        return list(self._call("GET", "gpu_types"))
+
+    def set_gpu_offer(
+        self,
+        gpu_type_id: str,
+        *,
+        secure_price: float | None = None,
+        step_seconds: float | None = None,
+    ) -> None:
+        body = {"gpu_type_id": gpu_type_id, "secure_price": secure_price}
+        self._call("POST", "gpu_types", {**body, "step_seconds": step_seconds})
 
     def crash_pod(self, pod_id: str) -> None:
         self._call("POST", f"pods/{pod_id}/crash", {})

@@ -15,7 +15,7 @@ from graphql import GraphQLError, build_schema, graphql_sync, parse
 from graphql.language import OperationDefinitionNode
 
 from rp_devstack.local_pods import COMFYUI_PRIVATE_PORT
-from rp_devstack.runpod_emulator.catalog import DATACENTERS, GPU_CATALOG, GpuOffer, stock_status
+from rp_devstack.runpod_emulator.catalog import DATACENTERS, GpuOffer, stock_status
 from rp_devstack.runpod_emulator.state import EmulatedPod, EmulatorState, iso
 
 SCHEMA = build_schema(
@@ -229,7 +229,9 @@ class _Root:
 
     def gpuTypes(self, _info: Any, input: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         gpu_id = (input or {}).get("id")
-        return [gpu_view(self.e, g) for g in GPU_CATALOG if gpu_id is None or g.id == gpu_id]
+        return [
+            gpu_view(self.e, g) for g in self.e.gpu_offers() if gpu_id is None or g.id == gpu_id
+        ]
 
     def podFindAndDeployOnDemand(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return pod_view(self.e, self.e.deploy(input or {}, bid_per_gpu=None))

@@ -16,20 +16,40 @@ import logging
 import math
 import random
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from rp_devstack.runpod_emulator.state import EmulatorState
+from rp_devstack.runpod_emulator.errors import EmulatorError
 
 log = logging.getLogger(__name__)
 
 INTERRUPTABLE = "INTERRUPTABLE"
 
 
-def preempt(state: EmulatorState, pod_id: str) -> None:
-    """Preempt one interruptible pod; an on-demand pod is refused (RunPod never takes it)."""
-    from rp_devstack.runpod_emulator.state import EmulatorError
+class Pod(Protocol):
+    """What preemption reads of a pod."""
 
+    @property
+    def id(self) -> str: ...
+    @property
+    def pod_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class Account(Protocol):
+    """What preemption needs of the emulated account (`state.Account` is one). A
+    protocol rather than an import, so that `state` may use this module without a cycle."""
+
+    random_preemption: RandomPreemption | None
+
+    def get_pod(self, pod_id: str) -> Pod | None: ...
+    def list_pods(self) -> Sequence[Pod]: ...
+    def crash_pod(self, pod_id: str) -> None: ...
+
+
+def preempt(state: Account, pod_id: str) -> None:
+    """Preempt one interruptible pod; an on-demand pod is refused (RunPod never takes it)."""
     pod = state.get_pod(pod_id)
     if pod is None:
         raise EmulatorError("pod not found", status=404)
@@ -46,7 +66,7 @@ class RandomPreemption:
 
     def __init__(
         self,
-        state: EmulatorState,
+        state: Account,
         rate_per_hour: float,
         seed: int | None = None,
         tick_s: float = 1.0,
@@ -94,7 +114,7 @@ class RandomPreemption:
 
 
 def set_random_rate(
-    state: EmulatorState, rate_per_hour: float, seed: int | None = None
+    state: Account, rate_per_hour: float, seed: int | None = None
 ) -> RandomPreemption | None:
     """Replace the state's random preemption (0 turns it off); the new one, if any."""
     chaos = RandomPreemption(state, rate_per_hour, seed)  # validates before anything changes

@@ -26,12 +26,12 @@ from rp_devstack.local_pods import COMFYUI_PRIVATE_PORT
 from rp_devstack.runpod_emulator.catalog import (
     DATACENTER_NAMES,
     DATACENTERS,
-    GPU_CATALOG,
     GpuOffer,
     availability_level,
 )
 from rp_devstack.runpod_emulator.contract import Contract, Operation
-from rp_devstack.runpod_emulator.state import EmulatedPod, EmulatorError, EmulatorState, iso
+from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.state import EmulatedPod, EmulatorState, iso
 
 PROBLEM_JSON = "application/problem+json"
 GONE = ("EXITED", "ERROR", "TERMINATED")
@@ -229,7 +229,9 @@ class RestV2:
             if name in query and not include:
                 return problem(400, f"{name} is valid only with include=AVAILABILITY")
         wanted = int(self.contract.query_value(op, query, "count") or 1)
-        gpus = [gpu_type_view(self.state, g, bool(include), wanted) for g in GPU_CATALOG]
+        gpus = [
+            gpu_type_view(self.state, g, bool(include), wanted) for g in self.state.gpu_offers()
+        ]
         return Answer(200, {"gpus": gpus})
 
     def _listNetworkVolumes(self, op: Operation, query: dict[str, list[str]], body: Any) -> Answer:

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlparse
 
 from rp_devstack.runpod_emulator import graphql_api, rest_v2
 from rp_devstack.runpod_emulator.contract import Operation, load_contract
-from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorError, EmulatorState, Fault
+from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.state import DEFAULT_API_KEY, EmulatorState, Fault
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "/_emulator/requests": e.request_counts,
                 "/_emulator/contract_violations": lambda: list(e.contract_violations),
                 "/_emulator/health": lambda: {"ok": True},
+                "/_emulator/gpu_types": e.gpu_types,
             }
             view = views.get(path)
             if view is None:
@@ -284,7 +286,19 @@ class _Handler(BaseHTTPRequestHandler):
                 given = {k: args[k] for k in FAULT_FIELDS if args.get(k) is not None}
                 e.fail_next(**{k: FAULT_FIELDS[k](v) for k, v in given.items()})
             elif path == "/_emulator/stock":
-                e.set_stock(args["gpu_type_id"], int(args["count"]), args.get("datacenter"))
+                e.set_stock(
+                    args["gpu_type_id"],
+                    int(args["count"]),
+                    args.get("datacenter"),
+                    seconds=_optional_float(args.get("seconds")),
+                    after_s=_optional_float(args.get("after_s")),
+                )
+            elif path == "/_emulator/gpu_types":
+                e.set_gpu_offer(
+                    args["gpu_type_id"],
+                    secure_price=_optional_float(args.get("secure_price")),
+                    step_seconds=_optional_float(args.get("step_seconds")),
+                )
             elif path == "/_emulator/boot_delay":
                 e.set_boot_delay(float(args["seconds"]))
             elif path == "/_emulator/reset":
@@ -337,6 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a "hang" fault outlived its timeout)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 # RunPod sends its quota state on every authenticated answer (IETF ratelimit-headers draft).

@@ -1,7 +1,8 @@
 """The emulated RunPod account: pods (local processes), network volumes, templates, secrets,
 GPU stock, billing and pending faults. Both APIs (GraphQL and REST v2) act on this one state.
 
-Model errors raise `EmulatorError`; each API turns it into the error shape it speaks.
+Model errors raise `EmulatorError` (module `errors`); each API turns it into
+the error shape it speaks.
 """
 
 from __future__ import annotations
@@ -20,29 +21,14 @@ from typing import Any
 
 from rp_devstack.local_pods import ComfyCommand, LocalPod, standin_command
 from rp_devstack.runpod_emulator import preemption
-from rp_devstack.runpod_emulator.catalog import (
-    CAPACITY_MESSAGE,
-    DATACENTERS,
-    GPU_CATALOG,
-    GpuOffer,
-    gpu_offer,
-    on_demand_price,
-)
+from rp_devstack.runpod_emulator.catalog import GpuOffer, at_gpu_speed, on_demand_price
+from rp_devstack.runpod_emulator.errors import EmulatorError
+from rp_devstack.runpod_emulator.market import GpuMarket, StockChange
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "devstack-runpod-key"
 _SECRET_REF = re.compile(r"\{\{\s*RUNPOD_SECRET_([A-Za-z0-9_.\-]+)\s*\}\}")
-
-
-class EmulatorError(Exception):
-    """A request RunPod refuses: `field` names the offending input when there is one."""
-
-    def __init__(self, message: str, *, status: int = 400, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.field = field
 
 
 @dataclass
@@ -134,7 +120,6 @@ class EmulatorState:
         self.boot_delay_s = boot_delay_s
         self.comfy_command = comfy_command
         self.agent_grace_s = agent_grace_s
-        self.default_stock = stock_per_datacenter
         self._secrets: dict[str, str] = dict(secrets_store or {})
         self._lock = threading.RLock()
         self._pods: dict[str, EmulatedPod] = {}
@@ -142,10 +127,9 @@ class EmulatorState:
         self._templates: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._pod_keys: dict[str, str] = {}  # pod-scoped API key -> pod id
-        self._stock: dict[tuple[str, str], int] = {}
+        self._market = GpuMarket(stock_per_datacenter)  # prices, speeds, stock (see market)
         self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self._requests: Counter[str] = Counter()
-        self.reset_stock()
 
     @property
     def api_key(self) -> str:
@@ -170,18 +154,57 @@ class EmulatorState:
 
     def reset_stock(self) -> None:
         with self._lock:
-            self._stock = {
-                (g.id, dc): self.default_stock for g in GPU_CATALOG for dc in DATACENTERS
-            }
+            self._market.reset_stock()
 
-    def set_stock(self, gpu_type_id: str, count: int, datacenter: str | None = None) -> None:
+    def set_stock(
+        self,
+        gpu_type_id: str,
+        count: int,
+        datacenter: str | None = None,
+        *,
+        seconds: float | None = None,
+        after_s: float | None = None,
+    ) -> None:
+        """`count` GPUs of the type free (in `datacenter`, else in each). With `after_s`, from
+        that many seconds on rather than now; with `seconds`, only for that long, then the
+        count from before comes back (e.g. count 0, seconds 30: out of stock for 30 s)."""
         with self._lock:
-            for dc in [datacenter] if datacenter else DATACENTERS:
-                self._stock[(gpu_type_id, dc)] = count
+            self._market.schedule(gpu_type_id, count, datacenter, seconds, after_s)
 
     def free_gpus(self, gpu_type_id: str, datacenter: str) -> int:
         with self._lock:
-            return self._stock.get((gpu_type_id, datacenter), 0)
+            return self._market.free(gpu_type_id, datacenter)
+
+    def scheduled_stock(self) -> list[StockChange]:
+        """Stock changes still to come, soonest first."""
+        with self._lock:
+            return self._market.scheduled()
+
+    def gpu_offers(self) -> list[GpuOffer]:
+        """The GPU types on sale now, with their current prices and speeds."""
+        with self._lock:
+            return self._market.offers()
+
+    def gpu_offer(self, gpu_type_id: str | None) -> GpuOffer:
+        with self._lock:
+            return self._market.offer(gpu_type_id)
+
+    def set_gpu_offer(
+        self,
+        gpu_type_id: str,
+        *,
+        secure_price: float | None = None,
+        step_seconds: float | None = None,
+    ) -> GpuOffer:
+        """Change a type's list price (community and spot follow it) or its stand-in speed.
+        Pods already rented keep the price and speed they were rented at."""
+        with self._lock:
+            return self._market.set_offer(gpu_type_id, secure_price, step_seconds)
+
+    def gpu_types(self) -> list[dict[str, Any]]:
+        """Admin view: each type's prices, stand-in speed, free GPUs and coming stock changes."""
+        with self._lock:
+            return self._market.view()
 
     def set_boot_delay(self, seconds: float) -> None:
         self.boot_delay_s = seconds
@@ -316,6 +339,7 @@ class EmulatorState:
     def reset(self) -> None:
         preemption.set_random_rate(self, 0.0)
         with self._lock:
+            self._market.reset_offers()
             live = [p for p in self._pods.values() if p.status != "TERMINATED"]
             for pod in live:
                 self._halt(pod, "TERMINATED")
@@ -338,10 +362,7 @@ class EmulatorState:
         spec = self._apply_template(spec)
         if not spec.get("imageName"):
             raise EmulatorError("imageName or templateId is required", field="imageName")
-        try:
-            gpu = gpu_offer(spec.get("gpuTypeId"))
-        except LookupError as exc:
-            raise EmulatorError(str(exc), field="gpuTypeIds") from None
+        gpu = self.gpu_offer(spec.get("gpuTypeId"))
         gpu_count = int(spec.get("gpuCount") or 1)
         cloud = spec.get("cloudType") or "ALL"
         # GraphQL names one datacenter; REST v2 a preference list.
@@ -372,7 +393,7 @@ class EmulatorState:
             )
         env = {e["key"]: e.get("value") or "" for e in spec.get("env") or []}
         with self._lock:
-            chosen = self._take_stock(gpu.id, gpu_count, preferred)
+            chosen = self._market.take(gpu.id, gpu_count, preferred)
             now = time.time()
             price = bid_per_gpu if bid_per_gpu is not None else on_demand_price(gpu, cloud)
             pod = EmulatedPod(
@@ -419,7 +440,7 @@ class EmulatorState:
         with self._lock:
             pod = self._require(pod_id)
             if pod.status != "RUNNING":
-                self._take_stock(pod.gpu.id, pod.spec["gpuCount"], [pod.datacenter])
+                self._market.take(pod.gpu.id, pod.spec["gpuCount"], [pod.datacenter])
                 self._run(pod)
             return pod
 
@@ -524,15 +545,6 @@ class EmulatorState:
             merged["env"] = list(keyed.values())
         return merged
 
-    def _take_stock(self, gpu_id: str, count: int, datacenters: list[str]) -> str:
-        candidates = datacenters or list(DATACENTERS)
-        best = max(candidates, key=lambda dc: self._stock.get((gpu_id, dc), 0))
-        if self._stock.get((gpu_id, best), 0) < count:
-            # REST v2 answers capacity exhaustion with a 400 and a human-readable detail only.
-            raise EmulatorError(CAPACITY_MESSAGE, status=400)
-        self._stock[(gpu_id, best)] -= count
-        return best
-
     def _run(self, pod: EmulatedPod) -> None:
         """Start (or restart) the pod's processes. Called with the lock held."""
         now = time.time()
@@ -544,7 +556,7 @@ class EmulatorState:
             pod_id=pod.id,
             root=self.state_dir / "pods" / pod.id,
             env=self._resolve_secrets(pod.env),
-            comfy_command=self.comfy_command,
+            comfy_command=at_gpu_speed(self.comfy_command, pod.gpu),
             agent_grace_s=self.agent_grace_s,
             api_base_url=self.base_url,
             api_key=self._pod_key(pod.id),
@@ -563,7 +575,7 @@ class EmulatorState:
         if pod.running_since is not None:
             pod.billed_seconds += now - pod.running_since
             pod.running_since = None
-            self._stock[(pod.gpu.id, pod.datacenter)] += pod.spec["gpuCount"]
+            self._market.give_back(pod.gpu.id, pod.datacenter, pod.spec["gpuCount"])
         pod.status = status
         pod.status_changed_at = now
         if status == "TERMINATED":
@@ -602,6 +614,7 @@ class EmulatorState:
             "pod_type": pod.pod_type,
             "desired_status": pod.status,
             "cost_per_hr": pod.cost_per_hr,
+            "gpu_step_seconds": pod.gpu.step_seconds,
             "seconds": round(seconds, 3),
             "cost": round(pod.cost_per_hr * seconds / 3600, 6),
             "created_at": pod.created_at,

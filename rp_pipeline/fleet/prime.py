@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import deque
 
 from rp_pipeline.fleet.billing import run_budget
+from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.run import RunPods
-from rp_pipeline.fleet.state import Submitted
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, comfy_client
 from rp_pipeline.integrations.comfyui.client import ComfyUIError, PromptValidationError
 from rp_pipeline.money.budget import BudgetExceeded
@@ -46,8 +46,5 @@ def prime_pods(pods: RunPods) -> None:
                 skip.add(pod.pod_id)
                 log.warning(f"pod {pod.pod_id}: could not queue {key}: {exc}")
                 continue
-            state.submitted[key] = Submitted(
-                sub.prompt_id, int(sub.number), float(sub.submitted_at), pod.pod_id
-            )
-            state.served_by[key] = pod.pod_id
+            note_submitted(state, pods.r2, pod, key, sub)
             log.info(f"[pod {pod.pod_id}] queued {key} as prompt {sub.prompt_id}")

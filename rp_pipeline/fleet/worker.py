@@ -26,8 +26,9 @@ from rp_pipeline.fleet.harvest import (
     is_video_output,
 )
 from rp_pipeline.fleet.leases import LeaseKeeper
+from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.slots import PodSlots
-from rp_pipeline.fleet.state import PodInfo, Submitted
+from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, PodDied, Progress, SharedWork, comfy_client
 from rp_pipeline.integrations.comfyui.client import (
     ComfyUIClient,
@@ -175,10 +176,7 @@ class PodWorker(PodEndings, VideoCollecting, threading.Thread):
             except ComfyUIUnavailable as exc:
                 self._check_alive(exc)  # PodDied once gone or past the unreachable grace
                 time.sleep(2.0)
-        self.work.state.submitted[key] = Submitted(
-            sub.prompt_id, int(sub.number), float(sub.submitted_at), self.pod.pod_id
-        )
-        self.work.state.served_by[key] = self.pod.pod_id
+        note_submitted(self.work.state, self.r2, self.pod, key, sub)
         self.in_flight.append(key)
         self.work.say(self.pod.pod_id, f"queued {key} as prompt {sub.prompt_id}")
 

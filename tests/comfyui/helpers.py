@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import requests
 
 from rp_pipeline.integrations.comfyui.client import ComfyUIClient
 
@@ -38,3 +39,14 @@ def wait_until_running(client: ComfyUIClient, prompt_id: str, timeout: float = 1
             return
         time.sleep(0.02)
     raise AssertionError(f"{prompt_id} never started")
+
+
+def history_entry(base_url: str, prompt_id: str, timeout: float = 30) -> dict:
+    """The finished prompt's `/history` entry (polled over plain HTTP)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        entry = requests.get(f"{base_url}/history/{prompt_id}", timeout=10).json()
+        if entry:
+            return dict(entry[prompt_id])
+        time.sleep(0.05)
+    raise AssertionError(f"{prompt_id} never finished")

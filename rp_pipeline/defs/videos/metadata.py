@@ -6,6 +6,7 @@ from typing import Any
 
 from dagster import MetadataValue
 
+from rp_pipeline.fleet.renders import RenderMarker
 from rp_pipeline.fleet.state import BatchState, PlannedVideo, PodInfo, VideoRecord
 from rp_pipeline.fleet.warm_pods import split_billed_seconds
 from rp_pipeline.integrations.r2.resource import R2Resource
@@ -15,21 +16,9 @@ def _maybe_float(value: float | None) -> Any:
     return MetadataValue.float(round(value, 3)) if value is not None else MetadataValue.null()
 
 
-def video_metadata(
-    *,
-    record: VideoRecord,
-    video: PlannedVideo,
-    pod: PodInfo,
-    r2: R2Resource,
-    pod_seconds: float,
-    cost_usd: float,
-    batch_size: int,
-) -> dict[str, Any]:
-    """Materialization metadata, written the moment the video is in R2. `cost_usd` is the pod
-    time attributed to this video so far (since the pod's previous video landed); the settled
-    figure follows as an AssetObservation when the run's pods are all terminated."""
+def object_metadata(record: VideoRecord, r2: R2Resource) -> dict[str, Any]:
+    """What the video in R2 is: where, how big, its digest and probed facts, its poster."""
     facts = record.facts
-    request = video.request
     metadata: dict[str, Any] = {
         "poster": MetadataValue.md(record.poster_markdown or ""),
         "r2_key": MetadataValue.path(record.r2_key),
@@ -46,9 +35,31 @@ def video_metadata(
         "fps": MetadataValue.float(float(facts["fps"])),
         "duration_s": MetadataValue.float(float(facts["duration_s"])),
         "codec": str(facts.get("codec", "")),
+        "upload_latency_s": _maybe_float(record.upload_latency_s),
+    }
+    public = r2.public_url(record.r2_key)
+    if public:
+        metadata["public_url"] = MetadataValue.url(public)
+    return metadata
+
+
+def video_metadata(
+    *,
+    record: VideoRecord,
+    video: PlannedVideo,
+    pod: PodInfo,
+    r2: R2Resource,
+    pod_seconds: float,
+    cost_usd: float,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Materialization metadata, written the moment the video is in R2. `cost_usd` is the pod
+    time attributed to this video so far (since the pod's previous video landed); the settled
+    figure follows as an AssetObservation when the run's pods are all terminated."""
+    request = video.request
+    return object_metadata(record, r2) | {
         "generation_time_s": _maybe_float(record.generation_time_s),
         "queue_wait_s": _maybe_float(record.queue_wait_s),
-        "upload_latency_s": _maybe_float(record.upload_latency_s),
         "pod_id": pod.pod_id,
         "gpu_type": pod.gpu_type,
         "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
@@ -62,11 +73,31 @@ def video_metadata(
         "workflow": video.workflow_name,
         "workflow_hash": video.workflow_hash,
         "comfyui_prompt_id": record.prompt_id,
+        # The pod's boot, on the run's clock (create -> ComfyUI answering) and its own phases.
+        "boot_s": _maybe_float(
+            round(pod.ready_at - pod.launched_at - pod.adopted_idle_s, 3) if pod.ready_at else None
+        ),
+        **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
     }
-    public = r2.public_url(record.r2_key)
-    if public:
-        metadata["public_url"] = MetadataValue.url(public)
-    return metadata
+
+
+def recovered_metadata(
+    record: VideoRecord, r2: R2Resource, marker: RenderMarker, request: dict[str, Any]
+) -> dict[str, Any]:
+    """A video an earlier run paid for and left in R2 unmaterialized (it died first): what is
+    known of it. Its GPU time was that run's; this run spends nothing on it."""
+    return object_metadata(record, r2) | {
+        "recovered_from_run": marker.run_id,
+        "pod_id": marker.pod_id,
+        "gpu_type": marker.gpu_type,
+        "cost_per_hr": MetadataValue.float(marker.cost_per_hr),
+        "cost_usd": MetadataValue.float(0.0),
+        "cost_settled": True,
+        "prompt": str(request.get("prompt", "")),
+        "negative_prompt": str(request.get("negative_prompt", "")),
+        "workflow": str(request.get("workflow", "")),
+        "comfyui_prompt_id": marker.prompt_id,
+    }
 
 
 def preempted_metadata(state: BatchState, key: str) -> dict[str, Any]:

@@ -30,9 +30,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from rp_pipeline.defs.videos.events import GENERATED_VIDEO, handle_event, settled_observations
-from rp_pipeline.defs.videos.retry import materialized_by_ancestors
+from rp_pipeline.defs.videos.events import handle_event, settled_observations
+from rp_pipeline.defs.videos.pay_once import REMAKE_TAG, recovered_videos, triage
 from rp_pipeline.fleet.billing import run_budget
+from rp_pipeline.fleet.boot import BootWatch
 from rp_pipeline.fleet.external import pods_for
 from rp_pipeline.fleet.launcher import idle_room
 from rp_pipeline.fleet.podlogs import FORWARD_EVERY_S
@@ -69,6 +70,13 @@ class RequestsConfig(Config):
         default_factory=dict,
         description="partition key -> {prompt, workflow, negative_prompt, seed, params}",
     )
+    remake: bool = Field(
+        default=False,
+        description=(
+            "Generate again the partitions that are already materialized (and pay again); "
+            "the run tag rp/remake=true does the same. Off: they are skipped."
+        ),
+    )
 
 
 def run_partition_keys(context: OpExecutionContext) -> list[str]:
@@ -83,20 +91,31 @@ def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R
     drops the partitions an earlier attempt already materialized; with none left, no output:
     the later steps are skipped and the run succeeds without a pod."""
     keys = run_partition_keys(context)
-    done = materialized_by_ancestors(context.instance, context.dagster_run, GENERATED_VIDEO)
-    if skipped := [key for key in keys if key in done]:
-        keys = [key for key in keys if key not in done]
-        context.log.info(
-            f"retry: skipping {len(skipped)} partition(s) an earlier attempt materialized: "
-            + ", ".join(f"{key} (run {done[key][:8]})" for key in skipped)
-        )
-        if not keys:
-            context.log.info("retry: every partition is already materialized; no pod is needed")
-            return
+    remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
+    found = triage(context.instance, context.dagster_run, keys, remake)
+    for line in found.lines():
+        context.log.info(line)
     try:
-        specs = resolve_requests(r2, keys, config.requests)
+        specs = resolve_requests(r2, found.make, config.requests)
     except (UnknownRequestError, RequestError) as exc:
         raise Failure(f"no pod was launched: {exc}") from None
+    keys = found.make
+    if not remake:
+        recovered = []
+        for event in recovered_videos(
+            r2, context.run_id, keys, {k: specs[k].to_dict() for k in keys}
+        ):
+            context.log.info(
+                f"{event.partition}: its video is already in R2 (made by run "
+                f"{str(event.metadata['recovered_from_run'].value)[:8]}, which died first); "
+                "materialized from there, nothing generated"
+            )
+            recovered.append(event.partition)
+            yield event
+        keys = [key for key in keys if key not in recovered]
+    if not keys:
+        context.log.info("every partition is already materialized or being made; no pod is needed")
+        return
     planned, problems = plan_videos(specs, keys, context.run_id)
     if problems:
         raise Failure(
@@ -237,15 +256,19 @@ def wait_for_ready(
     pods = run_pods(context, state, runpod, r2, settings, comfyui)
     launcher = pods.launcher()
     forwarder = pods.log_forwarder()
+    boot = BootWatch(r2, context.log)
+
+    def while_booting() -> None:
+        forwarder.poll(list(state.pods))
+        boot.poll(list(state.pods.values()))
+
     with pods.held():
-        booting = in_parallel(
-            state.live_pods(), launcher.ready, lambda: forwarder.poll(list(state.pods)),
-            FORWARD_EVERY_S,
-        )  # fmt: skip
+        booting = in_parallel(state.live_pods(), launcher.ready, while_booting, FORWARD_EVERY_S)
         forwarder.poll(list(state.pods), force=True)  # what the pods said while booting
         for pod, result in booting:
             if isinstance(result, PodInfo):
                 boot_s = (pod.ready_at or time.time()) - pod.launched_at - pod.adopted_idle_s
+                boot.record(pod)
                 context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
                 continue
             pod.failure = f"never ready: {result}"
