@@ -18,8 +18,6 @@ nothing on our side has to stay up to end it:
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rp_agent.keys import prefix_from_env
 from rp_pipeline.fleet.leases import (
     PodNeeds,
     adopted_lease,
@@ -39,33 +36,29 @@ from rp_pipeline.fleet.leases import (
 )
 from rp_pipeline.fleet.live_fleet import LiveFleet
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.settings import (
+    DEFAULT_IDLE_S,
+    SettingError,
+    current,
+    r2_from_environment,
+    r2_prefix,
+)
 
 log = logging.getLogger(__name__)
 
-IDLE_ENV = "RP_POD_IDLE_S"
-# 0 keeps the old behaviour (terminate the moment the work is done): idle time costs money, so
-# keeping pods warm is a choice made per deployment.
-DEFAULT_IDLE_S = 0.0
+__all__ = ["DEFAULT_IDLE_S"]
 
 
 class WarmPodConfigError(ValueError):
     """A bad warm-pod setting; the message is one line that says what to change."""
 
 
-def idle_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
+def idle_seconds_from_env(env: Mapping[str, str] | None = None) -> float:
     """RP_POD_IDLE_S as seconds >= 0 (DEFAULT_IDLE_S when unset or empty)."""
-    env = os.environ if environ is None else environ
-    raw = (env.get(IDLE_ENV) or "").strip()
-    if not raw:
-        return DEFAULT_IDLE_S
     try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise WarmPodConfigError(
-            f"{IDLE_ENV} must be a number of seconds >= 0 (0 = terminate at once), got {raw!r}"
-        )
+        value: float = current("pod_idle_s", env)
+    except SettingError as exc:
+        raise WarmPodConfigError(str(exc)) from None
     return value
 
 
@@ -196,13 +189,13 @@ def evict_idle_pod(client: Any, r2: R2Resource, run_id: str) -> str | None:
 
 def idle_pod_ids_from_env(pod_ids: Iterable[str]) -> set[str]:
     """Which of `pod_ids` are idle, when R2 is configured in the env (else none are known)."""
-    from rp_agent.r2 import R2ConfigError, R2Settings
+    from rp_agent.r2 import R2ConfigError
 
     try:
-        settings = R2Settings.from_env()
+        settings = r2_from_environment()
     except R2ConfigError:
         return set()
-    prefix = prefix_from_env()
+    prefix = r2_prefix()
     try:
         r2 = R2Resource(
             endpoint=settings.endpoint,

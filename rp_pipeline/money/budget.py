@@ -25,7 +25,6 @@ holds for what has settled plus this run's own spend.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import threading
 import time
@@ -37,15 +36,12 @@ from typing import Any
 from dagster import AssetRecordsFilter, DagsterInstance
 
 from rp_pipeline.asset_keys import GENERATED_VIDEO
+from rp_pipeline.settings import DEFAULT_BOOT_S, DEFAULT_VIDEO_S, SettingError, current, env_name
 
-RUN_CAP_ENV = "RP_MAX_RUN_COST_USD"
-DAY_CAP_ENV = "RP_MAX_DAILY_COST_USD"
-VIDEO_S_ENV = "RP_EXPECTED_VIDEO_S"
-BOOT_S_ENV = "RP_EXPECTED_BOOT_S"
-# WAN 2.2 14B at 1280x704x121 on a 24-48 GB GPU takes on the order of 10-20 minutes.
-DEFAULT_VIDEO_S = 900.0
-# A new pod bills while it boots: image pull, model load, ComfyUI start.
-DEFAULT_BOOT_S = 180.0
+RUN_CAP_ENV = env_name("max_run_cost_usd")
+DAY_CAP_ENV = env_name("max_daily_cost_usd")
+VIDEO_S_ENV = env_name("expected_video_s")
+__all__ = ["DEFAULT_BOOT_S", "DEFAULT_VIDEO_S"]
 HISTORY = 20
 VIDEO_ASSET = GENERATED_VIDEO
 
@@ -59,19 +55,6 @@ class BudgetExceeded(RuntimeError):
     the fleet gives each queued prompt it fails."""
 
 
-def _amount(env: Mapping[str, str], name: str, what: str) -> float | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{name} must be {what} greater than 0, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class BudgetSettings:
     run_cap_usd: float | None = None
@@ -80,14 +63,17 @@ class BudgetSettings:
     boot_s: float = DEFAULT_BOOT_S
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BudgetSettings:
-        env = os.environ if environ is None else environ
-        return cls(
-            run_cap_usd=_amount(env, RUN_CAP_ENV, "an amount in US dollars"),
-            day_cap_usd=_amount(env, DAY_CAP_ENV, "an amount in US dollars"),
-            default_video_s=_amount(env, VIDEO_S_ENV, "a number of seconds") or DEFAULT_VIDEO_S,
-            boot_s=_amount(env, BOOT_S_ENV, "a number of seconds") or DEFAULT_BOOT_S,
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BudgetSettings:
+        """The budget settings as set now (`env`: this mapping instead of the process's)."""
+        try:
+            return cls(
+                run_cap_usd=current("max_run_cost_usd", env),
+                day_cap_usd=current("max_daily_cost_usd", env),
+                default_video_s=current("expected_video_s", env),
+                boot_s=current("expected_boot_s", env),
+            )
+        except SettingError as exc:
+            raise BudgetError(str(exc)) from None
 
     @property
     def capped(self) -> bool:

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rp_pipeline.integrations.runpod.client import GpuType, Pod, PodSpec, RunPodClient
 from rp_pipeline.integrations.runpod.errors import NoCapacityError
+from rp_pipeline.settings import DEFAULT_MARKET, MARKETS, SettingError, current, env_name
 
 log = logging.getLogger(__name__)
 
-MARKET_ENV = "RP_POD_MARKET"
-BID_ENV = "RP_SPOT_BID_MAX"
-MARKETS = ("on-demand", "interruptible", "interruptible-fallback")
-DEFAULT_MARKET = "on-demand"
+MARKET_ENV = env_name("pod_market")
+BID_ENV = env_name("spot_bid_max")
+__all__ = ["DEFAULT_MARKET", "MARKETS"]
 
 
 class MarketConfigError(ValueError):
@@ -44,25 +43,12 @@ class PodMarket:
     bid_max: float | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PodMarket:
-        env = os.environ if environ is None else environ
-        kind = (env.get(MARKET_ENV) or DEFAULT_MARKET).strip().lower()
-        if kind not in MARKETS:
-            raise MarketConfigError(
-                f"{MARKET_ENV} must be one of {', '.join(MARKETS)}, got {env.get(MARKET_ENV)!r}"
-            )
-        raw = (env.get(BID_ENV) or "").strip()
-        if not raw:
-            return cls(kind)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PodMarket:
+        """The market as set now (`env`: this mapping instead of the process's)."""
         try:
-            bid = float(raw)
-        except ValueError:
-            bid = math.nan
-        if not math.isfinite(bid) or bid <= 0:
-            raise MarketConfigError(
-                f"{BID_ENV} must be a price in $/h per GPU greater than 0, got {raw!r}"
-            )
-        return cls(kind, bid)
+            return cls(current("pod_market", env), current("spot_bid_max", env))
+        except SettingError as exc:
+            raise MarketConfigError(str(exc)) from None
 
     @property
     def spot(self) -> bool:

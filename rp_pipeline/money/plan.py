@@ -14,9 +14,9 @@ from typing import Any
 
 from dagster import DagsterInstance, Failure
 
-from rp_pipeline.fleet.warm_pods import WarmPodConfigError, idle_seconds_from_env
 from rp_pipeline.money.budget import BudgetError, BudgetSettings, RunBudget, plan_run_budget
 from rp_pipeline.money.market import MarketConfigError, PodMarket
+from rp_pipeline.settings import SettingError, current
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ def plan_run(
 ) -> RunPlan:
     """Read and check every money setting; a bad one is one Failure line, no pod launched."""
     try:
-        idle_s = idle_seconds_from_env()
+        idle_s: float = current("pod_idle_s")
         market = PodMarket.from_env()
         market.check(catalog, gpu_types)
         price = market.worst_price(catalog, gpu_types, cloud_type) or fallback_price
         budget = plan_run_budget(instance, videos=videos, pods=pods, cost_per_hr=price)
-    except (WarmPodConfigError, MarketConfigError, BudgetError) as exc:
+    except (SettingError, MarketConfigError, BudgetError) as exc:
         raise Failure(f"no pod was launched: {exc}") from None
     return RunPlan(
         idle_s=idle_s,

@@ -11,7 +11,6 @@ left running, and always stops the devstack. Exit 0 on success, 1 with a reason 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -20,6 +19,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from rp_pipeline.settings import exit_on_problems, read_settings, set_defaults
 
 console = Console(highlight=False, width=max(Console().width, 120))
 DEMO_VIDEOS = 4
@@ -141,8 +142,6 @@ def run_demo(workdir: Path) -> None:
     try:
         stack.start()
         home = stack.use_in_this_process(workdir / "dagster_home")
-        for name, value in DEMO_FLEET.items():
-            os.environ.setdefault(name, value)
         step(f"devstack up; Dagster instance in {home}")
         materialize_batch(stack)
     finally:
@@ -178,7 +177,7 @@ def materialize_batch(stack: Any) -> None:
             raise DemoError(f"partitions not registered: {missing}")
         step(
             f"{len(registered)} partitions registered; generating {len(keys)} in ONE run on up "
-            f"to {os.environ['RP_MAX_PODS']} pods:"
+            f"to {read_settings().max_pods} pods:"
         )
         for key in keys:
             console.print(f"    - {key}")
@@ -189,7 +188,7 @@ def materialize_batch(stack: Any) -> None:
         step(f"batch run {result.run_id[:8]} succeeded in {time.time() - started:.1f} s")
         pods = [p for p in stack.emulator.pods() if p.get("name", "").startswith("dagster-")]
         batch_pods = [p for p in pods if result.run_id[:8] in p.get("name", "")]
-        limit = int(os.environ["RP_MAX_PODS"])
+        limit = read_settings().max_pods or 1
         step(
             f"pods launched for the batch: {len(batch_pods)} side by side for {len(keys)} videos "
             f"(RP_MAX_PODS={limit}); billed ${sum(p['cost'] for p in batch_pods):.5f} in all"
@@ -216,6 +215,8 @@ def materialize_batch(stack: Any) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
+    set_defaults(DEMO_FLEET)
+    exit_on_problems(read_settings().problems, "rp-demo")  # before the devstack starts
     with tempfile.TemporaryDirectory(prefix="rp-demo-") as tmp:
         try:
             run_demo(Path(tmp))

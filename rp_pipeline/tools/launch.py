@@ -15,7 +15,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from rp_pipeline.integrations.runpod.errors import (
     UnknownGpuError,
 )
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
+from rp_pipeline.settings import value_of
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (RunPodConfigError, 2),
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--cloud-type", choices=CLOUD_TYPES, default="ALL")
     launch.add_argument(
         "--network-volume",
-        default=os.environ.get("RUNPOD_NETWORK_VOLUME_ID") or None,
+        default=value_of("RUNPOD_NETWORK_VOLUME_ID"),
         help="network volume id, or several comma-separated (one per datacenter) "
         "(default: $RUNPOD_NETWORK_VOLUME_ID); forces SECURE cloud",
     )
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _client() -> RunPodClient:
-    key = os.environ.get("RUNPOD_API_KEY")
+    key = value_of("RUNPOD_API_KEY")
     if not key:
         raise UsageError(
             "RUNPOD_API_KEY is not set: export it (RunPod console > Settings > API Keys) "

@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rp_pipeline.settings import process_environment
+
 # Sizing knobs rendered into dagster.yaml, with their defaults.
 SIZING_ENV_DEFAULTS = {
     "RP_MAX_PODS": "1",
@@ -163,12 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not command:
             raise ServiceConfigError("no service command given after --")
-        home = os.environ.get("DAGSTER_HOME")
+        environment = process_environment()
+        home = environment.get("DAGSTER_HOME")
         if not home:
             raise ServiceConfigError("DAGSTER_HOME not set: the directory for dagster.yaml")
         if args.template is not None:
-            render_instance(args.template, Path(home), os.environ)
-        check_postgres(os.environ, wait_s=args.pg_wait_s)
+            render_instance(args.template, Path(home), environment)
+        check_postgres(environment, wait_s=args.pg_wait_s)
     except ServiceConfigError as exc:
         print(f"{name}: not started: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -12,10 +12,10 @@ seconds, with the R2 credentials of their own environment.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rp_pipeline.integrations.r2.resource import MAX_PRESIGN_EXPIRY_S, R2Resource
+from rp_pipeline.settings import value_of
 
 _NEEDED = ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
@@ -44,14 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def r2_from_env() -> R2Resource:
-    missing = [name for name in _NEEDED if not os.environ.get(name)]
+    values = {name: value_of(name) or "" for name in _NEEDED}
+    missing = [name for name, value in values.items() if not value]
     if missing:
         raise UsageError(f"{', '.join(missing)} not set: export the R2 settings first")
     return R2Resource(
-        endpoint=os.environ["R2_ENDPOINT"],
-        bucket=os.environ["R2_BUCKET"],
-        access_key_id=os.environ["R2_ACCESS_KEY_ID"],
-        secret_access_key=os.environ["R2_SECRET_ACCESS_KEY"],
+        endpoint=values["R2_ENDPOINT"],
+        bucket=values["R2_BUCKET"],
+        access_key_id=values["R2_ACCESS_KEY_ID"],
+        secret_access_key=values["R2_SECRET_ACCESS_KEY"],
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import reprlib
 from collections.abc import Mapping
@@ -20,11 +19,11 @@ from typing import Any
 
 import yaml
 
+from rp_pipeline.settings import current
 from rp_pipeline.video_requests.safe_yaml import UnsafeYamlError, load_yaml_file
 from rp_pipeline.workflows import WorkflowParamError, validate_params
 
 DEFAULT_WORKFLOW = "wan22_ti2v_5b"
-DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 # Keys become file name prefixes and partition keys: keep them short and portable.
 _SLUG_WORDS = 5
 _HASH_CHARS = 10
@@ -210,7 +209,8 @@ def load_request_file(path: Path) -> list[VideoRequest]:
 
 def prompts_dir() -> Path:
     """Where request files live: RP_PROMPTS_DIR, else the repo's `prompts/`."""
-    return Path(os.environ.get("RP_PROMPTS_DIR") or DEFAULT_PROMPTS_DIR)
+    directory: Path = current("prompts_dir")
+    return directory
 
 
 def scan_requests(directory: Path | None = None) -> RequestScan:

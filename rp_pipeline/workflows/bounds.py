@@ -15,18 +15,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-# A 1080p clip of 121 frames (~5 s at 24 fps): every shipped template's default (1280x704x121)
-# fits with room, while 16384x16384 or 16384 frames (hours of GPU time) do not.
-DEFAULT_MAX_PIXELS = 1920 * 1088 * 121
-# The shipped templates sample 20 (two experts x 10) or 4 steps; 100 leaves room for quality
-# experiments, 10000 (ComfyUI's own limit) would bill a pod for hours.
-DEFAULT_MAX_STEPS = 100
+from rp_pipeline.settings import current
 
 
 @dataclass(frozen=True)
@@ -81,21 +75,12 @@ def combined(bounds: list[Bounds]) -> Bounds | None:
 
 
 def max_pixels() -> int:
-    return _env_int("RP_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+    """RP_MAX_PIXELS as set now (default `rp_pipeline.settings.DEFAULT_MAX_PIXELS`)."""
+    value: int = current("max_pixels")
+    return value
 
 
 def max_steps() -> int:
-    return _env_int("RP_MAX_STEPS", DEFAULT_MAX_STEPS)
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+    """RP_MAX_STEPS as set now (default `rp_pipeline.settings.DEFAULT_MAX_STEPS`)."""
+    value: int = current("max_steps")
     return value

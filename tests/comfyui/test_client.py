@@ -293,10 +293,10 @@ def test_unreachable_server(tmp_path: Path) -> None:
 def test_dagster_resource_hands_out_configured_clients(standin: ComfyStandin) -> None:
     from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 
-    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5, prompt_deadline_s=7)
+    resource = ComfyUIResource(poll_interval_s=0.5, request_timeout_s=5, unreachable_grace_s=7)
     client = resource.get_client(standin.base_url, client_id="run-1")
     assert (client.client_id, client.poll_interval_s, client.request_timeout_s) == ("run-1", 0.5, 5)
-    assert client.prompt_deadline_s == 7
+    assert client.unreachable_grace_s == 7
     assert client.is_ready()
     assert resource.uses_external_comfyui is False
     with pytest.raises(ValueError, match="no ComfyUI URL"):

@@ -58,6 +58,7 @@ from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 from rp_pipeline.money.plan import plan_run
+from rp_pipeline.settings import settings_problems_failure
 from rp_pipeline.video_requests.model import RequestError
 from rp_pipeline.video_requests.store import UnknownRequestError, resolve_requests
 
@@ -87,10 +88,17 @@ def run_partition_keys(context: OpExecutionContext) -> list[str]:
 
 
 @op(ins={"video_requests": In(Nothing)}, out=Out(BatchState, is_required=False))
-def validate_requests(context: OpExecutionContext, config: RequestsConfig, r2: R2Resource):
-    """Resolve and validate every request of the run before any pod exists. A retried run
-    drops the partitions an earlier attempt already materialized; with none left, no output:
-    the later steps are skipped and the run succeeds without a pod."""
+def validate_requests(
+    context: OpExecutionContext,
+    config: RequestsConfig,
+    r2: R2Resource,
+    settings: GenerationSettings,
+):
+    """Check the settings, then resolve and validate every request of the run, before any pod
+    exists. Partitions already made or being made are skipped (see pay_once); with none left,
+    no output: the later steps are skipped and the run succeeds without a pod."""
+    if failure := settings_problems_failure(settings.settings_problems):
+        raise failure
     keys = run_partition_keys(context)
     remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
     found = triage(context.instance, context.dagster_run, keys, remake)

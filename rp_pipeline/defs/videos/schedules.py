@@ -1,8 +1,8 @@
 """`batch_generation`: register requests from prompts/*.yaml and generate the pending ones in
-one batch run (one pod). Cron from RP_BATCH_CRON; stopped until someone turns it on."""
+one batch run (one pod). Cron from RP_BATCH_CRON; stopped until someone turns it on. While a
+setting is bad it skips, naming it: every run it requested would fail before its first pod."""
 
 import hashlib
-import os
 
 from dagster import (
     DefaultScheduleStatus,
@@ -15,10 +15,9 @@ from dagster import (
 from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.jobs import generate_videos
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.settings import read_settings
 from rp_pipeline.video_requests.model import prompts_dir
 from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS, register_requests
-
-DEFAULT_CRON = "0 */6 * * *"
 
 
 def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
@@ -33,11 +32,13 @@ def pending_partitions(context: ScheduleEvaluationContext) -> list[str]:
 
 @schedule(
     job=generate_videos,
-    cron_schedule=os.environ.get("RP_BATCH_CRON") or DEFAULT_CRON,
+    cron_schedule=read_settings().batch_cron,
     default_status=DefaultScheduleStatus.STOPPED,
 )
 def batch_generation(context: ScheduleEvaluationContext, r2: R2Resource):
     """Add partitions for new valid requests, then one run over every pending partition."""
+    if problems := read_settings().problems:
+        return SkipReason("bad settings, no run requested: " + "; ".join(problems))
     done = register_requests(context.instance, r2, prompts_dir())
     for problem in done.problems:
         context.log.warning(f"request not registered: {problem}")

@@ -1,7 +1,8 @@
 """Dagster resource holding every ComfyUI setting of the pipeline (the client is plain Python).
 
-Timeouts, polling, outage grace and the per-prompt deadline are set here once; `get_client`
-hands out `ComfyUIClient`s configured with them. A pipeline pod's URL and token are only known
+Timeouts, polling and outage grace are set here once (the per-prompt deadline is the run's,
+`GenerationSettings.prompt_deadline_s`); `get_client` hands out `ComfyUIClient`s configured with
+them. A pipeline pod's URL and token are only known
 at run time, so they are passed to `get_client`; `external_url` instead names a ComfyUI the user
 runs themselves (see docs/pipeline.md, "An external ComfyUI").
 """
@@ -22,7 +23,7 @@ class ComfyUIResource(ConfigurableResource):
         description=(
             "URL of a ComfyUI you run yourself (e.g. http://127.0.0.1:8188). When set, the "
             "pipeline submits to it instead of launching a RunPod pod. Wired from env "
-            "COMFYUI_URL in definitions."
+            "COMFYUI_URL in rp_pipeline.defs.resources."
         ),
     )
     external_token: str | None = Field(
@@ -41,9 +42,6 @@ class ComfyUIResource(ConfigurableResource):
     )
     ws_connect_timeout_s: float = Field(
         default=10.0, description="Opening the /ws event socket; on failure wait() polls instead."
-    )
-    prompt_deadline_s: float = Field(
-        default=3600.0, description="How long wait() follows one prompt before ComfyUITimeout."
     )
     queue_check_s: float = Field(
         default=15.0,
@@ -89,6 +87,5 @@ class ComfyUIResource(ConfigurableResource):
             ws_connect_timeout_s=self.ws_connect_timeout_s,
             unreachable_grace_s=self.unreachable_grace_s,
             queue_check_s=self.queue_check_s,
-            prompt_deadline_s=self.prompt_deadline_s,
             token=auth,
         )

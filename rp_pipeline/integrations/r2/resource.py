@@ -1,7 +1,8 @@
 """Cloudflare R2 as a Dagster resource: head, list, download, upload, presign.
 
 Built on `rp_agent.r2.make_r2_client` (the one client factory with R2-safe settings). Secrets
-arrive through `EnvVar`, so run config and the instance only ever store the variable names.
+arrive through `EnvVar` (`rp_pipeline.defs.resources.r2_resource`), so run config and the
+instance only ever store the variable names.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from rp_agent.keys import DEFAULT_PREFIX, PREFIX_ENV
 from rp_agent.r2 import R2Settings, make_r2_client
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,6 @@ class R2Resource(ConfigurableResource):
     presign_expiry_s: int = MAX_PRESIGN_EXPIRY_S
 
     _client: Any = PrivateAttr(default=None)
-
-    @classmethod
-    def from_env(cls) -> R2Resource:
-        """Resource whose secrets resolve from the environment at run time (never stored)."""
-        return cls(
-            endpoint=EnvVar("R2_ENDPOINT"),
-            bucket=EnvVar("R2_BUCKET"),
-            access_key_id=EnvVar("R2_ACCESS_KEY_ID"),
-            secret_access_key=EnvVar("R2_SECRET_ACCESS_KEY"),
-            prefix=EnvVar(PREFIX_ENV) if _env_set(PREFIX_ENV) else DEFAULT_PREFIX,
-            public_base_url=EnvVar("R2_PUBLIC_BASE_URL")
-            if _env_set("R2_PUBLIC_BASE_URL")
-            else None,
-        )
 
     def __repr__(self) -> str:
         return f"R2Resource(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
@@ -182,9 +168,3 @@ class R2Resource(ConfigurableResource):
         if not self.public_base_url:
             return None
         return f"{self.public_base_url.rstrip('/')}/{key}"
-
-
-def _env_set(name: str) -> bool:
-    import os
-
-    return bool(os.environ.get(name))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any, Protocol
 
 import requests
@@ -34,6 +33,7 @@ from rp_pipeline.integrations.runpod.errors import (
     RunPodConfigError,
     RunPodTransientError,
 )
+from rp_pipeline.settings import SettingError, current
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,13 @@ def make_backend(
     """REST v2 unless `api` (default: $RUNPOD_API) says "graphql"."""
     from rp_pipeline.integrations.runpod.rest import RestBackend
 
-    choice = (api if api is not None else os.environ.get("RUNPOD_API", "")).strip().lower()
-    if choice in ("", "rest", "v2"):
-        return RestBackend(api_key, api_base_url, request_timeout_s)
+    try:
+        choice = current("runpod_api", None if api is None else {"RUNPOD_API": api})
+    except SettingError as exc:
+        raise RunPodConfigError(str(exc)) from None
     if choice == "graphql":
         return GraphQLBackend(api_key, api_base_url, request_timeout_s)
-    raise RunPodConfigError(
-        f"RUNPOD_API={choice!r} is not a RunPod API: use 'rest' (REST v2, the default) or 'graphql'"
-    )
+    return RestBackend(api_key, api_base_url, request_timeout_s)
 
 
 def api_session(api_key: str, headers: dict[str, str]) -> requests.Session:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 import time
@@ -38,6 +37,7 @@ from rp_pipeline.integrations.runpod.errors import (
     UnknownGpuError,
 )
 from rp_pipeline.integrations.runpod.token import pod_token
+from rp_pipeline.settings import current
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class RunPodClient:
         retry_backoff_s: float = 0.5,
         api: str | None = None,
     ) -> None:
-        base_url = api_base_url or os.environ.get("RUNPOD_API_BASE_URL") or None
+        base_url = api_base_url or current("runpod_api_base_url")
         self.backend: RunPodBackend = backend or make_backend(
             api_key, base_url, request_timeout_s, api
         )

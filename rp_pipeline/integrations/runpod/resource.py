@@ -74,7 +74,9 @@ class RunPodResource(ConfigurableResource):
     """RunPod for ops: `RunPodResource(api_key=EnvVar("RUNPOD_API_KEY"), ...)`.
 
     `api_base_url` None means `$RUNPOD_API_BASE_URL`, else RunPod itself (as the SDK does), so
-    the devstack's env file is enough to point a code location at the emulator.
+    the devstack's env file is enough to point a code location at the emulator. The market a pod
+    is rented on (on-demand or spot, and the spot bid) is the run's `PodMarket` (RP_POD_MARKET,
+    RP_SPOT_BID_MAX), its one home.
     """
 
     api_key: str = Field(repr=False, description="RunPod API key; pass EnvVar('RUNPOD_API_KEY')")
@@ -93,8 +95,6 @@ class RunPodResource(ConfigurableResource):
     env: dict[str, str] = Field(default_factory=dict)
     min_vcpu: int = 2
     min_memory_gb: int = 15
-    interruptible: bool = False
-    bid_per_gpu: float | None = None
     max_cost_per_hr: float | None = None
     poll_interval_s: float = 2.0
 
@@ -118,8 +118,6 @@ class RunPodResource(ConfigurableResource):
             env=dict(self.env),
             min_vcpu=self.min_vcpu,
             min_memory_gb=self.min_memory_gb,
-            interruptible=self.interruptible,
-            bid_per_gpu=self.bid_per_gpu,
             max_cost_per_hr=self.max_cost_per_hr,
         )
         return replace(spec, **overrides)
