@@ -14,9 +14,9 @@ from rp_pipeline.defs.videos.ops import (
     launch_pod,
     submit_workflow,
     terminate_pod,
-    validate_requests,
     wait_for_ready,
 )
+from rp_pipeline.defs.videos.validate import validate_requests
 
 
 @graph_asset(

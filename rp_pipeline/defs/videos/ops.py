@@ -15,23 +15,17 @@ so teardown never depends on a later op running.
 import queue
 import time
 from collections import deque
-from typing import Any
 
 from dagster import (
-    Config,
     Failure,
-    In,
     MetadataValue,
-    Nothing,
     OpExecutionContext,
     Out,
     Output,
     op,
 )
-from pydantic import Field
 
 from rp_pipeline.defs.videos.events import handle_event, settled_observations
-from rp_pipeline.defs.videos.pay_once import REMAKE_TAG, recovered_videos, triage
 from rp_pipeline.fleet.billing import run_budget
 from rp_pipeline.fleet.boot import BootWatch
 from rp_pipeline.fleet.external import pods_for
@@ -49,7 +43,7 @@ from rp_pipeline.fleet.sizing import (
 )
 from rp_pipeline.fleet.slot_audit import free_slots_of_gone_pods
 from rp_pipeline.fleet.slots import POD_POOL
-from rp_pipeline.fleet.state import BatchState, PodInfo, plan_videos
+from rp_pipeline.fleet.state import BatchState, PodInfo
 from rp_pipeline.fleet.teardown import remembered_interrupts, terminate_confirmed
 from rp_pipeline.fleet.threads import in_parallel
 from rp_pipeline.fleet.work import SharedWork
@@ -58,82 +52,8 @@ from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 from rp_pipeline.money.plan import plan_run
-from rp_pipeline.settings import settings_problems_failure
-from rp_pipeline.video_requests.model import RequestError
-from rp_pipeline.video_requests.store import UnknownRequestError, resolve_requests
 
 __all__ = ["POD_POOL"]
-
-
-class RequestsConfig(Config):
-    """Launch config: request specs by partition key (for partitions added in the UI)."""
-
-    requests: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="partition key -> {prompt, workflow, negative_prompt, seed, params}",
-    )
-    remake: bool = Field(
-        default=False,
-        description=(
-            "Generate again the partitions that are already materialized (and pay again); "
-            "the run tag rp/remake=true does the same. Off: they are skipped."
-        ),
-    )
-
-
-def run_partition_keys(context: OpExecutionContext) -> list[str]:
-    if not context.has_partition_key_range and not context.has_partition_key:
-        raise Failure("generated_video runs need partitions: pick video requests to generate")
-    return list(context.partition_keys)
-
-
-@op(ins={"video_requests": In(Nothing)}, out=Out(BatchState, is_required=False))
-def validate_requests(
-    context: OpExecutionContext,
-    config: RequestsConfig,
-    r2: R2Resource,
-    settings: GenerationSettings,
-):
-    """Check the settings, then resolve and validate every request of the run, before any pod
-    exists. Partitions already made or being made are skipped (see pay_once); with none left,
-    no output: the later steps are skipped and the run succeeds without a pod."""
-    if failure := settings_problems_failure(settings.settings_problems):
-        raise failure
-    keys = run_partition_keys(context)
-    remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
-    found = triage(context.instance, context.dagster_run, keys, remake)
-    for line in found.lines():
-        context.log.info(line)
-    try:
-        specs = resolve_requests(r2, found.make, config.requests)
-    except (UnknownRequestError, RequestError) as exc:
-        raise Failure(f"no pod was launched: {exc}") from None
-    keys = found.make
-    if not remake:
-        recovered = []
-        for event in recovered_videos(
-            r2, context.run_id, keys, {k: specs[k].to_dict() for k in keys}
-        ):
-            context.log.info(
-                f"{event.partition}: its video is already in R2 (made by run "
-                f"{str(event.metadata['recovered_from_run'].value)[:8]}, which died first); "
-                "materialized from there, nothing generated"
-            )
-            recovered.append(event.partition)
-            yield event
-        keys = [key for key in keys if key not in recovered]
-    if not keys:
-        context.log.info("every partition is already materialized or being made; no pod is needed")
-        return
-    planned, problems = plan_videos(specs, keys, context.run_id)
-    if problems:
-        raise Failure(
-            f"{len(problems)} request(s) invalid, no pod was launched: "
-            + "; ".join(f"{key}: {msg}" for key, msg in problems.items()),
-            metadata={key: MetadataValue.text(msg) for key, msg in problems.items()},
-        )
-    context.log.info(f"{len(planned)} request(s) valid: {', '.join(keys)}")
-    yield Output(BatchState(run_id=context.run_id, videos=planned))
 
 
 def run_pods(
