@@ -1,8 +1,6 @@
 """The first op of `generated_video`: every request of the run checked before any pod exists,
 and the partitions that need no GPU (made, being made, or left in R2 by a dead run) set aside."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from dagster import Config, Failure, In, MetadataValue, Nothing, OpExecutionContext, Out, Output, op
