@@ -55,6 +55,7 @@ class RunPods:
         settings: GenerationSettings,
         comfyui: ComfyUIResource,
         hold_live: bool = True,
+        priority: int = 0,
     ) -> None:
         self.run_id = run_id
         self.instance = instance
@@ -68,11 +69,14 @@ class RunPods:
         held = [pod.pod_id for pod in state.live_pods()] if hold_live else []
         self.leases = LeaseKeeper(r2, run_id, settings.pod_lease_s, held)
         self._slots: PodSlots | None = None
+        self.priority = priority
 
     @property
     def slots(self) -> PodSlots:
         if self._slots is None:
-            self._slots = PodSlots(self.instance, self.run_id, self.settings.max_live_pods)
+            self._slots = PodSlots(
+                self.instance, self.run_id, self.settings.max_live_pods, self.priority
+            )
         return self._slots
 
     def launcher(self, budget: Any = None) -> Launcher:

@@ -38,7 +38,9 @@ def slot_key(index: int) -> str:
 class PodSlots:
     """Claims and frees `runpod_pods` slots for one run."""
 
-    def __init__(self, instance: Any, run_id: str, default_limit: int) -> None:
+    def __init__(self, instance: Any, run_id: str, default_limit: int, priority: int = 0) -> None:
+        # A waiting run of higher priority (its `dagster/priority` tag) gets the next free slot.
+        self.priority = priority
         self.storage = PoolStorage(instance)
         self.run_id = run_id
         if not self.storage.supported:
@@ -63,7 +65,7 @@ class PodSlots:
 
     def try_claim(self, key: str) -> bool:
         with self.claim_lock:
-            return self.storage.claim(POD_POOL, self.run_id, key)
+            return self.storage.claim(POD_POOL, self.run_id, key, self.priority)
 
     def claim(
         self,

@@ -45,8 +45,11 @@ class PoolStorage:
             held.setdefault(slot.run_id, []).append(slot.step_key)
         return held
 
-    def claim(self, pool: str, run_id: str, key: str) -> bool:
-        return bool(self._storage.claim_concurrency_slot(pool, run_id, key).is_claimed)
+    def claim(self, pool: str, run_id: str, key: str, priority: int = 0) -> bool:
+        """Claim a slot, or wait in the pool's queue: a slot that comes free goes to the
+        waiting claim of highest priority, then to the earliest."""
+        status = self._storage.claim_concurrency_slot(pool, run_id, key, priority=priority)
+        return bool(status.is_claimed)
 
     def free(self, run_id: str, key: str) -> None:
         self._storage.free_concurrency_slot_for_step(run_id, key)

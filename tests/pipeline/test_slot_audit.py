@@ -92,3 +92,37 @@ def test_a_run_that_is_still_launching_keeps_its_slot(
     assert claim_with_audit(instance, new.run_id, client_of(runpod_emulator), 60.0, log) == []
     run: Any = instance.get_run_by_id(launching.run_id)
     assert run.status == DagsterRunStatus.STARTED
+
+
+def test_with_one_slot_a_high_priority_run_queued_last_gets_the_next_pod(
+    instance: DagsterInstance,
+) -> None:
+    """Runs waiting for a pod slot get it in priority order (their `dagster/priority` tag),
+    then in arrival order: two low-priority runs queue first, a high-priority one after them."""
+    import threading
+
+    holder = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+    holding = PodSlots(instance, holder.run_id, 1)
+    assert holding.claim(1, 0.0) == ["pod-0"]
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def wait_for_a_slot(name: str, priority: int) -> None:
+        run = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+        slots = PodSlots(instance, run.run_id, 1, priority)
+        if slots.claim(1, 30.0):
+            with lock:
+                order.append(name)
+            time.sleep(0.5)  # the pod's work
+            slots.free("pod-0")
+
+    waiters = []
+    for name, priority in (("low-1", 0), ("low-2", 0), ("high", 10)):
+        thread = threading.Thread(target=wait_for_a_slot, args=(name, priority))
+        thread.start()
+        waiters.append(thread)
+        time.sleep(1.5)  # each is queued before the next arrives
+    holding.free("pod-0")
+    for thread in waiters:
+        thread.join(timeout=60)
+    assert order == ["high", "low-1", "low-2"]

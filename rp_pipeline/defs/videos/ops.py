@@ -15,6 +15,7 @@ so teardown never depends on a later op running.
 import queue
 import time
 from collections import deque
+from collections.abc import Mapping
 
 from dagster import (
     Failure,
@@ -70,7 +71,16 @@ def run_pods(
     return RunPods(
         run_id=context.run_id, instance=context.instance, log=context.log, state=state,
         provider=provider, r2=r2, settings=settings, comfyui=comfyui, hold_live=hold_live,
+        priority=run_priority(context.run.tags),
     )  # fmt: skip
+
+
+def run_priority(tags: Mapping[str, str]) -> int:
+    """Dagster's `dagster/priority` run tag (higher first; Dagster itself refuses a non-integer)."""
+    try:
+        return int(tags.get("dagster/priority", 0))
+    except ValueError:
+        return 0
 
 
 @op(out=Out(BatchState))
