@@ -52,7 +52,7 @@ PREEMPT_AFTER = (3, 10)  # videos in R2 when each preemption happens
 # ... and this long after, so the pod is about halfway through its next video (2 s each): the
 # preemption then costs real work in flight, not a prompt that has just begun.
 PREEMPT_DELAY_S = 1.0
-REAPER_IDLE_S = 4.0
+REAPER_IDLE_S = 15.0  # the shortest idle time RP_POD_IDLE_S allows
 REAPER_INTERVAL_S = 5.0
 
 

@@ -86,6 +86,27 @@ def number(what: str = "a number", minimum: float = 0.0, *, above: bool = True) 
     return Kind(f"{what} {'>' if above else '>='} {minimum:g}", parse)
 
 
+# A pod kept idle for less than this could hardly be claimed before it ends itself (a claim
+# needs a third of the idle time left): it would only bill.
+MIN_IDLE_S = 15.0
+
+
+def idle_time() -> Kind:
+    """0 (terminate at once) or at least MIN_IDLE_S seconds."""
+
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not math.isfinite(value) or value < 0 or 0 < value < MIN_IDLE_S:
+            raise ValueError
+        return value
+
+    return Kind(
+        f"0 (terminate at once) or at least {MIN_IDLE_S:g} seconds (a shorter idle time only "
+        "bills: no run could adopt the pod in time)",
+        parse,
+    )
+
+
 def choice(*options: str, aliases: Mapping[str, str] | None = None) -> Kind:
     """One of `options`, any case; `aliases` maps other spellings to an option."""
     known = {o: o for o in options} | dict(aliases or {})
@@ -207,7 +228,7 @@ class Settings:
     # Money: warm pods and the budget (read by each run before its first pod).
     pod_idle_s: float = env_setting(
         "RP_POD_IDLE_S",
-        number("a number of seconds", above=False),
+        idle_time(),
         DEFAULT_IDLE_S,
         "a finished pod waits this long for the next run (0 = terminate at once)",
     )

@@ -76,12 +76,22 @@ class LiveFleet:
             key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
         ):
             lease = self.leases.get(pod.id)
-            if lease is None or not lease.idle or lease.expires_at <= now + CLAIM_MARGIN_S:
+            if lease is None or not lease.idle or lease.expires_at <= now + claim_margin_s(lease):
                 continue
             needs = PodNeeds.from_json(lease.body.get("needs"))
             if needs is not None and needs.fits(image, wanted, volume):
                 found.append((pod, lease))
         return found
+
+
+def claim_margin_s(lease: Lease) -> float:
+    """How much idle time must be left to claim the pod: CLAIM_MARGIN_S, or a third of the idle
+    time the lease granted when that is shorter, so a short idle time is still adoptable for
+    two thirds of it (a pod kept idle that no run can adopt would only bill)."""
+    granted = lease.expires_at - float(lease.body.get("renewed_at") or 0.0)
+    if not lease.body.get("renewed_at") or granted <= 0:
+        return CLAIM_MARGIN_S
+    return min(CLAIM_MARGIN_S, granted / 3)
 
 
 def fleet_usage(client: Any, r2: R2Resource) -> FleetUsage:

@@ -109,7 +109,7 @@ def test_idle_pod_nobody_adopts_ends_itself(
 ) -> None:
     keys = write_prompts(prompts_dir, "lonely", 1)
     register_requests(instance, resources)
-    monkeypatch.setenv("RP_POD_IDLE_S", "2")
+    monkeypatch.setenv("RP_POD_IDLE_S", "15")  # the shortest idle time allowed
     result = generate(instance, fleet(resources, FAST, max_live_pods=1), keys)
     assert result.success
     [pod] = pods_of_run(devstack.emulator, result.run_id)
@@ -225,8 +225,9 @@ def test_budget_reached_mid_run_fails_the_queue(
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"RP_POD_IDLE_S": "-5"}, "RP_POD_IDLE_S must be a number of seconds >= 0"),
-        ({"RP_POD_IDLE_S": "soon"}, "RP_POD_IDLE_S must be a number of seconds >= 0"),
+        ({"RP_POD_IDLE_S": "-5"}, "RP_POD_IDLE_S must be 0 (terminate at once) or at least 15"),
+        ({"RP_POD_IDLE_S": "soon"}, "RP_POD_IDLE_S must be 0 (terminate at once) or at least"),
+        ({"RP_POD_IDLE_S": "5"}, "a shorter idle time only bills: no run could adopt the pod"),
         ({"RP_SPOT_BID_MAX": "cheap"}, "RP_SPOT_BID_MAX must be a price"),
         ({"RP_MAX_RUN_COST_USD": "0.001"}, "is below one video's estimate"),
     ],

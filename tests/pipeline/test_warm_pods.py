@@ -127,7 +127,7 @@ def test_idle_seconds_default_and_valid_values() -> None:
     assert warm_pods.idle_seconds_from_env({"RP_POD_IDLE_S": "0"}) == 0.0
 
 
-@pytest.mark.parametrize("raw", ["-1", "ten", "nan", "inf", "1e999"])
+@pytest.mark.parametrize("raw", ["-1", "ten", "nan", "inf", "1e999", "5", "14.9"])
 def test_bad_idle_seconds_are_refused_in_one_line(raw: str) -> None:
     with pytest.raises(WarmPodConfigError) as err:
         warm_pods.idle_seconds_from_env({"RP_POD_IDLE_S": raw})
@@ -247,6 +247,16 @@ def test_an_idle_pod_about_to_end_is_not_adopted(
     now = time.time()
     make_idle(r2, pods[0], GPU_4090, now - 100, idle_s=100 + 10)
     assert claim(client, r2, "run-next", now=now) is None
+
+
+def test_a_short_idle_time_is_still_adoptable(
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
+) -> None:
+    """RP_POD_IDLE_S=20: the claim margin is a third of the idle time, not a fixed 30 s that
+    would leave the pod idle, billed and unadoptable for all of it."""
+    now = time.time()
+    make_idle(r2, pods[0], GPU_4090, now, idle_s=20)
+    assert claim(client, r2, "run-next", now=now + 5) is not None
 
 
 def test_two_runs_racing_for_one_idle_pod_exactly_one_wins(
