@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,20 +28,13 @@ def pods_named_for_run(client: Any, run_id: str) -> list[Any]:
 
 
 def sweep_run_pods(
-    client: Any, run_id: str, keep: Iterable[str], wait_s: float = 60.0, confirm_s: float = 60.0
+    client: Any, run_id: str, keep: Iterable[str], confirm_s: float = 60.0
 ) -> list[str]:
-    """Terminate every pod named for the run but not in `keep`; the pod list is retried while
-    RunPod errors, up to `wait_s`. Returns the ids terminated."""
+    """Terminate every pod named for the run but not in `keep`. Returns the ids terminated.
+    The client retries the pod list while RunPod fails (its read patience); if it still fails,
+    its one-line error is raised."""
     keep = set(keep)
-    give_up = time.monotonic() + wait_s
-    while True:
-        try:
-            strays = [p for p in pods_named_for_run(client, run_id) if p.id not in keep]
-            break
-        except RunPodError:
-            if time.monotonic() >= give_up:
-                raise
-            time.sleep(2.0)
+    strays = [p for p in pods_named_for_run(client, run_id) if p.id not in keep]
     done = []
     for pod in strays:
         try:
