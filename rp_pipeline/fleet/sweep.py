@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from rp_pipeline.integrations.runpod.client import RunPodClient
 from rp_pipeline.integrations.runpod.errors import RunPodError
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,17 @@ def pods_named_for_run(client: Any, run_id: str) -> list[Any]:
 
 
 def sweep_run_pods(
-    client: Any, run_id: str, keep: Iterable[str], confirm_s: float = 60.0
+    client: Any,
+    run_id: str,
+    keep: Iterable[str],
+    wait_s: float | None = None,
+    confirm_s: float = 60.0,
 ) -> list[str]:
     """Terminate every pod named for the run but not in `keep`. Returns the ids terminated.
-    The client retries the pod list while RunPod fails (its read patience); if it still fails,
-    its one-line error is raised."""
+    The client retries the pod list while RunPod fails, for its read patience or `wait_s` when
+    given; if the list still fails, the client's one-line error is raised."""
+    if wait_s is not None and isinstance(client, RunPodClient):
+        client = client.with_read_patience(wait_s)
     keep = set(keep)
     strays = [p for p in pods_named_for_run(client, run_id) if p.id not in keep]
     done = []

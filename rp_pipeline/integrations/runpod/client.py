@@ -18,6 +18,7 @@ Errors are one line and carry no advice to retry: what could be retried safely w
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -129,6 +130,15 @@ class RunPodClient:
 
     def __repr__(self) -> str:
         return f"RunPodClient(backend={self.backend!r})"
+
+    def with_read_patience(self, seconds: float) -> RunPodClient:
+        """This client (same backend and session) with reads retried for `seconds` instead:
+        for a caller that cannot wait as long, e.g. a sweep while an op is failing."""
+        if seconds < 0:
+            raise RunPodConfigError(f"read patience must be 0 s or more, got {seconds}")
+        patient = copy.copy(self)
+        patient.read_patience_s = seconds
+        return patient
 
     # ------------------------------------------------------------------ queries
 
