@@ -359,8 +359,6 @@ class RunPodClient:
 
     # ------------------------------------------------------------------ templates
 
-    # ------------------------------------------------------------------ templates
-
     def save_template(self, template: dict[str, Any]) -> dict[str, Any]:
         """Create or update (with `id`) a pod template; sent again only when RunPod surely did
         not perform it (refused connection, 429): a create is not idempotent."""
