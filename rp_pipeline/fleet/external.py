@@ -35,6 +35,7 @@ class PodsClient(Protocol):
         self, pod_id: str, port: int, deadline_s: float, terminate_on_timeout: bool = True
     ) -> ReadyPod: ...
     def terminate(self, pod_id: str, confirm_timeout_s: float = 60.0) -> None: ...
+    def with_read_patience(self, seconds: float) -> PodsClient: ...
 
 
 class PodProvider(Protocol):
@@ -102,6 +103,9 @@ class ExternalClient:
 
     def terminate(self, pod_id: str, confirm_timeout_s: float = 60.0) -> None:
         """Nothing to end: the server is the user's."""
+
+    def with_read_patience(self, seconds: float) -> ExternalClient:
+        return self  # nothing is read from RunPod
 
 
 class ExternalComfyUI:

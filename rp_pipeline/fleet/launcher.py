@@ -4,7 +4,6 @@ room a new run has next to the account's running and idle pods."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,21 +13,11 @@ from rp_pipeline.fleet.leases import LeaseKeeper
 from rp_pipeline.fleet.live_fleet import LiveFleet, fleet_usage
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.fleet.state import PodInfo
-from rp_pipeline.fleet.sweep import run_name_prefix
 from rp_pipeline.fleet.warm_pods import claim_idle_pod, evict_idle_pod
-from rp_pipeline.integrations.runpod.errors import (
-    NoCapacityError,
-    RunPodAuthError,
-    RunPodError,
-    UnknownGpuError,
-)
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 from rp_pipeline.money.market import PodMarket, launch_on_market
 
 log = logging.getLogger(__name__)
-
-# Creates tried per pod slot when RunPod fails before a pod exists (checked by name each time).
-CREATE_TRIES = 3
 
 
 @dataclass
@@ -48,9 +37,9 @@ class Launcher:
         return f"x{self.batch_size}-{slot}" + (f"-r{attempt}" if attempt else "")
 
     def launch(self, slot: str, attempt: int = 0) -> PodInfo:
-        """Create one pod with a fresh token in its env. When RunPod's answer is lost, the pod
-        is looked for by its name once the API answers again and adopted if it exists; only
-        when no pod carries the name is the create tried again (never a blind duplicate)."""
+        """Create one pod with a fresh token in its env. The client is the one retry layer: it
+        sends at most its `create_attempts` creates for this slot, and adopts the pod when an
+        answer was lost but RunPod made it; its error is the one line the op reports."""
         client = self.runpod.get_client()
         market = self.plan.market if self.plan is not None else PodMarket()
         price = self.plan.price if self.plan is not None else 0.0
@@ -65,24 +54,8 @@ class Launcher:
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
         spec = self.runpod.pod_spec(env=env, name=label)
-        for tries_left in range(CREATE_TRIES - 1, -1, -1):
-            launched_at = time.time()
-            try:
-                pod = launch_on_market(client, spec, self.run_id, market)
-                break
-            except RunPodError as exc:
-                if isinstance(exc, (NoCapacityError, UnknownGpuError, RunPodAuthError)):
-                    raise
-                found = self._find_lost_create(client, label)
-                if found is not None:
-                    log.warning(
-                        "create of %s answered %s, but the pod exists: using it", label, exc
-                    )
-                    pod = found
-                    break
-                if not tries_left:
-                    raise LaunchFailed(without_retry_advice(exc)) from None
-                log.warning("create of %s failed (%s) and no such pod exists; again", label, exc)
+        launched_at = time.time()
+        pod = launch_on_market(client, spec, self.run_id, market)
         info = PodInfo(
             pod_id=pod.id,
             name=pod.name,
@@ -144,23 +117,6 @@ class Launcher:
         except Exception as exc:
             log.warning("could not count idle pods against RP_MAX_PODS and the cost cap (%s)", exc)
 
-    def _find_lost_create(self, client: Any, label: str, wait_s: float = 60.0) -> Any:
-        """The pod called `dagster-<run8>-<label>-...`, once the pod list answers again."""
-        prefix = run_name_prefix(self.run_id) + label + "-"
-        give_up = time.monotonic() + wait_s
-        while True:
-            try:
-                found = [p for p in client.list_pods() if p.name.startswith(prefix)]
-                return found[0] if found else None
-            except RunPodError as exc:
-                if time.monotonic() >= give_up:
-                    raise LaunchFailed(
-                        f"RunPod's pod list kept failing for {wait_s:.0f} s after an unanswered "
-                        f"create ({type(exc).__name__}); pods named for this run are terminated "
-                        "when the op ends"
-                    ) from None
-                time.sleep(2.0)
-
     def ready(self, pod: PodInfo) -> PodInfo:
         client = self.runpod.get_client()
         ready = client.wait_until_ready(
@@ -208,15 +164,3 @@ def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
         log.warning("could not read idle pods' leases (%s); sizing without them", exc)
         return IdleRoom()
     return IdleRoom(usage.idle_cost_per_hr, len(fitting))
-
-
-class LaunchFailed(Exception):
-    """A pod could not be created (and none by its name exists)."""
-
-
-def without_retry_advice(exc: Exception) -> str:
-    """The client's message minus its "... and retry" advice: the run's pods are cleaned up
-    here, and a blind retry could leave two pods when the first create did go through."""
-    text = re.sub(r"\s*\(after \d+ attempts[^)]*\)", "", str(exc))
-    text = re.sub(r"\.?\s*Check the network[^.]*retry\.?", "", text)
-    return f"{type(exc).__name__}: {text.strip()}"

@@ -4,37 +4,12 @@ k = min(ceil(N / videos_per_pod), RP_MAX_PODS, pods the cost cap allows)."""
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from rp_pipeline.fleet.external import PodProvider, PodsClient
 from rp_pipeline.fleet.launcher import running_cost_per_hr
 from rp_pipeline.fleet.run import RunPods
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.integrations.runpod.errors import RunPodTransientError
-
-T = TypeVar("T")
-
-
-class RunPodDown(Exception):
-    """RunPod's API kept failing for the whole wait; the message is the one line to show."""
-
-
-def patiently(call: Callable[[], T], what: str, wait_s: float = 60.0) -> T:
-    """A read of the RunPod API, retried while RunPod answers 5xx / is unreachable (reads are
-    safe to repeat); one clear RunPodDown if it stays down."""
-    give_up = time.monotonic() + wait_s
-    while True:
-        try:
-            return call()
-        except RunPodTransientError as exc:
-            if time.monotonic() >= give_up:
-                raise RunPodDown(
-                    f"RunPod's API kept failing for {wait_s:.0f} s while {what} ({exc}); "
-                    "no pod was launched"
-                ) from None
-            time.sleep(2.0)
 
 
 def pods_within_cost_cap(
@@ -43,9 +18,9 @@ def pods_within_cost_cap(
     """(how many more pods fit under the account-wide $/h cap, the spend now). A pod is assumed
     to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create.
     Our idle pods' $/h is room: the run adopts them or ends them to make room."""
-    running = patiently(lambda: running_cost_per_hr(client), "reading the running pods' cost")
+    running = running_cost_per_hr(client)
     spend = max(0.0, running - idle_cost_per_hr)
-    catalog = {gpu.id: gpu for gpu in patiently(client.gpu_types, "reading GPU prices")}
+    catalog = {gpu.id: gpu for gpu in client.gpu_types()}
     prices = [
         price
         for gpu_id in provider.gpu_types
@@ -71,8 +46,8 @@ def over_cap_after_launch(pods: RunPods) -> float | None:
     sized under the cap before the creates, so it is kept)."""
     state, settings, log = pods.state, pods.settings, pods.log
     try:
-        spend = patiently(lambda: running_cost_per_hr(pods.client), "checking the cost cap", 30.0)
-    except RunPodDown:
+        spend = running_cost_per_hr(pods.client)
+    except RunPodTransientError:
         log.warning("could not re-check the cost cap after launch: RunPod's API is down")
         return None
     cap = settings.max_total_cost_per_hr

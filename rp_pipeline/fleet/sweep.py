@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
+from rp_pipeline.integrations.runpod.client import RunPodClient
 from rp_pipeline.integrations.runpod.errors import RunPodError
 from rp_pipeline.integrations.runpod.names import run_slug
 
@@ -29,20 +29,19 @@ def pods_named_for_run(client: Any, run_id: str) -> list[Any]:
 
 
 def sweep_run_pods(
-    client: Any, run_id: str, keep: Iterable[str], wait_s: float = 60.0, confirm_s: float = 60.0
+    client: Any,
+    run_id: str,
+    keep: Iterable[str],
+    wait_s: float | None = None,
+    confirm_s: float = 60.0,
 ) -> list[str]:
-    """Terminate every pod named for the run but not in `keep`; the pod list is retried while
-    RunPod errors, up to `wait_s`. Returns the ids terminated."""
+    """Terminate every pod named for the run but not in `keep`. Returns the ids terminated.
+    The client retries the pod list while RunPod fails, for its read patience or `wait_s` when
+    given; if the list still fails, the client's one-line error is raised."""
+    if wait_s is not None and isinstance(client, RunPodClient):
+        client = client.with_read_patience(wait_s)
     keep = set(keep)
-    give_up = time.monotonic() + wait_s
-    while True:
-        try:
-            strays = [p for p in pods_named_for_run(client, run_id) if p.id not in keep]
-            break
-        except RunPodError:
-            if time.monotonic() >= give_up:
-                raise
-            time.sleep(2.0)
+    strays = [p for p in pods_named_for_run(client, run_id) if p.id not in keep]
     done = []
     for pod in strays:
         try:

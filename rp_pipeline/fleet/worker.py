@@ -41,6 +41,9 @@ from rp_pipeline.integrations.comfyui.client import (
 )
 from rp_pipeline.money.budget import BudgetExceeded
 
+# Seconds a worker's read of RunPod is retried before it moves on.
+STATUS_READ_PATIENCE_S = 5.0
+
 
 class PodWorker(PodEndings, VideoCollecting, threading.Thread):
     """Drives one pod: keeps its ComfyUI queue fed from the shared queue, follows each prompt with
@@ -67,7 +70,9 @@ class PodWorker(PodEndings, VideoCollecting, threading.Thread):
         self.leases = leases
         self.slots = slots
         self.relaunch = relaunch
-        self.client = runpod.get_client()  # one per thread: sessions are not shared
+        # One per thread (sessions are not shared). A status read that fails is retried only
+        # briefly: the worker's next poll decides, it must not stall on an API outage.
+        self.client = runpod.get_client().with_read_patience(STATUS_READ_PATIENCE_S)
         self.in_flight: deque[str] = deque(
             key
             for key, sub in work.state.submitted.items()

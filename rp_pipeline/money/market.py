@@ -22,8 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rp_pipeline.integrations.runpod.client import GpuType, Pod, PodSpec, RunPodClient
+from rp_pipeline.integrations.runpod.catalog import GpuType
+from rp_pipeline.integrations.runpod.client import RunPodClient
 from rp_pipeline.integrations.runpod.errors import NoCapacityError
+from rp_pipeline.integrations.runpod.pods import Pod, PodSpec
 from rp_pipeline.settings import DEFAULT_MARKET, MARKETS, SettingError, current, env_name
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,9 @@ class PodMarket:
 
 def launch_on_market(client: RunPodClient, spec: PodSpec, run_id: str, market: PodMarket) -> Pod:
     """Launch on the market's first option that has capacity; the last refusal if none has.
-    Returns the pod; `pod.cost_per_hr` is what it bills (the bid, for spot)."""
+    Returns the pod; `pod.cost_per_hr` is what it bills (the bid, for spot). Only a refusal for
+    capacity moves on to the next option; any other error (the client's retries spent) is
+    raised as it is, so the creates stay within the client's `create_attempts`."""
     last: NoCapacityError | None = None
     for attempt in market.specs(spec):
         try:

@@ -23,17 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rp_pipeline.fleet.warm_pods import idle_pod_ids_from_env
-from rp_pipeline.integrations.runpod.client import (
-    CLOUD_TYPES,
-    COMFYUI_PORT,
-    DEFAULT_GPU_TYPES,
-    DEFAULT_IMAGE,
-    DEFAULT_PORTS,
-    PodSpec,
-    ReadyPod,
-    RunPodClient,
-    port_url,
-)
+from rp_pipeline.integrations.runpod.client import RunPodClient
 from rp_pipeline.integrations.runpod.errors import (
     NoCapacityError,
     PodLaunchError,
@@ -43,6 +33,16 @@ from rp_pipeline.integrations.runpod.errors import (
     RunPodError,
     RunPodTransientError,
     UnknownGpuError,
+)
+from rp_pipeline.integrations.runpod.pods import (
+    CLOUD_TYPES,
+    COMFYUI_PORT,
+    DEFAULT_GPU_TYPES,
+    DEFAULT_IMAGE,
+    DEFAULT_PORTS,
+    PodSpec,
+    ReadyPod,
+    port_url,
 )
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.settings import value_of
@@ -57,6 +57,11 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (PodLaunchError, 1),
     (RunPodError, 1),
 ]
+
+
+# A person at a shell would rather see the error soon and decide: reads give up after this
+# (the pipeline's clients wait longer). Creates keep the client's attempts and name lookup.
+READ_PATIENCE_S = 5.0
 
 
 class UsageError(Exception):
@@ -183,7 +188,8 @@ def _client() -> RunPodClient:
             "RUNPOD_API_KEY is not set: export it (RunPod console > Settings > API Keys) "
             "or `source <devstack state dir>/env`"
         )
-    return RunPodClient(key)  # RUNPOD_API_BASE_URL is read by RunPodClient
+    # RUNPOD_API_BASE_URL is read by RunPodClient
+    return RunPodClient(key, read_patience_s=READ_PATIENCE_S)
 
 
 def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]:

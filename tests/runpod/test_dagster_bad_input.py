@@ -24,7 +24,8 @@ CASES = {
     "no_stock": ({"gpu_types": [GPU_4090, GPU_A6000]}, "no stock (catalog availability NONE)"),
     "bad_volume": ({"network_volume_id": "vol-typo"}, "vol-typo is not in this RunPod account"),
     "wrong_key": ({"api_key": "rpa-wrong-key"}, "RunPod rejected the API key"),
-    "unreachable": ({"api_base_url": "unreachable"}, "network error"),
+    # A short read patience: the client would ride out a 60 s outage before each read fails.
+    "unreachable": ({"api_base_url": "unreachable", "read_patience_s": 3.0}, "network error"),
 }
 
 
@@ -34,7 +35,7 @@ def test_bad_runpod_input_fails_the_run_in_one_line_without_a_pod(
 ) -> None:
     changes, expected = CASES[case]
     if changes.get("api_base_url") == "unreachable":
-        changes = {"api_base_url": f"http://127.0.0.1:{free_port()}"}
+        changes = {**changes, "api_base_url": f"http://127.0.0.1:{free_port()}"}
     emulator = devstack.emulator
     if case == "no_stock":
         emulator.set_stock(GPU_4090, 0)

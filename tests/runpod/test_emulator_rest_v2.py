@@ -167,7 +167,8 @@ def test_answer_validation_catches_a_broken_answer() -> None:
 
 def test_rest_backend_sends_only_documented_fields() -> None:
     """Every body RestBackend builds, from the richest request we make, passes the document."""
-    from rp_pipeline.integrations.runpod.client import PodSpec, _deploy_request
+    from rp_pipeline.integrations.runpod.pods import PodSpec
+    from rp_pipeline.integrations.runpod.pods import deploy_request as _deploy_request
     from rp_pipeline.integrations.runpod.rest import create_body, template_body
 
     contract = load_contract()

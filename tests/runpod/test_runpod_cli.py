@@ -157,3 +157,16 @@ def test_wait_timeout_terminates_and_exits_5(runpod_emulator: RunPodEmulator) ->
     assert "not ready within 1 s" in one_line_error(result, 5)
     assert "it has been terminated" in result.stderr
     assert [p["desired_status"] for p in runpod_emulator.pods()] == ["TERMINATED"]
+
+
+def test_launch_with_every_create_5xx_sends_four_and_says_one_line(
+    runpod_emulator: RunPodEmulator,
+) -> None:
+    """rp-launch uses the client's create attempts (4) and nothing more; the user reads one line
+    that says no pod by that name exists, with no advice to retry."""
+    runpod_emulator.fail_next(100, "5xx", operation="create_pod")
+    launched = rp_launch(runpod_emulator, "launch", "--gpu", GPU_4090, "--no-network-volume")
+    line = one_line_error(launched, 1)
+    assert "4 attempt(s); no pod by that name exists" in line and "retry" not in line.lower()
+    assert runpod_emulator.request_counts()["POST /v2/pods"] == 4
+    assert runpod_emulator.pods() == []

@@ -270,18 +270,29 @@ def test_create_5xx_is_retried_once_nothing_was_created(client, runpod_emulator)
     client.terminate(pod.id)
 
 
-def test_reads_retry_5xx_then_give_up_with_clear_error(client, runpod_emulator) -> None:
+def test_reads_retry_5xx_then_give_up_with_clear_error(runpod_emulator, api) -> None:
+    client = RunPodClient(
+        runpod_emulator.api_key,
+        runpod_emulator.base_url,
+        retry_backoff_s=0.05,
+        read_patience_s=1.0,
+        api=api,
+    )
     runpod_emulator.fail_next(3, "5xx", operation="gpu_types")
     assert len(client.gpu_types()) == 5
-    runpod_emulator.fail_next(10, "5xx", operation="list_pods")
-    with pytest.raises(RunPodTransientError, match=r"non-JSON body.*gave up after 4 attempts"):
+    runpod_emulator.fail_next(1000, "5xx", operation="list_pods")
+    started = time.monotonic()
+    with pytest.raises(RunPodTransientError, match=r"non-JSON body.*still failing after 1 s"):
         client.list_pods()
+    assert time.monotonic() - started < 3.0  # the read patience bounds it, not a count
 
 
 def test_network_error_is_clear(tmp_path, api) -> None:
     from rp_devstack.ports import free_port
 
-    nobody = RunPodClient("key", f"http://127.0.0.1:{free_port()}", retry_backoff_s=0.01, api=api)
+    nobody = RunPodClient(
+        "key", f"http://127.0.0.1:{free_port()}", retry_backoff_s=0.01, read_patience_s=0.5, api=api
+    )
     with pytest.raises(RunPodTransientError, match="RUNPOD_API_BASE_URL"):
         nobody.gpu_types()
 

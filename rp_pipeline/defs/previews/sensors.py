@@ -27,10 +27,18 @@ from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
 log = logging.getLogger(__name__)
 
 
+# A tick must end within Dagster's sensor timeout (60 s), RunPod outage or not.
+SENSOR_READ_PATIENCE_S = 10.0
+
+
 def live_pod_ids(runpod: RunPodResource) -> set[str] | None:
     """Pods that can still write objects; None if RunPod cannot be asked (scan then over-lists)."""
     try:
-        return {pod.id for pod in runpod.get_client().list_pods() if not pod.is_gone}
+        return {
+            pod.id
+            for pod in runpod.get_client().with_read_patience(SENSOR_READ_PATIENCE_S).list_pods()
+            if not pod.is_gone
+        }
     except Exception as exc:
         log.warning("cannot list pods (%s); treating every pod as live", type(exc).__name__)
         return None

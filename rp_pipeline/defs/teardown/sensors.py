@@ -29,6 +29,9 @@ from rp_pipeline.fleet.slots import free_run_slots
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 
+# A tick must end within Dagster's sensor timeout (60 s), RunPod outage or not.
+SENSOR_READ_PATIENCE_S = 10.0
+
 
 def _run_status(context: SensorEvaluationContext):
     def status(run_id: str):
@@ -49,7 +52,7 @@ def pod_reaper(
     `max_pod_lifetime_s` (env RP_POD_MAX_LIFETIME_S), warm pods whose idle time is
     over, and pods whose run stopped renewing its lease (its process died): such a run is marked
     failed and its pod slots freed."""
-    client = runpod.get_client()
+    client = runpod.get_client().with_read_patience(SENSOR_READ_PATIENCE_S)
     lifetime = settings.max_pod_lifetime_s
     now = time.time()
     pods = [p for p in client.list_pods() if p.is_ours and not p.is_gone]
@@ -122,7 +125,9 @@ def _lapsed_runs(
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING)
 def terminate_pods_of_failed_run(context: RunFailureSensorContext, runpod: RunPodResource):
     """A failed run's pod is terminated even if the failing op could not do it itself."""
-    ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    ids = terminate_pods_of_run(
+        runpod.get_client().with_read_patience(SENSOR_READ_PATIENCE_S), context.dagster_run.run_id
+    )
     free_run_slots(context.instance, context.dagster_run.run_id)
     if ids:
         context.log.warning(f"terminated pod(s) {ids} of failed run {context.dagster_run.run_id}")
@@ -131,7 +136,9 @@ def terminate_pods_of_failed_run(context: RunFailureSensorContext, runpod: RunPo
 @run_status_sensor(run_status=DagsterRunStatus.CANCELED, default_status=DefaultSensorStatus.RUNNING)
 def terminate_pods_of_canceled_run(context: RunStatusSensorContext, runpod: RunPodResource):
     """Same for runs cancelled from the UI (the op's own finally normally got there first)."""
-    ids = terminate_pods_of_run(runpod.get_client(), context.dagster_run.run_id)
+    ids = terminate_pods_of_run(
+        runpod.get_client().with_read_patience(SENSOR_READ_PATIENCE_S), context.dagster_run.run_id
+    )
     free_run_slots(context.instance, context.dagster_run.run_id)
     if ids:
         context.log.warning(f"terminated pod(s) {ids} of canceled run {context.dagster_run.run_id}")

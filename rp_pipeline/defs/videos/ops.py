@@ -36,10 +36,8 @@ from rp_pipeline.fleet.prime import prime_pods
 from rp_pipeline.fleet.run import RunPods
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.fleet.sizing import (
-    RunPodDown,
     fleet_size,
     over_cap_after_launch,
-    patiently,
     pods_within_cost_cap,
 )
 from rp_pipeline.fleet.slot_audit import free_slots_of_gone_pods
@@ -51,6 +49,7 @@ from rp_pipeline.fleet.work import SharedWork
 from rp_pipeline.fleet.worker import PodWorker
 from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.integrations.runpod.errors import RunPodTransientError
 from rp_pipeline.integrations.runpod.resource import RunPodResource
 from rp_pipeline.money.plan import plan_run
 
@@ -102,9 +101,9 @@ def launch_pod(
         by_cost, spend = pods_within_cost_cap(
             client, provider, settings.max_total_cost_per_hr, idle.cost_per_hr
         )
-        catalog = patiently(client.gpu_types, "reading GPU prices")
-    except RunPodDown as exc:
-        raise Failure(str(exc)) from None
+        catalog = client.gpu_types()
+    except RunPodTransientError as exc:
+        raise Failure(f"{exc}; no pod was launched") from None
     if by_cost < 1:
         raise Failure(
             f"running pods already cost ${spend:.2f}/h; one more would pass the "

@@ -6,6 +6,9 @@ attached either (they may carry pod env values).
 
 from __future__ import annotations
 
+# RunPod's words for "no capacity for this GPU type now" (GraphQL error, REST v2 400 detail).
+CAPACITY_MARKER = "no longer any instances available"
+
 
 class RunPodError(Exception):
     """Base of every error of the RunPod layer."""
@@ -24,7 +27,7 @@ class RunPodApiError(RunPodError):
 
 
 class RunPodTransientError(RunPodApiError):
-    """Network error, timeout, 5xx or non-JSON answer: the call may be retried where safe.
+    """Network error, timeout, 5xx or non-JSON answer: `RunPodClient` retries the call where safe.
 
     `maybe_applied` is True when the request may have reached RunPod (a read timeout, a 5xx after
     the body was sent): a create in that state must be looked up before it is sent again.

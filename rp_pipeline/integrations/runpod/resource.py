@@ -1,7 +1,8 @@
 """RunPod for Dagster: `RunPodResource`, plus the whole RunPod layer API (contract 5).
 
-The logic lives in `runpod_client` (plain Python, no Dagster import), errors in `runpod_errors`,
-the API seam in `runpod_backend`; this module re-exports them so callers need one import.
+The logic lives in `client` (plain Python, no Dagster import), errors in `errors`, the API seam
+in `backend` (with `rest` and `graphql` behind it); this module re-exports them so callers need
+one import.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rp_pipeline.integrations.runpod.backend import GraphQLBackend, RunPodBackend, make_backend
+from rp_pipeline.integrations.runpod.backend import RunPodBackend, make_backend
 from rp_pipeline.integrations.runpod.client import (
     CLOUD_TYPES,
     COMFYUI_PORT,
+    DEFAULT_CREATE_ATTEMPTS,
     DEFAULT_GPU_TYPES,
     DEFAULT_IMAGE,
     DEFAULT_PORTS,
+    DEFAULT_READ_PATIENCE_S,
     GpuType,
     Pod,
     PodSpec,
@@ -38,6 +41,7 @@ from rp_pipeline.integrations.runpod.errors import (
     RunPodTransientError,
     UnknownGpuError,
 )
+from rp_pipeline.integrations.runpod.graphql import GraphQLBackend
 from rp_pipeline.integrations.runpod.rest import RestBackend
 
 __all__ = [
@@ -97,10 +101,26 @@ class RunPodResource(ConfigurableResource):
     min_memory_gb: int = 15
     max_cost_per_hr: float | None = None
     poll_interval_s: float = 2.0
+    create_attempts: int = Field(
+        default=DEFAULT_CREATE_ATTEMPTS,
+        ge=1,
+        description="creates one pod launch may send after 5xx or lost answers (each looked up "
+        "by the pod's name first): the most one pod slot can create",
+    )
+    read_patience_s: float = Field(
+        default=DEFAULT_READ_PATIENCE_S,
+        ge=0,
+        description="how long a RunPod read is retried, with backoff, while the API fails",
+    )
 
     def get_client(self) -> RunPodClient:
         return RunPodClient(
-            self.api_key, self.api_base_url, poll_interval_s=self.poll_interval_s, api=self.api
+            self.api_key,
+            self.api_base_url,
+            poll_interval_s=self.poll_interval_s,
+            create_attempts=self.create_attempts,
+            read_patience_s=self.read_patience_s,
+            api=self.api,
         )
 
     def pod_spec(self, **overrides: Any) -> PodSpec:

@@ -1,16 +1,15 @@
 """`RestBackend`: RunPod's REST API v2 (`{base}/v2/...`), the default backend.
 
-Sends only fields RunPod's v2 OpenAPI document defines (its request schemas refuse any other
-with a 422), and maps every answer to the record shape `RunPodBackend` promises, so the pod
-logic above is the same for both APIs. Facts of the v2 API it relies on:
+Facts of the v2 API it relies on (the body mapping is in `rest_records`):
 - `Authorization: Bearer KEY`; 401 (bad key) and 403 (key without access) are auth errors.
 - Errors are `application/problem+json` `{title, status, detail, errors?}`; `errors[]` names
   each rejected field. createPod answers 400 both for "no capacity for this GPU/datacenter" and
   for a rule violation (its documentation says to try the next candidate on 400); 422 is a body
   the contract refuses (never retried).
-- 429 carries `Retry-After` (seconds): the call was not performed; we wait that long, never
-  less, then send it again. 5xx and lost answers are `RunPodTransientError(maybe_applied=True)`,
-  so a create is looked up by name before it is sent again (`RunPodClient._create_once`).
+- 429 carries `Retry-After` (seconds): the call was not performed. It is raised as
+  `RunPodRateLimitedError` with that wait; `RunPodClient` waits it out (never less) and sends the
+  call again. 5xx and lost answers are `RunPodTransientError(maybe_applied=True)`, so the client
+  looks a create up by name before it is sent again. This module sends each call once.
 - Pod `status` PROVISIONING -> STARTING -> RUNNING, or EXITED / ERROR / TERMINATED.
 - `GET /v2/pods/{id}/logs` is a Server-Sent Events stream (`data: {"ts","source","line"}`),
   backfilled with the last `tail` lines and then live: we read the backfill and hang up.
@@ -28,11 +27,6 @@ from typing import Any
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from rp_pipeline.integrations.runpod.backend import (
-    DEFAULT_API_BASE_URL,
-    api_session,
-    timeout_error,
-)
 from rp_pipeline.integrations.runpod.errors import (
     GpuUnavailableError,
     RunPodApiError,
@@ -42,17 +36,18 @@ from rp_pipeline.integrations.runpod.errors import (
     RunPodRequestError,
     RunPodTransientError,
 )
+from rp_pipeline.integrations.runpod.rest_records import (
+    create_body,
+    gpu_record,
+    pod_record,
+    template_body,
+    template_record,
+)
+from rp_pipeline.integrations.runpod.session import DEFAULT_API_BASE_URL, api_session, timeout_error
 
 log = logging.getLogger(__name__)
 
 KEY_HELP = "check RUNPOD_API_KEY (RunPod console > Settings > API Keys)"
-# v2 status -> the GraphQL-era desiredStatus the records also carry.
-DESIRED = {
-    "PROVISIONING": "RUNNING",
-    "STARTING": "RUNNING",
-    "RUNNING": "RUNNING",
-    "ERROR": "EXITED",
-}
 
 
 class RestBackend:
@@ -65,15 +60,10 @@ class RestBackend:
         api_key: str,
         api_base_url: str | None = None,
         request_timeout_s: float = 30.0,
-        *,
-        rate_limit_waits: int = 5,
-        max_retry_after_s: float = 300.0,
     ) -> None:
         self._session = api_session(api_key, {"Accept": "application/json"})
         self.base_url = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         self.request_timeout_s = request_timeout_s
-        self.rate_limit_waits = rate_limit_waits
-        self.max_retry_after_s = max_retry_after_s
 
     def __repr__(self) -> str:
         return f"RestBackend(base_url={self.base_url!r})"
@@ -83,7 +73,7 @@ class RestBackend:
     def gpu_types(self, datacenter: str | None = None) -> list[dict[str, Any]]:
         params = {"include": "AVAILABILITY", "product": "POD"}
         body = self._call("GET", "/v2/catalog/gpus", "listGpuTypes", params=params)
-        return [_gpu_record(g, datacenter) for g in body["gpus"]]
+        return [gpu_record(g, datacenter) for g in body["gpus"]]
 
     def network_volumes(self) -> list[dict[str, Any]]:
         body = self._call("GET", "/v2/network-volumes", "listNetworkVolumes")
@@ -96,14 +86,14 @@ class RestBackend:
 
     def list_pods(self) -> list[dict[str, Any]]:
         body = self._call("GET", "/v2/pods", "listPods")
-        return [_pod_record(p) for p in body["pods"]]
+        return [pod_record(p) for p in body["pods"]]
 
     def get_pod(self, pod_id: str) -> dict[str, Any] | None:
         try:
             body = self._call("GET", f"/v2/pods/{pod_id}", "getPod")
         except RunPodNotFoundError:
             return None
-        return _pod_record(body)
+        return pod_record(body)
 
     def create_pod(self, request: dict[str, Any], bid_per_gpu: float | None) -> dict[str, Any]:
         if bid_per_gpu is not None:
@@ -111,7 +101,7 @@ class RestBackend:
                 "REST API v2 has no interruptible (spot) pods: set RUNPOD_API=graphql for them"
             )
         body = self._call("POST", "/v2/pods", "createPod", json_body=create_body(request))
-        return _pod_record(body)
+        return pod_record(body)
 
     def terminate_pod(self, pod_id: str) -> None:
         try:
@@ -149,12 +139,12 @@ class RestBackend:
             )
         else:
             saved = self._call("POST", "/v2/templates", "createTemplate", json_body=body)
-        return _template_record(saved)
+        return template_record(saved)
 
     def list_templates(self) -> list[dict[str, Any]]:
         body = self._call("GET", "/v2/templates", "listTemplates")
         keep = ("id", "name", "imageName", "ports")  # what the GraphQL backend lists
-        return [{k: _template_record(t)[k] for k in keep} for t in body["templates"]]
+        return [{k: template_record(t)[k] for k in keep} for t in body["templates"]]
 
     # ------------------------------------------------------------------ transport
 
@@ -167,26 +157,14 @@ class RestBackend:
         params: dict[str, Any] | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> Any:
-        url = f"{self.base_url}{path}"
-        for wait_number in range(self.rate_limit_waits + 1):
-            response = self._send(method, url, params, json_body)
-            if response.status_code != 429:
-                return _read(response, operation)
-            wait = _retry_after(response)
-            if wait_number == self.rate_limit_waits or wait > self.max_retry_after_s:
-                raise RunPodRateLimitedError(
-                    f"RunPod rate limit (HTTP 429) on {operation}: still limited after "
-                    f"{wait_number} waits (next Retry-After {wait:.0f} s); retry later",
-                    retry_after_s=wait,
-                )
-            # 429 means the call was not performed: re-sending after the wait cannot duplicate.
-            log.warning(
-                "RunPod rate limit (HTTP 429) on %s; waiting %.0f s as Retry-After says",
-                operation,
-                wait,
+        response = self._send(method, f"{self.base_url}{path}", params, json_body)
+        if response.status_code == 429:
+            # Not performed: safe to send again once Retry-After has passed (the client does).
+            raise RunPodRateLimitedError(
+                f"RunPod rate limit (HTTP 429) on {operation}",
+                retry_after_s=_retry_after(response),
             )
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+        return _read(response, operation)
 
     def _send(
         self, method: str, url: str, params: dict[str, Any] | None, body: dict[str, Any] | None
@@ -210,81 +188,6 @@ class RestBackend:
                 f"({type(exc).__name__})",
                 maybe_applied=not refused,
             ) from None
-
-
-# ---------------------------------------------------------------------- requests
-
-
-def create_body(request: dict[str, Any]) -> dict[str, Any]:
-    """Our create request (GraphQL input field names) as a v2 `CreatePodRequest`.
-
-    Fields v2 does not define are dropped: minVcpuCount / minMemoryInGb (v2 picks the machine
-    by GPU type), supportPublicIp, volumeInGb under 10 GB (v2's persistent-mount floor).
-    cloudType ALL becomes v2's default, SECURE: v2 has no "either cloud" create.
-    """
-    body: dict[str, Any] = {
-        "name": request["name"],
-        "gpu": {"id": request["gpuTypeId"], "count": int(request.get("gpuCount") or 1)},
-    }
-    if request.get("imageName"):
-        body["image"] = request["imageName"]
-    if request.get("cloudType") in ("SECURE", "COMMUNITY"):
-        body["cloud"] = request["cloudType"]
-    if request.get("containerDiskInGb"):
-        body["disk"] = int(request["containerDiskInGb"])
-    if request.get("dockerArgs"):
-        body["args"] = request["dockerArgs"]
-    if request.get("ports"):
-        body["ports"] = [p.strip() for p in str(request["ports"]).split(",") if p.strip()]
-    if request.get("env"):
-        body["env"] = {e["key"]: str(e.get("value") or "") for e in request["env"]}
-    path = request.get("volumeMountPath") or "/workspace"
-    if request.get("networkVolumeId"):
-        body["mounts"] = {"network": [{"volumeId": request["networkVolumeId"], "path": path}]}
-    elif int(request.get("volumeInGb") or 0) >= 10:
-        body["mounts"] = {"persistent": {"size": int(request["volumeInGb"]), "path": path}}
-    datacenters = request.get("dataCenterIds") or (
-        [request["dataCenterId"]] if request.get("dataCenterId") else []
-    )
-    if datacenters:
-        body["dataCenterIds"] = list(datacenters)
-    if request.get("templateId"):
-        body["templateId"] = request["templateId"]
-    if request.get("startSsh"):
-        body["startSsh"] = True
-    return body
-
-
-def template_body(template: dict[str, Any]) -> dict[str, Any]:
-    """A saveTemplate input (GraphQL field names) as a v2 Create/UpdateTemplateRequest.
-
-    `readme` has no v2 field and is dropped; an empty registry auth id means none."""
-    body: dict[str, Any] = {
-        "name": template["name"],
-        "image": template["imageName"],
-        "args": template.get("dockerArgs") or "",
-        "ports": [p.strip() for p in str(template.get("ports") or "").split(",") if p.strip()],
-        "env": {e["key"]: str(e.get("value") or "") for e in template.get("env") or []},
-        "serverless": bool(template.get("isServerless")),
-        "public": bool(template.get("isPublic")),
-        "startSsh": bool(template.get("startSsh", True)),
-        "startJupyter": bool(template.get("startJupyter", False)),
-    }
-    if template.get("containerDiskInGb"):
-        body["disk"] = int(template["containerDiskInGb"])
-    if int(template.get("volumeInGb") or 0) >= 10:
-        body["mounts"] = {
-            "persistent": {
-                "size": int(template["volumeInGb"]),
-                "path": template.get("volumeMountPath") or "/workspace",
-            }
-        }
-    if template.get("containerRegistryAuthId"):
-        body["registry"] = template["containerRegistryAuthId"]
-    return body
-
-
-# ---------------------------------------------------------------------- answers
 
 
 def _read(response: requests.Response, operation: str) -> Any:
@@ -375,76 +278,3 @@ def _read_sse_lines(response: requests.Response, wanted: int, budget_s: float = 
     except requests.RequestException:
         pass  # the read timeout ends the backfill: the stream stays open for live lines
     return lines[-wanted:]
-
-
-def _pod_record(pod: dict[str, Any]) -> dict[str, Any]:
-    status = str(pod.get("status") or "UNKNOWN")
-    gpu = pod.get("gpu") or {}
-    runtime = pod.get("runtime") or None
-    ports = []
-    for mapping in (runtime or {}).get("ports") or []:
-        ports.append(
-            {
-                "ip": mapping.get("ip"),
-                "isIpPublic": bool(mapping.get("ip") and mapping.get("public")),
-                "privatePort": mapping.get("private"),
-                "publicPort": mapping.get("public"),
-                "type": mapping.get("type"),
-            }
-        )
-    return {
-        "id": pod["id"],
-        "name": pod.get("name") or "",
-        "imageName": pod.get("image"),
-        "status": status,
-        "desiredStatus": DESIRED.get(status, status),
-        "env": dict(pod.get("env") or {}),
-        "costPerHr": pod.get("cost"),
-        "gpuCount": gpu.get("count"),
-        "ports": ",".join(pod.get("ports") or []),
-        "dataCenterId": pod.get("dataCenterId"),
-        "machine": {
-            "gpuDisplayName": gpu.get("id"),
-            "gpuTypeId": gpu.get("id"),
-            "dataCenterId": pod.get("dataCenterId"),
-        },
-        "runtime": {"ports": ports} if runtime is not None else None,
-    }
-
-
-def _gpu_record(gpu: dict[str, Any], datacenter: str | None) -> dict[str, Any]:
-    price = gpu.get("price") or {}
-    datacenters = [
-        {"id": d["id"], "availability": d["availability"]} for d in gpu.get("dataCenters") or []
-    ]
-    availability = gpu.get("availability")
-    if datacenter is not None and availability is not None:
-        availability = next(
-            (d["availability"] for d in datacenters if d["id"] == datacenter), "NONE"
-        )
-    return {
-        "id": gpu["id"],
-        "displayName": gpu.get("name") or gpu["id"],
-        "memoryInGb": gpu.get("memory"),
-        "securePrice": price.get("secure"),
-        "communityPrice": price.get("community"),
-        "secureSpotPrice": None,  # v2 quotes no spot price
-        "availability": availability,
-        "dataCenters": datacenters,
-    }
-
-
-def _template_record(template: dict[str, Any]) -> dict[str, Any]:
-    persistent = (template.get("mounts") or {}).get("persistent") or {}
-    return {
-        "id": template["id"],
-        "name": template["name"],
-        "imageName": template.get("image"),
-        "dockerArgs": template.get("args") or "",
-        "containerDiskInGb": template.get("disk"),
-        "volumeInGb": persistent.get("size", 0),
-        "volumeMountPath": persistent.get("path"),
-        "ports": ",".join(template.get("ports") or []),
-        "env": [{"key": k, "value": v} for k, v in (template.get("env") or {}).items()],
-        "isServerless": template.get("serverless"),
-    }
