@@ -178,3 +178,56 @@ def verdict(checks: list[Check]) -> str:
     if failed:
         return f"NOT READY: {len(failed)} check(s) failed ({', '.join(failed)}); nothing was spent"
     return "READY: every check passed; nothing was spent"
+
+
+def setup_from_settings() -> Setup:
+    """What a run of this deployment would use, from the environment's settings."""
+    from rp_pipeline.integrations.runpod.pods import DEFAULT_GPU_TYPES
+    from rp_pipeline.settings import read_settings, value_of
+
+    settings = read_settings()
+    volumes = [v.strip() for v in (value_of("RUNPOD_NETWORK_VOLUME_ID") or "").split(",")]
+    return Setup(
+        gpu_types=list(settings.gpu_types or DEFAULT_GPU_TYPES),
+        # A network volume needs SECURE cloud; production runs rent there.
+        cloud_type="SECURE" if any(volumes) or settings.env == "production" else "ALL",
+        network_volume_ids=[v for v in volumes if v],
+        image=settings.image,
+        template_id=value_of("RUNPOD_TEMPLATE_ID"),
+    )
+
+
+def command(client: RunPodClient, args: Any) -> dict[str, Any]:
+    """`rp-launch doctor`: every check, one line each (or JSON), then the verdict."""
+    from rp_pipeline.settings import r2_from_environment, r2_prefix, read_settings, value_of
+
+    problems = read_settings().problems
+    setup = setup_from_settings()
+
+    def r2() -> R2Resource:
+        settings = r2_from_environment()
+        return R2Resource(
+            endpoint=settings.endpoint, bucket=settings.bucket,
+            access_key_id=settings.access_key_id, secret_access_key=settings.secret_access_key,
+            prefix=r2_prefix(),
+        )  # fmt: skip
+
+    def instance() -> Any:
+        from dagster import DagsterInstance
+
+        return DagsterInstance.get()
+
+    checks = [Check("settings", not problems, "; ".join(problems) or "every value is valid")]
+    checks += run_checks(client, setup, r2, instance if value_of("DAGSTER_HOME") else None)
+    if not value_of("DAGSTER_HOME"):
+        checks.append(Check("dagster", True, "DAGSTER_HOME unset: `dg dev` uses a temporary one"))
+    result = {
+        "ok": all(c.ok for c in checks),
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+        "verdict": verdict(checks),
+    }
+    if not args.json:
+        for c in checks:
+            print(c.line())
+        print(result["verdict"])
+    return result

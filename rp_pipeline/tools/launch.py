@@ -46,6 +46,7 @@ from rp_pipeline.integrations.runpod.pods import (
 )
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.settings import value_of
+from rp_pipeline.tools import doctor
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (RunPodConfigError, 2),
@@ -148,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     template_sub = template.add_subparsers(dest="template_command", required=True)
     sync = template_sub.add_parser("sync", parents=[common], help="create/update from a file")
     sync.add_argument("--file", type=Path, default=Path("docker/runpod-template.yaml"))
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the setup before it spends anything: key, volumes, GPU stock, image or "
+        "template, R2 (one probe object), Dagster; exit 1 if a check fails",
+    )
     return parser
 
 
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the promise: one line, never a traceback
         return _fail(args, f"unexpected {type(exc).__name__}: {exc}", 1, type(exc).__name__)
     _emit(args, result)
-    return 0
+    return 1 if args.command == "doctor" and not result["ok"] else 0
 
 
 def _client() -> RunPodClient:
@@ -321,6 +328,7 @@ COMMANDS: dict[str, Callable[[RunPodClient, argparse.Namespace], Any]] = {
     "list": cmd_list,
     "gpus": cmd_gpus,
     "template": cmd_template,
+    "doctor": doctor.command,
 }
 
 

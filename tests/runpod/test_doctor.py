@@ -186,3 +186,48 @@ def test_the_dagster_instance_is_checked(
 ) -> None:
     checks = check(runpod_emulator, r2_resource(r2_settings), tmp_path)
     assert checks["dagster"].ok and "reachable" in checks["dagster"].detail
+
+
+def r2_env(settings: R2Settings) -> dict[str, str]:
+    return {
+        "R2_ENDPOINT": settings.endpoint,
+        "R2_BUCKET": settings.bucket,
+        "R2_ACCESS_KEY_ID": settings.access_key_id,
+        "R2_SECRET_ACCESS_KEY": settings.secret_access_key,
+    }
+
+
+def test_rp_launch_doctor_passes_and_exits_0(
+    runpod_emulator: RunPodEmulator, r2_settings: R2Settings
+) -> None:
+    from tests.rp_launch import only_base_url_and_key
+
+    result = only_base_url_and_key(
+        runpod_emulator, "doctor",
+        RUNPOD_NETWORK_VOLUME_ID=VOLUME, RP_IMAGE="ghcr.io/example/runpod-dagster:1",
+        **r2_env(r2_settings),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("READY")
+    assert all(line.startswith("ok") for line in lines[:-1]), lines
+    assert runpod_emulator.pods() == []
+
+
+def test_rp_launch_doctor_names_the_failing_check_and_exits_1(
+    runpod_emulator: RunPodEmulator, r2_settings: R2Settings
+) -> None:
+    import json
+
+    from tests.rp_launch import only_base_url_and_key
+
+    result = only_base_url_and_key(
+        runpod_emulator, "doctor", "--json",
+        RUNPOD_NETWORK_VOLUME_ID=VOLUME, RUNPOD_TEMPLATE_ID="tpl-gone", **r2_env(r2_settings),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["image"]
+    assert "tpl-gone does not exist" in failed[0]["detail"]
+    assert report["verdict"].startswith("NOT READY")
