@@ -86,6 +86,14 @@ def number(what: str = "a number", minimum: float = 0.0, *, above: bool = True) 
     return Kind(f"{what} {'>' if above else '>='} {minimum:g}", parse)
 
 
+# There is no default image: a pod runs what the user's CI publishes (RP_IMAGE) or what their
+# RunPod template names (RUNPOD_TEMPLATE_ID). This repository's CI publishes its image here.
+PUBLISHED_IMAGE = "ghcr.io/<owner>/runpod-dagster"
+NO_IMAGE = (
+    "no image to run: set RP_IMAGE (the image your CI publishes, e.g. "
+    f"{PUBLISHED_IMAGE}:latest) or RUNPOD_TEMPLATE_ID (`rp-launch template sync` prints it)"
+)
+
 # A pod kept idle for less than this could hardly be claimed before it ends itself (a claim
 # needs a third of the idle time left): it would only bill.
 MIN_IDLE_S = 15.0
@@ -178,7 +186,15 @@ class Settings:
     gpu_types: list[str] | None = env_setting(  # noqa: RUF009 (a field(), not a shared default)
         "RP_GPU_TYPES", NAMES, None, "GPU type ids, in order of preference"
     )
-    image: str | None = env_setting("RP_IMAGE", TEXT, None, "the pod's container image")
+    image: str | None = env_setting(
+        "RP_IMAGE", TEXT, None, "the pod's container image (the one your CI publishes)"
+    )
+    template_id: str | None = env_setting(
+        "RUNPOD_TEMPLATE_ID",
+        TEXT,
+        None,
+        "a RunPod template whose image runs when RP_IMAGE is unset",
+    )
     max_pod_cost_per_hr: float | None = env_setting(
         "RP_MAX_POD_COST_PER_HR",
         number("a price in $/h"),
@@ -313,6 +329,12 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = _parse(attr, source)
         except SettingError as exc:
             problems.append(str(exc))
+    if (
+        values.get("env") == "production"
+        and not values.get("image")
+        and not values.get("template_id")
+    ):
+        problems.append(NO_IMAGE)
     return Settings(**values, problems=tuple(problems))
 
 

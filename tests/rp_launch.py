@@ -22,6 +22,8 @@ def only_base_url_and_key(
         "HOME": os.environ.get("HOME", "/tmp"),
         "RUNPOD_API_KEY": emulator.api_key,
         "RUNPOD_API_BASE_URL": emulator.base_url,
+        # A configured user's image (the pod image their CI publishes); there is no default.
+        "RP_IMAGE": "local/comfyui:test",
         **env,
     }
     return subprocess.run(

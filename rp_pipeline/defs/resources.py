@@ -23,6 +23,8 @@ from rp_pipeline.settings import ENVIRONMENTS, Settings, load_env_file, read_set
 
 log = logging.getLogger(__name__)
 
+# What the devstack's pods report as their image (they run the ComfyUI stand-in).
+DEVSTACK_IMAGE = "rp-devstack/comfyui-standin:local"
 # The devstack's leases are short, so a killed run's pods end within a minute or two.
 DEVSTACK_LEASE_S = 60.0
 # Production pods have a price cap unless RP_MAX_POD_COST_PER_HR says otherwise.
@@ -38,10 +40,13 @@ def runpod_resource(env: str, settings: Settings) -> RunPodResource:
     options = _given(
         gpu_types=settings.gpu_types,
         image=settings.image,
+        template_id=settings.template_id,
         max_cost_per_hr=settings.max_pod_cost_per_hr,
     )
     if env == "devstack":
         options["poll_interval_s"] = 0.5  # local pods boot in about a second
+        # Devstack pods run the ComfyUI stand-in whatever the image says.
+        options.setdefault("image", DEVSTACK_IMAGE)
     else:
         options["cloud_type"] = "SECURE"
         options.setdefault("max_cost_per_hr", PRODUCTION_POD_COST_PER_HR)

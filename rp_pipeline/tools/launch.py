@@ -38,8 +38,8 @@ from rp_pipeline.integrations.runpod.pods import (
     CLOUD_TYPES,
     COMFYUI_PORT,
     DEFAULT_GPU_TYPES,
-    DEFAULT_IMAGE,
     DEFAULT_PORTS,
+    NO_IMAGE,
     PodSpec,
     ReadyPod,
     port_url,
@@ -104,8 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $RUNPOD_NETWORK_VOLUME_ID); forces SECURE cloud",
     )
     launch.add_argument("--no-network-volume", action="store_true", help="attach no volume")
-    launch.add_argument("--image", default=DEFAULT_IMAGE)
-    launch.add_argument("--template-id")
+    launch.add_argument(
+        "--image",
+        default=value_of("RP_IMAGE"),
+        help="container image (default: $RP_IMAGE); with --template-id and no image, the "
+        "template's image runs",
+    )
+    launch.add_argument(
+        "--template-id",
+        default=value_of("RUNPOD_TEMPLATE_ID"),
+        help="RunPod template id (default: $RUNPOD_TEMPLATE_ID; `rp-launch template sync` prints it)",
+    )
     launch.add_argument("--name", help="readable part of the pod name")
     launch.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     launch.add_argument("--ports", default=DEFAULT_PORTS)
@@ -208,13 +217,15 @@ def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]
         env[key] = value
     if args.bid is not None and not args.interruptible:
         raise UsageError("--bid only applies with --interruptible")
+    if not args.image and not args.template_id:
+        raise UsageError(NO_IMAGE.replace("set RP_IMAGE", "pass --image or set RP_IMAGE"))
     # The pod's ComfyUI answers only this token; `rp-launch open` reads it back from the pod.
     env.setdefault(POD_TOKEN_ENV, new_pod_token())
     # No run renews a lease for a pod launched by hand: it runs until `rp-launch terminate`
     # unless `--env RP_POD_LEASE_S=<seconds>` asks it to end itself.
     env.setdefault("RP_POD_LEASE_S", "0")
     spec = PodSpec(
-        image=args.image,
+        image=args.image or "",
         gpu_types=args.gpus or list(DEFAULT_GPU_TYPES),
         cloud_type=args.cloud_type,
         network_volume_id=None if args.no_network_volume else args.network_volume,

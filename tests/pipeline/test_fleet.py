@@ -279,7 +279,11 @@ def test_reaper_fails_a_run_whose_lease_lapsed(
     from tests.pipeline.helpers import tick
 
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
-    spec = PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"})
+    spec = PodSpec(
+        image="local/comfyui:test",
+        gpu_types=["NVIDIA GeForce RTX 4090"],
+        env={"ENABLE_R2_SYNC": "false"},
+    )
     killed = create_run_for_test(
         instance, job_name="generate_videos", status=DagsterRunStatus.STARTED
     )

@@ -118,7 +118,12 @@ def test_sensor_requests_previews_and_records_external_objects(
     )
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
     pod = client.launch(
-        PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"}), "manual"
+        PodSpec(
+            image="local/comfyui:test",
+            gpu_types=["NVIDIA GeForce RTX 4090"],
+            env={"ENABLE_R2_SYNC": "false"},
+        ),
+        "manual",
     )
     try:
         instance.add_dynamic_partitions("video_requests", ["fox-snow-59dc8d34b8"])

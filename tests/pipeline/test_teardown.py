@@ -95,7 +95,11 @@ def test_reaper_terminates_orphans_and_spares_live_runs(
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
     from rp_pipeline.integrations.runpod.resource import PodSpec
 
-    spec = PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"})
+    spec = PodSpec(
+        image="local/comfyui:test",
+        gpu_types=["NVIDIA GeForce RTX 4090"],
+        env={"ENABLE_R2_SYNC": "false"},
+    )
     # A run that finished (its pod leaked), a run that does not exist, and a live run.
     done_run = create_run_for_test(
         instance, job_name="generate_videos", status=DagsterRunStatus.SUCCESS
@@ -154,7 +158,11 @@ def test_run_failure_sensor_terminates_the_failed_runs_pods(
     ).records[0]
     client = RunPodClient(devstack.env["RUNPOD_API_KEY"], devstack.env["RUNPOD_API_BASE_URL"])
     leaked = client.launch(
-        PodSpec(gpu_types=["NVIDIA GeForce RTX 4090"], env={"ENABLE_R2_SYNC": "false"}),
+        PodSpec(
+            image="local/comfyui:test",
+            gpu_types=["NVIDIA GeForce RTX 4090"],
+            env={"ENABLE_R2_SYNC": "false"},
+        ),
         failed.run_id,
     )
     try:

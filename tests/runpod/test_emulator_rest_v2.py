@@ -172,9 +172,13 @@ def test_rest_backend_sends_only_documented_fields() -> None:
     from rp_pipeline.integrations.runpod.rest import create_body, template_body
 
     contract = load_contract()
-    spec = PodSpec(env={"A": "1"}, template_id="tpl1", network_volume_id="vol1")
+    spec = PodSpec(
+        image="local/comfyui:test", env={"A": "1"}, template_id="tpl1", network_volume_id="vol1"
+    )
     with_volume = _deploy_request(spec, "dagster-x", "run", "SECURE", "EU-RO-1", "vol1")
-    no_volume = _deploy_request(PodSpec(cloud_type="ALL"), "dagster-y", "run", "ALL", None)
+    no_volume = _deploy_request(
+        PodSpec(image="local/comfyui:test", cloud_type="ALL"), "dagster-y", "run", "ALL", None
+    )
     for request in (with_volume, no_volume):
         body = create_body({**request, "gpuTypeId": GPU_4090})
         assert contract.schema_errors("CreatePodRequest", body) == [], body

@@ -345,6 +345,7 @@ def test_resource_builds_client_and_spec(runpod_emulator, api) -> None:
         api_key=runpod_emulator.api_key,
         api_base_url=runpod_emulator.base_url,
         api=api,
+        image="local/comfyui:test",
         gpu_types=[GPU_A6000],
         network_volume_id=NETWORK_VOLUME_ID,
         env={"ENABLE_R2_SYNC": "true"},

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rp_pipeline.integrations.runpod.errors import PodLaunchError
+from rp_pipeline.settings import NO_IMAGE
 
 CLOUD_TYPES = ("ALL", "SECURE", "COMMUNITY")
-DEFAULT_IMAGE = "ghcr.io/runpod-dagster/comfyui-wan22:latest"
 DEFAULT_GPU_TYPES = ("NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S")
 DEFAULT_PORTS = "8188/http,8888/http,22/tcp"
 COMFYUI_PORT = 8188
@@ -27,7 +27,8 @@ class PodSpec:
     they pass through verbatim and RunPod resolves them inside the pod, so the secret never
     transits Dagster."""
 
-    image: str = DEFAULT_IMAGE
+    # Empty with a template: the template's image runs (a create with imageName overrides it).
+    image: str = ""
     gpu_types: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_TYPES))
     cloud_type: str = "ALL"
     # A network volume pins the datacenter and needs SECURE cloud (forced, with a log line).
@@ -57,7 +58,7 @@ class PodSpec:
                 f"cloud_type {self.cloud_type!r} is not one of {', '.join(CLOUD_TYPES)}"
             )
         if not self.image and not self.template_id:
-            problems.append("give an image or a template_id")
+            problems.append(NO_IMAGE)
         if f"{COMFYUI_PORT}/http" not in self.ports.replace(" ", ""):
             problems.append(f"ports {self.ports!r} do not expose {COMFYUI_PORT}/http (ComfyUI)")
         if problems:
@@ -167,7 +168,6 @@ def deploy_request(
     env = {**spec.env, "DAGSTER_RUN_ID": run_id}
     request: dict[str, Any] = {
         "name": name,
-        "imageName": spec.image,
         "cloudType": cloud_type,
         "gpuCount": 1,
         "containerDiskInGb": spec.container_disk_gb,
@@ -184,6 +184,8 @@ def deploy_request(
         request["dataCenterId"] = datacenter
     else:
         request["volumeInGb"] = spec.volume_gb
+    if spec.image:
+        request["imageName"] = spec.image
     if spec.template_id:
         request["templateId"] = spec.template_id
     return request

@@ -19,7 +19,6 @@ from rp_pipeline.integrations.runpod.client import (
     COMFYUI_PORT,
     DEFAULT_CREATE_ATTEMPTS,
     DEFAULT_GPU_TYPES,
-    DEFAULT_IMAGE,
     DEFAULT_PORTS,
     DEFAULT_READ_PATIENCE_S,
     GpuType,
@@ -48,7 +47,6 @@ __all__ = [
     "CLOUD_TYPES",
     "COMFYUI_PORT",
     "DEFAULT_GPU_TYPES",
-    "DEFAULT_IMAGE",
     "DEFAULT_PORTS",
     "GpuType",
     "GpuUnavailableError",
@@ -87,7 +85,9 @@ class RunPodResource(ConfigurableResource):
     api_base_url: str | None = None
     # "rest" (REST API v2) or "graphql"; None: $RUNPOD_API, else REST v2.
     api: str | None = None
-    image: str = DEFAULT_IMAGE
+    # The image your CI publishes (RP_IMAGE), or a RunPod template (RUNPOD_TEMPLATE_ID) whose
+    # image runs when no image is set here; with neither no pod is created.
+    image: str = ""
     gpu_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GPU_TYPES))
     cloud_type: str = "ALL"
     network_volume_id: str | None = None
