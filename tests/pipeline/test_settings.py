@@ -48,6 +48,8 @@ PRODUCTION_ENV = {
     "R2_BUCKET": "videos",
     "R2_ACCESS_KEY_ID": "key-id",
     "R2_SECRET_ACCESS_KEY": "secret",
+    # There is no default image: production runs what the user's CI publishes.
+    "RP_IMAGE": "ghcr.io/acme/runpod-dagster:1.0",
 }
 
 
