@@ -9,7 +9,7 @@ from rp_pipeline.fleet.billing import run_budget
 from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.run import RunPods
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, comfy_client
-from rp_pipeline.integrations.comfyui.client import ComfyUIError, PromptValidationError
+from rp_pipeline.integrations.comfyui.errors import ComfyUIError, PromptValidationError
 from rp_pipeline.money.budget import BudgetExceeded
 
 

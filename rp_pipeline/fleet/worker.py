@@ -30,15 +30,15 @@ from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.slots import PodSlots
 from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, PodDied, Progress, SharedWork, comfy_client
-from rp_pipeline.integrations.comfyui.client import (
-    ComfyUIClient,
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.errors import (
     ComfyUIError,
     ComfyUITimeout,
     ComfyUIUnavailable,
     PromptExecutionError,
-    PromptResult,
     PromptValidationError,
 )
+from rp_pipeline.integrations.comfyui.results import PromptResult
 from rp_pipeline.money.budget import BudgetExceeded
 
 
