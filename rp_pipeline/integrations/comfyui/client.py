@@ -53,6 +53,7 @@ class ComfyUIClient(PromptFollower):
         prompt_deadline_s: float = 3600.0,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         upload_attempts: int = 3,
+        upload_retry_pause_s: float = 2.0,
         session: requests.Session | None = None,
         token: str | None = None,
     ) -> None:
@@ -71,6 +72,7 @@ class ComfyUIClient(PromptFollower):
         self.prompt_deadline_s = prompt_deadline_s  # wait()'s default deadline
         self.max_upload_bytes = max_upload_bytes
         self.upload_attempts = upload_attempts
+        self.upload_retry_pause_s = upload_retry_pause_s
         self.session = session or requests.Session()
         # The pod's proxy refuses requests without the pod's token (HTTP and the /ws upgrade).
         self._auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -211,7 +213,7 @@ class ComfyUIClient(PromptFollower):
             if attempt == self.upload_attempts:
                 raise problem
             log.info("upload of %s failed (%s); trying again", name, problem)
-            time.sleep(min(2.0**attempt, 10.0))
+            time.sleep(self.upload_retry_pause_s * attempt)
         if response.status_code != 200 or not _is_json(response):
             raise ComfyUIError(
                 f"uploading {name} answered HTTP {response.status_code}: {_snippet(response)}"
