@@ -28,6 +28,7 @@ from rp_pipeline.fleet.harvest import (
 from rp_pipeline.fleet.leases import LeaseKeeper
 from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.slots import PodSlots
+from rp_pipeline.fleet.start_images import ensure_start_image
 from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, PodDied, Progress, SharedWork, comfy_client
 from rp_pipeline.integrations.comfyui.client import ComfyUIClient
@@ -171,7 +172,7 @@ class PodWorker(PodEndings, VideoCollecting, threading.Thread):
         video = self.work.state.video(key)
         while True:
             try:
-                sub = self.comfy.submit(video.api_json)
+                sub = self.comfy.submit(ensure_start_image(self.comfy, self.r2, video))
                 break
             except ComfyUIUnavailable as exc:
                 self._check_alive(exc)  # PodDied once gone or past the unreachable grace
