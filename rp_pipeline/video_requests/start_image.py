@@ -28,8 +28,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
+import urllib3
 from botocore.exceptions import ClientError
 from PIL import Image, UnidentifiedImageError
 
@@ -42,6 +44,7 @@ INPUTS_PREFIX = "inputs"
 MAX_START_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_START_IMAGE_PIXELS = 4096 * 4096
 URL_TIMEOUT_S = 30.0
+MAX_REDIRECTS = 5
 # What LoadImage reads well and a browser shows: the suffix the stored object and upload get.
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 
@@ -130,36 +133,51 @@ def fetch_capped(
     max_bytes: int = MAX_START_IMAGE_BYTES,
     timeout_s: float = URL_TIMEOUT_S,
 ) -> bytes:
-    """GET `url` whole, refusing more than `max_bytes` or longer than `timeout_s` in total
-    (a per-read timeout alone lets a server trickle bytes forever). No scheme check here."""
+    """GET `url` whole over https only (redirects too: each hop is checked before it is
+    requested), refusing more than `max_bytes` or longer than `timeout_s` in total."""
     deadline = time.monotonic() + timeout_s
+    here = url
     try:
-        with session.get(url, stream=True, timeout=min(timeout_s, 10.0)) as response:
-            if response.status_code != 200:
-                raise StartImageError(f"start image {url} answered HTTP {response.status_code}")
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise StartImageError(
-                    f"start image {url} is {declared} bytes, over the limit of {max_bytes}"
-                )
-            body = bytearray()
-            for chunk in response.iter_content(chunk_size=64 * 1024):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise StartImageError(
-                        f"start image {url} is over the limit of {max_bytes} bytes"
-                    )
-                if time.monotonic() > deadline:
-                    raise StartImageError(
-                        f"start image {url} took over {timeout_s:.0f} s to download"
-                    )
-            for hop in [*response.history, response]:
-                if not hop.url.startswith("https://"):
-                    raise StartImageError(f"start image {url} was redirected to {hop.url}")
-            return bytes(body)
-    except requests.RequestException as exc:
+        for _ in range(MAX_REDIRECTS + 1):
+            if not here.startswith("https://"):
+                where = "" if here == url else f" (redirected to {here})"
+                raise StartImageError(f"start image {url}{where}: only https:// URLs are read")
+            response = session.get(
+                here, stream=True, timeout=min(timeout_s, 10.0), allow_redirects=False
+            )
+            if not response.is_redirect:
+                break
+            here = urljoin(here, response.headers["Location"])
+            response.close()
+        else:
+            raise StartImageError(f"start image {url}: more than {MAX_REDIRECTS} redirects")
+        with response:
+            return _read_capped(response, url, max_bytes, deadline, timeout_s)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         detail = " ".join(str(exc).split())
         raise StartImageError(f"start image {url} could not be downloaded: {detail}") from None
+
+
+def _read_capped(
+    response: requests.Response, url: str, max_bytes: int, deadline: float, timeout_s: float
+) -> bytes:
+    if response.status_code != 200:
+        raise StartImageError(f"start image {url} answered HTTP {response.status_code}")
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise StartImageError(
+            f"start image {url} is {declared} bytes, over the limit of {max_bytes}"
+        )
+    body = bytearray()
+    # read1 returns what has arrived (read(n) waits for n bytes), so the deadline is checked
+    # while a server trickles: a per-read timeout alone would let it go on forever.
+    while chunk := response.raw.read1(64 * 1024, decode_content=True):
+        body += chunk
+        if len(body) > max_bytes:
+            raise StartImageError(f"start image {url} is over the limit of {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise StartImageError(f"start image {url} took over {timeout_s:.0f} s to download")
+    return bytes(body)
 
 
 @dataclass
@@ -170,7 +188,7 @@ class StartImageReader:
     base_dir: Path
     r2: Any = None
     session: requests.Session = field(default_factory=requests.Session)
-    allow_http: bool = False  # tests only: a loopback http server stands in for an https one
+    url_timeout_s: float = URL_TIMEOUT_S
     _bytes: dict[str, bytes] = field(default_factory=dict)  # sha256 -> image
     _by_source: dict[str, StartImage] = field(default_factory=dict)
 
@@ -190,8 +208,8 @@ class StartImageReader:
 
     def read(self, source: str) -> bytes:
         scheme = source.split("://", 1)[0].lower() if "://" in source else ""
-        if scheme == "https" or (scheme == "http" and self.allow_http):
-            return fetch_capped(source, self.session)
+        if scheme == "https":
+            return fetch_capped(source, self.session, timeout_s=self.url_timeout_s)
         if scheme == "r2":
             return self._read_r2(source, source[len("r2://") :])
         if scheme:
