@@ -154,6 +154,8 @@ def parse_request(data: Any, images: StartImageReader | None = None) -> VideoReq
         except StartImageError as exc:
             raise RequestError(str(exc)) from None
         request = replace(request, start_image=image.to_dict())
+    elif request.start_image is not None:  # facts without an image to stand for: not trusted
+        request = replace(request, start_image=None)
     check_request(request)
     return request
 
