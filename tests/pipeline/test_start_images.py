@@ -334,3 +334,25 @@ def test_ensure_start_image_uploads_once_per_pod_client_and_loadimage_runs(
     assert [n["inputs"]["image"] for n in api.values() if n["class_type"] == "LoadImage"] == [name]
     result = client.wait(client.submit(api).prompt_id, 60)
     assert result.status == "success"
+
+
+def test_a_name_taken_by_other_bytes_gets_the_name_comfyui_answers(
+    r2: R2Resource, comfyui_standin: ComfyStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RP_PROMPTS_DIR", str(tmp_path))
+    image = png((3, 140, 60), (160, 96))
+    (tmp_path / "t.png").write_bytes(image)
+    request = parse_request(i2v_entry("t.png"), StartImageReader(tmp_path))
+    specs = resolve_requests(r2, [request.key], {request.key: i2v_entry("t.png")})
+    [video], _ = plan_videos(specs, [request.key], "run2")
+    planned = f"rp_inputs/{hashlib.sha256(image).hexdigest()[:16]}"
+    squatter = comfyui_standin.input_dir / f"{planned}.png"
+    squatter.parent.mkdir(parents=True, exist_ok=True)
+    squatter.write_bytes(png((0, 0, 0)))  # someone else's file under our planned name
+    client = ComfyUIClient(comfyui_standin.base_url, poll_interval_s=0.2)
+    api = ensure_start_image(client, r2, video)
+    [name] = [n["inputs"]["image"] for n in api.values() if n["class_type"] == "LoadImage"]
+    assert name == f"{planned} (1).png"
+    assert (comfyui_standin.input_dir / name).read_bytes() == image
+    assert video.api_json != api  # the planned JSON is left as it was
+    assert client.wait(client.submit(api).prompt_id, 60).status == "success"
