@@ -18,6 +18,9 @@
 #      ComfyUI starts anyway: a prompt then fails with ComfyUI's own error naming the missing
 #      file, which is faster and clearer than a pod that never becomes ready.
 #   3. ComfyUI, reading models from $MODELS_DIR and writing outputs to the watched dir.
+# Boot phases (container_started, models_started, models_verified, comfyui_started,
+# comfyui_ready) and the download's progress go to $RP_BOOT_STATUS; the agent copies that file
+# to R2 (_rp/boot/<pod id>.json) so the pipeline can say what a pod that is not ready yet is doing.
 # On SIGTERM/SIGINT (pod stop) ComfyUI is stopped first (no new outputs), then the proxy, then
 # the agent is sent SIGTERM and awaited so it can flush its queue, then the lease watcher and
 # the helpers; exit 0.
@@ -48,6 +51,10 @@ ENABLE_R2_SYNC="${ENABLE_R2_SYNC:-false}"
 POD_LOG_DIR="$RP_AGENT_STATE_DIR/logs"
 export RP_AGENT_LOG_FILES="${RP_AGENT_LOG_FILES:-$POD_LOG_DIR/start.log,$POD_LOG_DIR/comfyui.log}"
 export MODELS_DIR
+# When this boot reached each phase (container started, models verified, ComfyUI answering) and
+# the model download's progress: JSON written by `rp-agent boot-phase` and the downloader, copied
+# by the agent to {R2_PREFIX}/_rp/boot/{pod id}.json for the pipeline.
+export RP_BOOT_STATUS="${RP_BOOT_STATUS:-$RP_AGENT_STATE_DIR/boot.json}"
 
 SECRET_NAMES=(R2_ACCESS_KEY_ID R2_SECRET_ACCESS_KEY CIVITAI_API_KEY HF_TOKEN JUPYTER_PASSWORD PUBLIC_KEY
     RP_POD_TOKEN RUNPOD_API_KEY)
@@ -55,6 +62,7 @@ SHOWN_NAMES=(ENABLE_R2_SYNC R2_BUCKET R2_PREFIX WAN_720P ENABLE_TURBODIFFUSION G
     RP_POD_LEASE_S)
 
 PROXY_PID=""
+READY_WATCH_PID=""
 AGENT_PID=""
 LEASE_PID=""
 DOWNLOAD_PID=""
@@ -65,6 +73,25 @@ HELPER_PIDS=()
 STOPPING=""
 
 log() { printf '[start] %s\n' "$*"; }
+
+# Best effort: a missing or failing rp-agent must not stop the pod from starting.
+record_phase() {
+    rp-agent boot-phase "$1" >/dev/null 2>&1 || log "could not record boot phase $1"
+}
+
+# Background: records "comfyui_ready" once ComfyUI answers on its loopback port, so the boot
+# status shows how long model loading took apart from the download. Ends with ComfyUI.
+watch_comfyui_ready() {
+    local started=$SECONDS
+    while kill -0 "$COMFY_PID" 2>/dev/null; do
+        if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$COMFYUI_INTERNAL_PORT/system_stats" 2>/dev/null; then
+            record_phase comfyui_ready
+            log "ComfyUI answering ($((SECONDS - started)) s after it started)"
+            return 0
+        fi
+        sleep 0.5
+    done
+}
 
 # `copy_to_log FILE`: stdin to stdout and FILE. Deaf to TERM/INT (ignored signals stay ignored
 # across exec): a stop must not end the copy before the stopping processes' last lines; it
@@ -137,45 +164,16 @@ r2_settings_complete() {
     fi
 }
 
-# `supervise NAME COMMAND...` runs in a background subshell: keeps COMMAND alive, backing off
-# 1 s, 2 s, 4 s ... up to 30 s between crashes (reset after a minute of healthy running).
-# SIGTERM is passed to the command (the agent finishes its uploads before exiting); the loop
-# then ends.
-SUPERVISED_CHILD=""
-# Invoked from the TERM trap that supervise installs. It stops every job of this subshell,
-# not just $SUPERVISED_CHILD: a TERM can land between `command &` and `SUPERVISED_CHILD=$!`, and
-# a child missed there would outlive the pod's stop (skipping its flush, and holding stdout open).
-# shellcheck disable=SC2329
-stop_supervised() {
-    local pid
-    trap '' TERM
-    for pid in $(jobs -p); do
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    exit 0
-}
-
+# `supervise NAME COMMAND...` keeps COMMAND alive: `rp-agent supervise` (rp_agent/supervise.py,
+# the one home of the policy, which devstack pods run too) restarts it after 1 s, 2 s, 4 s ... at
+# most 30 s between crashes (back to 1 s after a minute of healthy running), tells each run it
+# is a restart (RP_AGENT_RESTARTS, RP_AGENT_LAST_EXIT: the agent logs it to R2), and passes
+# SIGTERM on once (the agent finishes its uploads before exiting), then ends. Always started
+# with `&`: the exec makes the job's pid the supervisor's, which the stop signals.
 supervise() {
-    local name="$1" delay=1 started rc
+    local name="$1"
     shift
-    trap stop_supervised TERM
-    while true; do
-        started=$SECONDS
-        "$@" &
-        SUPERVISED_CHILD=$!
-        log "$name started (pid $SUPERVISED_CHILD)"
-        wait "$SUPERVISED_CHILD"
-        rc=$?
-        SUPERVISED_CHILD=""
-        if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
-        log "$name exited with status $rc; restarting in ${delay}s"
-        sleep "$delay" &
-        SUPERVISED_CHILD=$!
-        wait "$SUPERVISED_CHILD"
-        SUPERVISED_CHILD=""
-        delay=$((delay * 2 > 30 ? 30 : delay * 2))
-    done
+    exec rp-agent supervise --name "$name" -- "$@"
 }
 
 # Started even without a token: the public port then refuses every request (503) rather than
@@ -283,6 +281,9 @@ start_comfyui() {
     COMFY_PID=$!
     exec 4>&-
     log "ComfyUI starting from $comfy_dir on 127.0.0.1:$COMFYUI_INTERNAL_PORT, behind the token proxy on port $COMFYUI_PORT (pid $COMFY_PID)"
+    record_phase comfyui_started
+    watch_comfyui_ready &
+    READY_WATCH_PID=$!
 }
 
 stop_pid() {
@@ -296,7 +297,7 @@ stop_pid() {
 # one started last, and shutdown stops in reverse start order, so it goes first. Its pid is also
 # tried as a process group: the download runs as the leader of its own.
 stop_unrecorded_jobs() {
-    local pid known=" $DOWNLOAD_PID $COMFY_PID $PROXY_PID $AGENT_PID $LEASE_PID ${HELPER_PIDS[*]} "
+    local pid known=" $DOWNLOAD_PID $COMFY_PID $READY_WATCH_PID $PROXY_PID $AGENT_PID $LEASE_PID ${HELPER_PIDS[*]} "
     for pid in $(jobs -p); do
         case "$known" in *" $pid "*) continue ;; esac
         kill -TERM -- "-$pid" 2>/dev/null
@@ -315,6 +316,7 @@ shutdown() {
         kill -TERM -- "-$DOWNLOAD_PID" 2>/dev/null
         stop_pid "$DOWNLOAD_PID"
     fi
+    stop_pid "$READY_WATCH_PID"
     if [ -n "$COMFY_PID" ]; then
         log "stopping ComfyUI"
         stop_pid "$COMFY_PID"
@@ -354,6 +356,10 @@ main() {
     # jobs of a non-interactive shell ignore SIGINT, so children always get TERM.
     trap 'trap "" TERM INT; log "SIGTERM received"; shutdown 0' TERM
     trap 'trap "" TERM INT; log "SIGINT received"; shutdown 0' INT
+    # A new boot: the previous container's phases (a restart on the same disk) do not apply.
+    mkdir -p "$(dirname "$RP_BOOT_STATUS")"
+    rm -f "$RP_BOOT_STATUS"
+    record_phase container_started
     describe_env
     start_sshd
     start_jupyter
@@ -365,6 +371,8 @@ main() {
     local rc
     wait "$COMFY_PID"
     rc=$?
+    stop_pid "$READY_WATCH_PID"
+    READY_WATCH_PID=""
     # Reached only when ComfyUI exited by itself (a signal runs shutdown from the trap).
     log "ComfyUI exited with status $rc"
     COMFY_PID=""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rp_agent import bootstatus, clock
 from rp_agent.config import AgentConfig
 from rp_agent.keys import object_key
 from rp_agent.paths import key_safe
@@ -24,6 +25,7 @@ from rp_agent.podlogs import LogShipper
 from rp_agent.queue import Job, UploadQueue
 from rp_agent.r2 import make_r2_client
 from rp_agent.receipts import ReceiptWriter
+from rp_agent.supervise import restart_note
 from rp_agent.uploader import ObjectMeta, Uploader, error_code, is_permanent, read_and_hash
 from rp_agent.watcher import Watcher
 
@@ -83,6 +85,14 @@ class SyncAgent:
             config.prefix,
             list(config.log_files),
         )
+        status_file = bootstatus.status_path()
+        self.boot = (
+            bootstatus.BootPublisher(
+                self.client, config.r2.bucket, config.pod_name, config.prefix, status_file
+            )
+            if status_file is not None
+            else None
+        )
 
     # -- start checks ------------------------------------------------------------------------
 
@@ -107,10 +117,22 @@ class SyncAgent:
                 f"cannot reach R2 endpoint {self.config.r2.endpoint}: {exc}"
             ) from None
 
+    def check_bucket_on_a_pod(self) -> None:
+        """On a pod, what R2 answers at start never stops the agent: the outputs are queued on
+        disk and uploaded once R2 takes them (a 500 or an outage at boot is often gone a minute
+        later, and an agent that exits uploads nothing). The answer is reported, once."""
+        try:
+            self.check_bucket()
+        except AgentStartError as exc:
+            log.error("%s; queueing outputs and retrying uploads until R2 takes them", exc)
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, once: bool = False) -> int:
-        self.check_bucket()
+        if once:
+            self.check_bucket()  # a one-shot sync by hand: a wrong setting fails at once
+        else:
+            self.check_bucket_on_a_pod()
         recovered = self.queue.recover(retry_failed=True)
         if recovered:
             log.info("retrying %d file(s) left unfinished by the previous run", recovered)
@@ -123,24 +145,43 @@ class SyncAgent:
         )
         self.receipts.start()
         self.logs.start()
+        if self.boot is not None:
+            self.boot.start()
+        note = restart_note()
+        if note:
+            log.warning(note)  # shipped to the pod's log in R2: the run sees the agent died
         try:
             return self._run_once(stop) if once else self._watch(stop)
         finally:
             # After the uploads: every finished one gets its receipt before the agent exits.
             self.receipts.stop()
             self.logs.stop()
+            if self.boot is not None:
+                self.boot.stop()
 
     def _watch(self, stop: threading.Event) -> int:
         self.watcher.start()
         log.info("watching %s for new files", self.config.watch_dir)
+        next_failed_retry = time.monotonic() + self.config.failed_retry_interval
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_failed_retry:
+                    self._retry_failed()
+                    next_failed_retry = time.monotonic() + self.config.failed_retry_interval
                 self._dispatch()
                 self._wake.wait(timeout=self._wait_time())
                 self._wake.clear()
         finally:
             self.watcher.stop()
         return self._drain()
+
+    def _retry_failed(self) -> None:
+        """A long-running agent never gives a file up for good: rows that failed (R2 refusing
+        for a while, a file unreadable for a moment) are queued again now and then."""
+        retried = self.queue.requeue_failed()
+        if retried:
+            log.info("retrying %d file(s) that failed earlier", retried)
+            self._wake.set()
 
     def _run_once(self, stop: threading.Event) -> int:
         self.watcher.rescan()
@@ -168,7 +209,7 @@ class SyncAgent:
         due = self.queue.next_due()
         if due is None:
             return 0.2
-        return max(0.01, min(0.2, due - time.time()))
+        return max(0.01, min(0.2, due - clock.wall()))
 
     def _busy(self) -> bool:
         with self._in_flight_lock:
@@ -217,6 +258,7 @@ class SyncAgent:
     def _enqueue(
         self, rel: str, size: int, mtime: float, close_time: float, live: bool = False
     ) -> None:
+        close_time = clock.from_kernel(close_time)  # the watcher's times are the kernel's
         display = key_safe(rel)
         key = object_key(display, mtime, self.config.pod_id, self.config.prefix)
         if self.queue.observe(rel, display, key, size, mtime, close_time, check_remote=not live):
@@ -284,7 +326,7 @@ class SyncAgent:
             return False, 0, None
         if job.check_remote and self.uploader.remote_sha256(job.key) == sha:
             return False, 0, None
-        started = time.time()
+        started = clock.wall()
         meta = ObjectMeta(sha256=sha, close_time=job.close_time, upload_start=started)
         parts = self.uploader.upload(path, job.key, job.size, meta, body)
         return True, parts, started

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rp_agent import bootstatus, clock
 from rp_agent.agent import AgentStartError, SyncAgent
 from rp_agent.config import (
     DEFAULT_WORKERS,
@@ -43,6 +44,8 @@ log = logging.getLogger("rp_agent")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# A second signal this soon after the first is the same stop delivered twice (see cmd_sync).
+SAME_STOP_S = 2.0
 
 STATE_HELP = (
     f"directory for the upload queue (default: ${STATE_DIR_ENV}, else "
@@ -101,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve ComfyUI only to holders of the pod's token (env RP_POD_TOKEN)",
         description="Authenticating reverse proxy for ComfyUI: forwards HTTP and WebSocket "
         "requests carrying the token (Authorization: Bearer, ?token= or the cookie it sets) "
-        "and answers 401 to everything else; without RP_POD_TOKEN it refuses every request.",
+        "and answers 401 to everything else; without RP_POD_TOKEN it refuses every request. "
+        "Env RP_PROXY_HEADER_TIMEOUT_S (default 10): seconds a connection has to send its "
+        "request headers; RP_PROXY_MAX_UNAUTHENTICATED (default 64): connections without the "
+        "token held at once (the oldest is closed beyond that).",
     )
     proxy.add_argument("--listen", default="0.0.0.0:8188", help="HOST:PORT (default 0.0.0.0:8188)")
     proxy.add_argument(
@@ -120,7 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"seconds between reads (default ${POLL_ENV}, else {DEFAULT_POLL_S:.0f})",
     )
+    phase = sub.add_parser(
+        "boot-phase",
+        help="record that this pod reached a start phase (file named by $RP_BOOT_STATUS)",
+    )
+    phase.add_argument("name", choices=bootstatus.PHASES)
+    supervise = sub.add_parser(
+        "supervise",
+        help="run a command and restart it with backoff whenever it ends (the image's policy)",
+        description="Restarts COMMAND 1 s, 2 s, 4 s ... (at most 30 s) after each exit, back to "
+        "1 s after a minute of running; SIGTERM/SIGINT is passed on once and ends the loop. Each "
+        "run gets RP_AGENT_RESTARTS and RP_AGENT_LAST_EXIT in its environment.",
+    )
+    supervise.add_argument("--name", default="rp-agent", help="name in the log lines")
+    supervise.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from rp_agent.supervise import main as supervise_main
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        return fail("supervise needs a command: rp-agent supervise --name NAME -- COMMAND...")
+    return supervise_main(args.name, argv)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -154,14 +183,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return fail(str(exc))
     stop = threading.Event()
 
+    first_signal_at: list[float] = []
+
     def on_signal(signum: int, _frame: object) -> None:
+        # The stop is recorded before anything is logged: a second signal may run this handler
+        # again in the middle of the first one's logging call.
         name = signal.Signals(signum).name
-        if stop.is_set():
+        now = time.monotonic()
+        if first_signal_at:
+            if now - first_signal_at[0] < SAME_STOP_S:
+                # The same stop reaching us twice: once to the process group, once passed on by
+                # the supervisor (rp-agent supervise, start.sh). Not a reason to skip the flush.
+                return
             # The queue is crash-safe, so a second signal may simply end the process now.
             log.warning("%s received again: exiting now; unfinished uploads stay queued", name)
             os._exit(EXIT_INTERRUPTED)
-        log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
+        first_signal_at.append(now)
         stop.set()
+        log.info("%s received: finishing uploads in flight (grace %.0fs)", name, config.grace)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -233,15 +272,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
+    from rp_agent.conn_guard import (
+        DEFAULT_HEADER_TIMEOUT_S,
+        DEFAULT_MAX_UNAUTHENTICATED,
+        HEADER_TIMEOUT_ENV,
+        MAX_UNAUTHENTICATED_ENV,
+        ConnectionLimits,
+    )
     from rp_agent.proxy import TOKEN_ENV, parse_address, serve
 
     try:
         parse_address(args.listen)
         parse_address(args.upstream)
-    except ValueError as exc:
+        cap_text = (os.environ.get(MAX_UNAUTHENTICATED_ENV) or "").strip()
+        if cap_text and not cap_text.isdigit():
+            raise ValueError(f"{MAX_UNAUTHENTICATED_ENV}={cap_text!r} is not a whole number")
+        limits = ConnectionLimits(
+            header_timeout_s=_seconds_env(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S),
+            max_unauthenticated=int(cap_text) if cap_text else DEFAULT_MAX_UNAUTHENTICATED,
+        )
+    except (ValueError, AgentConfigError) as exc:
         return fail(str(exc))
     try:
-        serve(args.listen, args.upstream, os.environ.get(TOKEN_ENV))
+        serve(args.listen, args.upstream, os.environ.get(TOKEN_ENV), limits)
     except OSError as exc:
         return fail(f"cannot listen on {args.listen}: {exc}", 1)
     return 0
@@ -289,17 +342,32 @@ def cmd_lease_watch(args: argparse.Namespace) -> int:
     return watcher.run(threading.Event())
 
 
+def cmd_boot_phase(args: argparse.Namespace) -> int:
+    path = bootstatus.status_path()
+    if path is None:
+        return fail(f"{bootstatus.BOOT_STATUS_ENV} is not set: no boot status file to write")
+    try:
+        bootstatus.update(path, phase=args.name)
+    except OSError as exc:
+        return fail(f"cannot write the boot status file {path}: {exc.strerror}", 1)
+    return 0
+
+
 COMMANDS = {
     "sync": cmd_sync,
     "status": cmd_status,
     "proxy": cmd_proxy,
     "lease-watch": cmd_lease_watch,
+    "boot-phase": cmd_boot_phase,
+    "supervise": cmd_supervise,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    if clock.SKEW_ERROR:
+        return fail(clock.SKEW_ERROR)
     return COMMANDS[args.command](args)
 
 

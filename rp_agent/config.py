@@ -59,6 +59,8 @@ class AgentConfig:
     # Files up to this size are read once (hash + body); workers x limit bounds that memory.
     in_memory_limit: int = 4 * 1024 * 1024
     max_attempts: int = 6
+    # The watching agent queues files that failed again this often (it never gives one up).
+    failed_retry_interval: float = 300.0
     # Other processes' log files (ComfyUI, start.sh) shipped with the agent's own log lines.
     log_files: tuple[Path, ...] = ()
 

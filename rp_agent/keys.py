@@ -65,6 +65,12 @@ def logs_prefix(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{control_prefix(prefix)}logs/{pod_id}/"
 
 
+def boot_key(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The pod's boot status (start phases, model download progress): the agent's copy of the
+    file described in rp_agent.bootstatus, replaced whenever it changes."""
+    return f"{control_prefix(prefix)}boot/{pod_id}.json"
+
+
 def log_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{logs_prefix(pod_id, prefix)}{seq:08d}.jsonl"
 

@@ -8,9 +8,10 @@ go into one object `{prefix}/_rp/logs/{pod}/{seq:08d}.jsonl` (JSON lines `{t, sr
 Bounded: at most `max_lines` lines per object (the rest are counted in a "dropped" line), a
 line is cut at `max_line_len`, a file that grew by more than `max_file_bytes` since the last
 flush is skipped to its end; progress bars (`\\r` updates) keep only their last state. Every
-line goes through the secret filter before it leaves the pod. Log objects are best effort:
-lines buffered in memory when the agent is killed are lost (the files' offsets are only saved
-after a successful write, so file lines are re-read).
+line goes through the secret filter before it leaves the pod. While R2 fails (the whole bucket
+or only `_rp/`) nothing is lost: the agent's lines stay in the bounded buffer and the files'
+offsets are only saved after a successful write, so the next flush sends them. Lines buffered in
+memory when the agent is killed are lost (file lines are re-read).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rp_agent import clock
 from rp_agent.keys import log_key, logs_prefix
 from rp_agent.queue import UploadQueue
-from rp_agent.receipts import last_remote_seq
+from rp_agent.receipts import SequenceFloor
 from rp_agent.redact import Redactor
 
 if TYPE_CHECKING:
@@ -90,14 +91,19 @@ class LogShipper:
         self.handler = _Collect(self._buffer)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._floor = 1
+        self._floor = SequenceFloor(
+            client,
+            bucket,
+            queue,
+            LOG_COUNTER,
+            lambda seq: log_key(pod_id, seq, prefix),
+            logs_prefix(pod_id, prefix),
+        )
         self._flush_lock = threading.Lock()
 
     def start(self) -> None:
-        known = self.queue.counter(LOG_COUNTER)
-        after = log_key(self.pod_id, known, self.prefix) if known else None
-        prefix = logs_prefix(self.pod_id, self.prefix)
-        self._floor = last_remote_seq(self.client, self.bucket, prefix, after) + 1
+        """Collect and ship in the background; nothing here waits for R2 (lines gathered while
+        R2 fails stay buffered, bounded, and go out once it answers)."""
         logging.getLogger("rp_agent").addHandler(self.handler)
         self._thread = threading.Thread(target=self._run, name="logs", daemon=True)
         self._thread.start()
@@ -122,10 +128,11 @@ class LogShipper:
     def flush(self) -> int:
         """Write one log object with the lines gathered since the last flush; returns lines."""
         with self._flush_lock:
-            lines: list[dict[str, object]] = []
+            own: list[dict[str, object]] = []
             while self._buffer:
-                lines.append(self._buffer.popleft())
+                own.append(self._buffer.popleft())
             offsets: dict[str, int] = {}
+            lines = list(own)
             for path in self.files:
                 lines += self._read_file(path, offsets)
             if not lines:
@@ -137,7 +144,7 @@ class LogShipper:
                 lines = lines[: self.max_lines]
                 lines.append(
                     {
-                        "t": time.time(),
+                        "t": clock.wall(),
                         "src": "agent",
                         "level": "WARNING",
                         "msg": f"{dropped} log line(s) dropped (rate limit)",
@@ -148,13 +155,19 @@ class LogShipper:
             body = b"".join(
                 json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in lines
             )
-            seq = self.queue.next_seq(LOG_COUNTER, self._floor)
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=log_key(self.pod_id, seq, self.prefix),
-                Body=body,
-                ContentType="application/x-ndjson",
-            )
+            try:
+                seq = self.queue.next_seq(LOG_COUNTER, self._floor.get())
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=log_key(self.pod_id, seq, self.prefix),
+                    Body=body,
+                    ContentType="application/x-ndjson",
+                )
+            except Exception:
+                # R2 failed: the agent's own lines go back in the (bounded) buffer and the files'
+                # offsets stay unsaved, so the next flush sends both.
+                self._buffer.extendleft(reversed(own))
+                raise
             self._save_offsets(offsets)
             return len(lines)
 
@@ -172,7 +185,7 @@ class LogShipper:
             skipped = size - start - self.max_file_bytes
             start = size - self.max_file_bytes
             lines.append(
-                {"t": time.time(), "src": path.stem, "level": "WARNING",
+                {"t": clock.wall(), "src": path.stem, "level": "WARNING",
                  "msg": f"{skipped} byte(s) of {path.name} skipped (rate limit)"}
             )  # fmt: skip
         if size == start:
@@ -184,7 +197,7 @@ class LogShipper:
         if end < 0:
             return lines  # no complete line yet
         offsets[name] = start + end + 1
-        now = time.time()
+        now = clock.wall()
         for raw in data[:end].split(b"\n"):
             text = raw.decode("utf-8", "replace").rsplit("\r", 1)[-1].rstrip()
             if text:

@@ -11,6 +11,10 @@ proxy owns the public port. A request passes when it carries the pod's token (en
 Everything else gets 401 with an empty body; nothing of it reaches ComfyUI. A pod started
 without a token refuses every request (503) rather than opening up.
 
+What a stranger can hold before the token is checked is bounded (conn_guard.py): a time limit on
+a request's headers and a cap on connections without a token; a refused request's connection
+is closed with the answer.
+
 Requests and responses are streamed chunk by chunk (a multi-GB /view download never sits in
 memory), and a WebSocket upgrade becomes two WebSockets bridged message by message.
 """
@@ -20,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import signal
 from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from rp_agent.conn_guard import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("rp_agent.proxy")
 
@@ -112,9 +119,12 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 class TokenProxy:
     """An aiohttp application forwarding authorised requests to `upstream` (host:port)."""
 
-    def __init__(self, upstream: str, token: str | None) -> None:
+    def __init__(
+        self, upstream: str, token: str | None, guard: ConnectionGuard | None = None
+    ) -> None:
         self.upstream = f"http://{upstream}"
         self.token = usable_token(token)
+        self.guard = guard  # told when a connection shows the token (see conn_guard.py)
         self.session: aiohttp.ClientSession | None = None
         # The browser-side sockets of the open bridges, closed on shutdown (see _close_sockets).
         self.sockets: set[web.WebSocketResponse] = set()
@@ -152,27 +162,35 @@ class TokenProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self.token is None:
-            return web.Response(
+            response = web.Response(
                 status=503, text=f"this pod was started without {TOKEN_ENV}: it serves no one\n"
             )
+            response.force_close()
+            return response
         query_token = request.query.get(QUERY_NAME)
         if query_token is not None:
             if not matches(query_token, self.token):
                 return self.refuse(request)
             if request.method in ("GET", "HEAD") and not is_websocket(request):
+                if self.guard is not None:
+                    self.guard.authorized(request.transport)
                 return self.hand_out_cookie(request)
         elif not (
             matches(bearer(request), self.token)
             or matches(request.cookies.get(COOKIE_NAME), self.token)
         ):
             return self.refuse(request)
+        if self.guard is not None:
+            self.guard.authorized(request.transport)
         if is_websocket(request):
             return await self.bridge_websocket(request)
         return await self.forward(request)
 
     def refuse(self, request: web.Request) -> web.Response:
         log.info("refused %s %s from %s", request.method, request.path, request.remote)
-        return web.Response(status=401, headers={"WWW-Authenticate": 'Bearer realm="comfyui"'})
+        response = web.Response(status=401, headers={"WWW-Authenticate": 'Bearer realm="comfyui"'})
+        response.force_close()  # a stranger gets no keep-alive connection to hold
+        return response
 
     def hand_out_cookie(self, request: web.Request) -> web.Response:
         """Swap the token in the URL for a cookie, then send the browser to the clean URL."""
@@ -300,10 +318,14 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(listen: str, upstream: str, token: str | None) -> None:
-    """Run until SIGTERM/SIGINT (aiohttp's runner turns both into a clean shutdown)."""
+def serve(
+    listen: str, upstream: str, token: str | None, limits: ConnectionLimits | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT, then shut down cleanly (open bridges closed, a download in
+    flight given a few seconds)."""
     host, port = parse_address(listen)
     parse_address(upstream)
+    limits = limits or ConnectionLimits()
     proxy = TokenProxy(upstream, token)
     if proxy.token is None:
         log.error(
@@ -311,7 +333,35 @@ def serve(listen: str, upstream: str, token: str | None) -> None:
             TOKEN_ENV,
             MIN_TOKEN_LENGTH,
         )
-    log.info("proxy on %s:%d -> ComfyUI at %s (token required)", host, port, upstream)
+    log.info(
+        "proxy on %s:%d -> ComfyUI at %s (token required; headers within %.0f s, at most %d "
+        "connections without a token)",
+        host,
+        port,
+        upstream,
+        limits.header_timeout_s,
+        limits.max_unauthenticated,
+    )
+    asyncio.run(_serve(proxy, host, port, limits))
+
+
+async def _serve(proxy: TokenProxy, host: str, port: int, limits: ConnectionLimits) -> None:
     # access_log=None: the default access line holds the query string, i.e. `?token=`.
-    # Open bridges are closed at shutdown; the timeout only bounds a slow in-flight download.
-    web.run_app(proxy.app(), host=host, port=port, access_log=None, print=None, shutdown_timeout=5)
+    runner = web.AppRunner(proxy.app(), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    assert runner.server is not None
+    proxy.guard = ConnectionGuard(runner.server, limits)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        server = await loop.create_server(proxy.guard.protocol, host, port, reuse_address=True)
+    except OSError:
+        await runner.cleanup()
+        raise
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await runner.cleanup()

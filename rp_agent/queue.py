@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from rp_agent import clock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -132,7 +133,17 @@ class UploadQueue:
             cur = self._db.execute(
                 f"UPDATE files SET state='pending', next_attempt_at=0, attempts=0, "
                 f"check_remote=1, updated_at=? WHERE state IN ({marks})",
-                (time.time(), *states),
+                (clock.wall(), *states),
+            )
+            return cur.rowcount
+
+    def requeue_failed(self) -> int:
+        """Failed rows become pending again (with their remote check); returns how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE files SET state='pending', next_attempt_at=0, attempts=0, check_remote=1, "
+                "updated_at=? WHERE state='failed'",
+                (clock.wall(),),
             )
             return cur.rowcount
 
@@ -163,7 +174,7 @@ class UploadQueue:
         rescan (e.g. written while the agent was down, or a new pod with an empty queue) keep
         it, so content already in the bucket is never uploaded twice.
         """
-        now = time.time()
+        now = clock.wall()
         raw = os.fsencode(path)
         with self._lock:
             row = self._db.execute("SELECT size, mtime FROM files WHERE path=?", (raw,)).fetchone()
@@ -188,7 +199,7 @@ class UploadQueue:
         """Mark up to `limit` due pending rows `uploading` and return them (oldest first)."""
         if limit <= 0:
             return []
-        now = time.time()
+        now = clock.wall()
         with self._lock:
             rows = self._db.execute(
                 """SELECT path, display, key, size, mtime, close_time, attempts, generation,
@@ -221,7 +232,7 @@ class UploadQueue:
         """Record success; False when the file changed meanwhile (the newer row stays pending).
 
         One transaction (one WAL commit) for the row and the key's sha256."""
-        now = time.time()
+        now = clock.wall()
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -299,7 +310,7 @@ class UploadQueue:
             )
 
     def mark_retry(self, job: Job, error: str, delay: float) -> None:
-        now = time.time()
+        now = clock.wall()
         with self._lock:
             self._db.execute(
                 """UPDATE files SET state='pending', attempts=attempts + 1, last_error=?,
@@ -308,7 +319,7 @@ class UploadQueue:
             )
 
     def mark_failed(self, job: Job, error: str) -> None:
-        now = time.time()
+        now = clock.wall()
         with self._lock:
             self._db.execute(
                 """UPDATE files SET state='failed', attempts=attempts + 1, last_error=?,

@@ -2,9 +2,14 @@
 
 A receipt object `{prefix}/_rp/receipts/{pod}/{seq:08d}.jsonl` lists, one JSON line per object,
 the key, size, sha256, the file's close time, the upload's start and the moment the upload
-call returned (the object was durable and visible then: R2 has strong read-after-write). All
-three times are the pod's clock, so `upload_done - close_time` is a measured latency, transfer
-included. Receipts are batched: one object per flush, covering every upload that finished since
+call returned (the object was durable and visible then: R2 has strong read-after-write).
+
+Those three times are stamps of the pod's wall clock, which may be minutes off the pipeline's:
+they order a pod's own uploads and nothing more. What a reader may subtract comes as durations,
+each the difference of two readings of the pod's clock: `latency_s` (file closed -> object
+durable, transfer included) and `age_s` (object durable -> this receipt written). A reader places
+an upload on its own clock as "when I first saw the receipt, minus age_s", or on R2's as the
+receipt object's Last-Modified minus age_s; never by comparing `upload_done` with its clock. Receipts are batched: one object per flush, covering every upload that finished since
 the last one (a burst of 300 files costs a handful of receipts, a lone video one).
 
 Crash safety: a receipt is written only for queue rows already `done` (their upload returned),
@@ -23,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rp_agent import clock
 from rp_agent.keys import receipt_key, receipts_prefix, seq_of
 from rp_agent.queue import ReceiptRow, UploadQueue
 
@@ -48,15 +54,21 @@ class Receipt:
     upload_start: float | None  # None: the bucket already held this content, nothing was sent
     upload_done: float
     seq: int = 0  # the receipt object that listed it
+    # Seconds from upload_done to the receipt's write, on the pod's clock (None: an old receipt).
+    age_s: float | None = None
 
     @property
     def upload_latency_s(self) -> float | None:
-        """File closed -> object durable in the bucket, both on the pod's clock."""
+        """File closed -> object durable in the bucket, both on the pod's clock (never < 0: a
+        clock stepped back between the two readings counts as no time)."""
         if self.upload_start is None:
             return None
-        return self.upload_done - self.close_time
+        return max(0.0, self.upload_done - self.close_time)
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, written_at: float | None = None) -> dict[str, object]:
+        """The receipt line; `written_at` (the pod's clock at the write) gives `age_s`."""
+        age = None if written_at is None else round(max(0.0, written_at - self.upload_done), 3)
+        latency = self.upload_latency_s
         return {
             "v": RECEIPT_VERSION,
             "key": self.key,
@@ -66,6 +78,8 @@ class Receipt:
             "close_time": self.close_time,
             "upload_start": self.upload_start,
             "upload_done": self.upload_done,
+            "latency_s": None if latency is None else round(latency, 4),
+            "age_s": age,
         }
 
 
@@ -81,9 +95,9 @@ def from_row(row: ReceiptRow) -> Receipt:
     )
 
 
-def encode(receipts: Iterable[Receipt]) -> bytes:
+def encode(receipts: Iterable[Receipt], written_at: float | None = None) -> bytes:
     return b"".join(
-        json.dumps(r.as_json(), separators=(",", ":")).encode() + b"\n" for r in receipts
+        json.dumps(r.as_json(written_at), separators=(",", ":")).encode() + b"\n" for r in receipts
     )
 
 
@@ -96,6 +110,7 @@ def decode(data: bytes, seq: int) -> list[Receipt]:
             if item.get("v") != RECEIPT_VERSION:
                 continue
             start = item.get("upload_start")
+            age = item.get("age_s")
             found.append(
                 Receipt(
                     key=str(item["key"]),
@@ -106,6 +121,7 @@ def decode(data: bytes, seq: int) -> list[Receipt]:
                     upload_start=float(start) if start is not None else None,
                     upload_done=float(item["upload_done"]),
                     seq=seq,
+                    age_s=float(age) if age is not None else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -123,6 +139,32 @@ def last_remote_seq(client: S3Client, bucket: str, prefix: str, after: str | Non
         for obj in page.get("Contents", []):
             highest = max(highest, seq_of(obj["Key"]) or 0)
     return highest
+
+
+class SequenceFloor:
+    """The lowest sequence number a receipt (or log object) may use: past the highest one in the
+    bucket, so an agent whose state dir was lost cannot overwrite earlier objects. Read from R2
+    when first needed and retried until R2 answers; `get()` raises while it cannot."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        queue: UploadQueue,
+        counter: str,
+        key_of: Callable[[int], str],
+        listed_prefix: str,
+    ) -> None:
+        self.client, self.bucket, self.queue, self.counter = client, bucket, queue, counter
+        self.key_of, self.listed_prefix = key_of, listed_prefix
+        self._value: int | None = None
+
+    def get(self) -> int:
+        if self._value is None:
+            known = self.queue.counter(self.counter)
+            after = self.key_of(known) if known else None
+            self._value = last_remote_seq(self.client, self.bucket, self.listed_prefix, after) + 1
+        return self._value
 
 
 class ReceiptWriter:
@@ -147,17 +189,20 @@ class ReceiptWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._floor = 1
+        self._floor = SequenceFloor(
+            client,
+            bucket,
+            queue,
+            RECEIPT_COUNTER,
+            lambda seq: receipt_key(pod_id, seq, prefix),
+            receipts_prefix(pod_id, prefix),
+        )
         self._thread: threading.Thread | None = None
         self.receipts_written = 0
 
     def start(self) -> None:
-        """Continue after the highest number in the bucket (a lost state dir cannot overwrite
-        earlier receipts), then write receipts a previous run owed, then run in the background."""
-        known = self.queue.counter(RECEIPT_COUNTER)
-        after = receipt_key(self.pod_id, known, self.prefix) if known else None
-        prefix = receipts_prefix(self.pod_id, self.prefix)
-        self._floor = last_remote_seq(self.client, self.bucket, prefix, after) + 1
+        """Run in the background; receipts a previous run owed are written first. Nothing here
+        waits for R2: a bucket that fails under `_rp/` must not keep outputs from uploading."""
         self._thread = threading.Thread(target=self._run, name="receipts", daemon=True)
         self._thread.start()
         self._wake.set()  # rows done before a crash get their receipt now
@@ -198,9 +243,9 @@ class ReceiptWriter:
         total = 0
         with self._flush_lock:
             while rows := self.queue.unreceipted(MAX_PER_RECEIPT):
-                seq = self.queue.next_seq(RECEIPT_COUNTER, self._floor)
+                seq = self.queue.next_seq(RECEIPT_COUNTER, self._floor.get())
                 key = receipt_key(self.pod_id, seq, self.prefix)
-                body = encode(from_row(row) for row in rows)
+                body = encode((from_row(row) for row in rows), written_at=clock.wall())
                 self.client.put_object(
                     Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
                 )

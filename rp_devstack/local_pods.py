@@ -1,6 +1,7 @@
 """A RunPod pod as local processes, as docker/start.sh runs them in the real image: the ComfyUI
 stand-in on a loopback port, `rp-agent proxy` owning the pod's public ComfyUI port (only the pod's
-token passes), `rp-agent sync` when the pod asks for it, and `rp-agent lease-watch`.
+token passes), `rp-agent sync` when the pod asks for it, and `rp-agent lease-watch`; the last three
+under `rp-agent supervise` (restarted with backoff when they die), as start.sh runs them.
 
 Each pod owns a directory shaped like the real image's volume (`workspace/ComfyUI/output`), runs
 every process in its own session (so one `killpg` ends the process and anything it spawned) and
@@ -84,6 +85,12 @@ def agent_executable() -> str:
     return found
 
 
+def supervised(agent: str, name: str) -> list[str]:
+    """The argv prefix that runs a pod process under `rp-agent supervise`: restarted with
+    backoff when it dies, by the same command docker/start.sh uses in the image."""
+    return [agent, "supervise", "--name", name, "--"]
+
+
 def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -140,6 +147,7 @@ class LocalPod:
         self._spawn("comfyui", list(comfy_argv), process_env)
         agent = agent_executable()
         proxy_argv = [
+            *supervised(agent, "token proxy"),
             agent,
             "proxy",
             "--listen",
@@ -150,6 +158,7 @@ class LocalPod:
         self._spawn("proxy", proxy_argv, process_env)
         if self.sync_enabled:
             argv = [
+                *supervised(agent, "rp-agent"),
                 agent,
                 "sync",
                 "--watch-dir",
@@ -159,7 +168,8 @@ class LocalPod:
             ]
             self._spawn("agent", argv, process_env)
         if self.lease_enabled:
-            self._spawn("lease", [agent, "lease-watch"], process_env)
+            argv = [*supervised(agent, "lease watcher"), agent, "lease-watch"]
+            self._spawn("lease", argv, process_env)
         log.info(
             "local pod %s started (ComfyUI behind the token proxy on port %d)",
             self.pod_id,

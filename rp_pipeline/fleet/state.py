@@ -89,6 +89,8 @@ class PodInfo:
     # Released to idle for the next run instead of terminated: terminated_at is the release
     # time (this run's bill ends there) and the pod holds no run slot any more.
     kept_warm: bool = False
+    # The pod's start phases in seconds, as its agent reported them (fleet.boot.boot_phases).
+    boot: dict[str, float | int] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:

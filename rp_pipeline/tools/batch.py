@@ -11,7 +11,11 @@ from rp_pipeline.defs.videos.assets import generated_video
 
 
 def materialize_batch(
-    instance: DagsterInstance, resources: dict[str, Any], keys: list[str], **kwargs: Any
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    keys: list[str],
+    tags: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> ExecuteInProcessResult:
     """One run over the partition range `keys[0]..keys[-1]`: one pod serves every video.
 
@@ -23,6 +27,7 @@ def materialize_batch(
         instance=instance,
         resources=resources,
         tags={
+            **(tags or {}),
             "dagster/asset_partition_range_start": keys[0],
             "dagster/asset_partition_range_end": keys[-1],
         },

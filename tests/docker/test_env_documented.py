@@ -122,4 +122,4 @@ def test_the_scan_finds_reads_of_every_kind() -> None:
     reads = env_reads()
     for name in ("RUNPOD_API_KEY", "R2_SECRET_ACCESS_KEY", "RP_AGENT_STATE_DIR", "GPU_TIER"):
         assert name in reads, name
-    assert any(w.startswith("docker/download_models.sh") for w in reads["HF_ENDPOINT"])
+    assert any(w.startswith("docker/download_models.sh") for w in reads["RP_MODELS_PYTHON"])

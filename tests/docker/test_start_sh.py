@@ -1,7 +1,7 @@
 """docker/start.sh run for real as a process tree: a stand-in ComfyUI (main.py answering
-/system_stats), a stand-in `rp-agent` on PATH whose `proxy` command is the real token proxy,
-the real download_models.sh with an empty manifest. Checks ordering, agent supervision, signal
-forwarding, that ComfyUI is reachable only through the proxy with the pod's token, and that
+/system_stats), a stand-in `rp-agent` on PATH whose `proxy` and `supervise` commands are the
+real ones, the real download_models.sh with an empty manifest. Checks ordering, agent
+supervision, signal forwarding, that ComfyUI is reachable only through the proxy with the pod's token, and that
 secrets never print.
 
 A stop can reach a pod at any moment, so it is sent in every phase (model download, the agent's
@@ -14,8 +14,8 @@ and a shell cannot trap a signal that was ignored when it started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -73,7 +73,7 @@ server.serve_forever()
 FAKE_AGENT = """#!/usr/bin/env bash
 log="{events}"
 case "$1" in
-    proxy) exec "{python}" -m rp_agent.cli "$@" ;;
+    proxy | boot-phase | supervise) exec "{python}" -m rp_agent.cli "$@" ;;
     lease-watch)
         echo "lease-start $* pod=$RUNPOD_POD_ID" >> "$log"
         trap 'echo lease-stopped >> "$log"; exit 0' TERM
@@ -90,20 +90,6 @@ if [ "$crashes" = always ] || [ "$runs" -le "$crashes" ]; then
 fi
 trap 'echo agent-flushed >> "$log"; exit 0' TERM
 while true; do sleep 0.1; done
-"""
-
-# `sleep` as start.sh finds it on PATH: the supervisor's restart backoff (whole seconds) is
-# logged and, with FAKE_BACKOFF_HOLD set, held until the test stops the pod, so "a stop during
-# the backoff" does not depend on the timing of a shared machine.
-FAKE_SLEEP = """#!/usr/bin/env bash
-case "$1" in
-    *[!0-9]*) ;;
-    *)
-        echo "backoff $1" >> "{events}"
-        if [ -n "${{FAKE_BACKOFF_HOLD:-}}" ]; then exec {sleep} 3600; fi
-        ;;
-esac
-exec {sleep} "$@"
 """
 
 
@@ -195,9 +181,6 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., Pod]]:
         agent = bin_dir / "rp-agent"
         agent.write_text(FAKE_AGENT.format(events=events, state=tmp_path, python=sys.executable))
         agent.chmod(0o755)
-        fake_sleep = bin_dir / "sleep"
-        fake_sleep.write_text(FAKE_SLEEP.format(events=events, sleep=shutil.which("sleep")))
-        fake_sleep.chmod(0o755)
         manifest = tmp_path / "manifest.txt"
         manifest.write_text("")
         port = free_port()
@@ -383,6 +366,14 @@ def test_output_dir_is_per_pod_on_runpod(start_pod) -> None:
     assert any(line.startswith(f"agent-start sync --watch-dir {per_pod} ") for line in events)
 
 
+def bytes_recorded(record: Path) -> int:
+    """Bytes a part file's record says are written (0 while there is no readable record)."""
+    try:
+        return sum(done for _start, _end, done in json.loads(record.read_text())["chunks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def test_sigterm_during_model_download_leaves_a_resumable_partial(
     start_pod, model_hub, tmp_path: Path
 ) -> None:
@@ -400,32 +391,42 @@ def test_sigterm_during_model_download_leaves_a_resumable_partial(
         }
     )
     part = tmp_path / "data" / "models" / "diffusion_models" / "big.safetensors.part"
-    pod.wait_for(lambda: part.exists() and part.stat().st_size > 0, "download in progress")
+    record = part.with_name(part.name + ".json")
+    pod.wait_for(lambda: bytes_recorded(record) > 0, "download in progress")
     pod.wait_for(lambda: "agent-start" in " ".join(pod.event_lines()), "rp-agent running")
 
     status, out = stop(pod)  # also fails if curl (in a session of its own) outlived the stop
 
     assert status == 0, out
     assert not pod.comfy_answers()  # ComfyUI never started: models come first
-    assert 0 < part.stat().st_size < size  # kept for the next start to resume
+    # Kept for the next start to resume: the part (sized up front) and the record of its bytes.
+    assert part.stat().st_size == size
+    assert 0 < bytes_recorded(record) < size
     assert not part.with_suffix("").exists()
     assert "agent-flushed" in pod.event_lines()  # the agent got its flush, not a kill
     assert not session_alive(pod)
 
 
-def test_sigterm_during_the_agent_restart_backoff(start_pod) -> None:
-    pod = start_pod({"FAKE_AGENT_CRASHES": "always", "FAKE_BACKOFF_HOLD": "1"})
-    pod.wait_for(pod.comfy_answers, "ComfyUI answering")
-    pod.wait_for(lambda: "backoff 1" in pod.event_lines(), "rp-agent restart backoff")
+def test_sigterm_during_the_agent_restart_backoff(start_pod, tmp_path: Path) -> None:
+    """The agent dies at every start: the supervisor backs off 1, 2, 4, 8 s. The stop lands in
+    the 8 s backoff (seen in start.log as it begins): nothing is started after it."""
+    pod = start_pod({"FAKE_AGENT_CRASHES": "always"})
+    start_log = tmp_path / "agent-state" / "logs" / "start.log"
+    pod.wait_for(
+        lambda: start_log.exists() and "restarting in 8s" in start_log.read_text(),
+        "the agent's 8 s restart backoff",
+    )
+    starts_before = sum(line.startswith("agent-start") for line in pod.event_lines())
 
-    status, out = stop(pod)  # also fails if the held backoff `sleep` outlived the stop
+    status, out = stop(pod)
 
     assert status == 0, out
     assert "rp-agent exited with status 3; restarting in 1s" in out
+    assert "rp-agent exited with status 3; restarting in 2s" in out
     events = pod.event_lines()
     assert "comfy-stopped" in events
-    # The backoff was still running: the agent had started once, and was not started again.
-    assert sum(line.startswith("agent-start") for line in events) == 1
+    # The backoff was still running: no agent was started after the stop.
+    assert sum(line.startswith("agent-start") for line in events) == starts_before == 4
 
 
 def test_comfyui_listens_on_loopback_behind_the_token_proxy(start_pod) -> None:

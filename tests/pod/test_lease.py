@@ -8,6 +8,7 @@ server and a fake clock; the API call against a small local HTTP server speaking
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,6 +132,35 @@ def test_a_renewed_lease_keeps_the_pod_and_a_lapsed_one_ends_it(
     assert pod_row(runpod_emulator, pod.id)["terminated_at"] >= last_expiry[-1]
 
 
+@pytest.mark.parametrize("skew_s", ["600", "-600"], ids=["pod-ahead", "pod-behind"])
+def test_a_devstack_pod_with_a_wrong_clock_keeps_its_lease_and_ends_when_it_lapses(
+    client: RunPodClient, runpod_emulator: RunPodEmulator, r2_settings: R2Settings, skew_s: str
+) -> None:
+    """Real pod processes whose clock is 10 min off (RP_AGENT_CLOCK_SKEW_S): a 30 s lease keeps
+    the pod, and once the run stops renewing it (a last grant of 1 s) the pod ends itself."""
+    s3 = make_r2_client(r2_settings)
+    env = {**lease_pod_env(r2_settings, 300, 0.3), "RP_AGENT_CLOCK_SKEW_S": skew_s}
+    pod = client.launch(spec(env=env), RUN_ID)
+    write_lease(s3, r2_settings.bucket, pod.id, time.time() + 30)
+    root = Path(pod_row(runpod_emulator, pod.id)["root"])
+    wait_until(
+        lambda: "lease held by run" in (root / "logs" / "lease.log").read_text(),
+        "the watcher reading the lease",
+        30,
+    )
+    time.sleep(1.5)  # several polls with the wrong clock
+    assert pod_row(runpod_emulator, pod.id)["desired_status"] == "RUNNING"
+    write_lease(s3, r2_settings.bucket, pod.id, time.time() + 1)
+    wait_until(
+        lambda: pod_row(runpod_emulator, pod.id)["desired_status"] == "TERMINATED",
+        "the pod ending itself",
+        20,
+    )
+    lease_log = (root / "logs" / "lease.log").read_text()
+    # The skew was real (R2's whole-second Date puts it at 599-601 s), and only reported.
+    assert re.search(r"this pod's clock is (599|600|601) s (ahead of|behind) R2's", lease_log)
+
+
 def test_pods_get_their_id_and_a_key_good_for_that_pod_only(
     client: RunPodClient, runpod_emulator: RunPodEmulator, r2_settings: R2Settings
 ) -> None:
@@ -189,23 +219,38 @@ def test_pods_get_their_id_and_a_key_good_for_that_pod_only(
     client.terminate(other.id)
 
 
-# ---------------------------------------------------------------- decision rules (fake clock)
+# ---------------------------------------------------------------- decision rules (fake clocks)
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
+
+
+def grant(s3: Any, bucket: str, pod_id: str, seconds: float, run_clock: float = 0.0) -> None:
+    """The run's write: `seconds` of lease from now, stamped on the run's clock (`run_clock` s
+    off the real one): only the difference of its two stamps may matter to the pod."""
+    renewed_at = time.time() + run_clock
+    body = {
+        "pod_id": pod_id,
+        "run_id": RUN_ID,
+        "renewed_at": renewed_at,
+        "expires_at": renewed_at + seconds,
+    }
+    s3.put_object(Bucket=bucket, Key=lease_key(pod_id), Body=json.dumps(body).encode())
 
 
 @pytest.fixture
 def watcher_for(
     r2_settings: R2Settings,
 ) -> Callable[..., tuple[LeaseWatcher, Clock, list[str]]]:
-    def build(s3: Any = None, **options: float) -> tuple[LeaseWatcher, Clock, list[str]]:
-        clock = Clock()
+    def build(
+        s3: Any = None, pod_clock: Callable[[], float] = time.time, **options: float
+    ) -> tuple[LeaseWatcher, Clock, list[str]]:
+        elapsed = Clock()
         ended: list[str] = []
         watcher = LeaseWatcher(
             s3 or make_r2_client(r2_settings),
@@ -215,10 +260,11 @@ def watcher_for(
             lease_s=options.get("lease_s", 300),
             poll_s=0.01,
             outage_s=options.get("outage_s", 1800),
-            clock=clock,
+            monotonic=elapsed,
+            clock=pod_clock,
             terminate=lambda pod: ended.append(pod.pod_id),
         )
-        return watcher, clock, ended
+        return watcher, elapsed, ended
 
     return build
 
@@ -235,31 +281,90 @@ def test_the_latest_object_decides_even_an_earlier_release(
     watcher_for, r2_client, r2_settings: R2Settings
 ) -> None:
     watcher, clock, ended = watcher_for(lease_s=300)
-    write_lease(r2_client, r2_settings.bucket, "podabc", clock.now + 900)
+    grant(r2_client, r2_settings.bucket, "podabc", 900)
+    assert not watcher.poll()
     clock.now += 600
     assert not watcher.poll()  # renewed past the boot lease
     assert watcher.run_id == RUN_ID
-    write_lease(r2_client, r2_settings.bucket, "podabc", clock.now - 1)  # the run lets go
+    grant(r2_client, r2_settings.bucket, "podabc", 0)  # the run lets go
     assert watcher.run(threading.Event()) == 0
     assert ended == ["podabc"]
+
+
+def test_an_eviction_without_renewed_at_releases_the_pod(
+    watcher_for, r2_client, r2_settings: R2Settings
+) -> None:
+    watcher, _, _ = watcher_for(lease_s=300)
+    body = {"pod_id": "podabc", "run_id": RUN_ID, "state": "evicted", "expires_at": time.time()}
+    r2_client.put_object(
+        Bucket=r2_settings.bucket, Key=lease_key("podabc"), Body=json.dumps(body).encode()
+    )
+    assert watcher.poll()
 
 
 def test_a_deleted_or_foreign_object_leaves_the_last_deadline(
     watcher_for, r2_client, r2_settings: R2Settings
 ) -> None:
     watcher, clock, _ = watcher_for(lease_s=300)
-    write_lease(r2_client, r2_settings.bucket, "podabc", clock.now + 900)
+    grant(r2_client, r2_settings.bucket, "podabc", 900)
     assert not watcher.poll()
     r2_client.put_object(
         Bucket=r2_settings.bucket,
         Key=lease_key("podabc"),
-        Body=json.dumps({"pod_id": "someone-else", "expires_at": clock.now + 10_000}).encode(),
+        Body=json.dumps({"pod_id": "someone-else", "expires_at": time.time() + 10_000}).encode(),
     )
-    clock.now += 899
+    clock.now += 898  # less a second or two of R2's whole-second stamps
     assert not watcher.poll()
     r2_client.delete_object(Bucket=r2_settings.bucket, Key=lease_key("podabc"))
-    clock.now += 1
+    clock.now += 2
     assert watcher.poll()
+
+
+def test_the_age_of_the_lease_comes_from_r2s_clock(
+    watcher_for, r2_client, r2_settings: R2Settings
+) -> None:
+    """A pod that first reads its lease 2 s after the run wrote it counts those 2 s (R2's Date
+    minus Last-Modified), not the moment it happened to look."""
+    grant(r2_client, r2_settings.bucket, "podabc", 60)
+    time.sleep(2.1)
+    watcher, clock, _ = watcher_for(lease_s=300)
+    assert not watcher.poll()
+    # 60 s less the age (2.1 s), counted in whole seconds and never overstated.
+    assert 57.5 <= watcher.deadline - clock.now <= 59.5
+
+
+@pytest.mark.parametrize("skew_s", [600.0, -600.0], ids=["pod-ahead", "pod-behind"])
+@pytest.mark.parametrize("run_skew_s", [0.0, 600.0], ids=["run-on-time", "run-ahead"])
+def test_a_skewed_pod_clock_neither_ends_a_healthy_pod_nor_keeps_a_dead_runs_pod(
+    r2_settings: R2Settings, r2_client, skew_s: float, run_skew_s: float
+) -> None:
+    """Real time and the watcher's real monotonic clock; the pod's wall clock 10 min off (the
+    run's too, in one case). A lease of 60 s keeps the pod; a lease of 1 s, never renewed, ends
+    it within a few seconds."""
+    ended: list[str] = []
+    watcher = LeaseWatcher(
+        r2_client,
+        r2_settings.bucket,
+        "outputs",
+        PodIdentity("podabc", "pod-key", "http://127.0.0.1:9"),
+        lease_s=300,
+        poll_s=0.1,
+        clock=lambda: time.time() + skew_s,
+        terminate=lambda pod: ended.append(pod.pod_id),
+    )
+    grant(r2_client, r2_settings.bucket, "podabc", 60, run_clock=run_skew_s)
+    assert not watcher.poll(), "a healthy pod was ended by its clock"
+    grant(r2_client, r2_settings.bucket, "podabc", 1, run_clock=run_skew_s)  # last renewal
+    started = time.monotonic()
+    stop = threading.Event()
+    timer = threading.Timer(8, stop.set)  # bounded: a pod that outlives its run fails below
+    timer.start()
+    try:
+        watcher.run(stop)
+    finally:
+        timer.cancel()
+    assert ended == ["podabc"], "the pod outlived its dead run"
+    assert time.monotonic() - started < 4
 
 
 def test_an_r2_outage_does_not_end_a_pod_before_the_outage_bound(
@@ -288,7 +393,7 @@ def test_reading_again_after_an_outage_resets_the_outage_clock(
 ) -> None:
     watcher, clock, _ = watcher_for(lease_s=300, outage_s=600)
     clock.now += 500
-    write_lease(r2_client, r2_settings.bucket, "podabc", clock.now + 300)
+    grant(r2_client, r2_settings.bucket, "podabc", 300)
     assert not watcher.poll()
     assert watcher.last_read_at == clock.now
 

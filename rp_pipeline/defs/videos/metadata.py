@@ -57,27 +57,29 @@ def video_metadata(
     time attributed to this video so far (since the pod's previous video landed); the settled
     figure follows as an AssetObservation when the run's pods are all terminated."""
     request = video.request
-    return (
-        object_metadata(record, r2)
-        | {
-            "generation_time_s": _maybe_float(record.generation_time_s),
-            "queue_wait_s": _maybe_float(record.queue_wait_s),
-            "pod_id": pod.pod_id,
-            "gpu_type": pod.gpu_type,
-            "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
-            "pod_seconds": MetadataValue.float(round(pod_seconds, 3)),
-            "batch_size": MetadataValue.int(batch_size),
-            "cost_usd": MetadataValue.float(round(cost_usd, 6)),
-            "cost_settled": False,
-            "prompt": str(request.get("prompt", "")),
-            "negative_prompt": str(request.get("negative_prompt", "")),
-            "seed": MetadataValue.int(int(video.seed)),
-            "workflow": video.workflow_name,
-            "workflow_hash": video.workflow_hash,
-            "comfyui_prompt_id": record.prompt_id,
-        }
-        | start_image_metadata(request)
-    )
+    return object_metadata(record, r2) | {
+        "generation_time_s": _maybe_float(record.generation_time_s),
+        "queue_wait_s": _maybe_float(record.queue_wait_s),
+        "pod_id": pod.pod_id,
+        "gpu_type": pod.gpu_type,
+        "cost_per_hr": MetadataValue.float(pod.cost_per_hr),
+        "pod_seconds": MetadataValue.float(round(pod_seconds, 3)),
+        "batch_size": MetadataValue.int(batch_size),
+        "cost_usd": MetadataValue.float(round(cost_usd, 6)),
+        "cost_settled": False,
+        "prompt": str(request.get("prompt", "")),
+        "negative_prompt": str(request.get("negative_prompt", "")),
+        "seed": MetadataValue.int(int(video.seed)),
+        "workflow": video.workflow_name,
+        "workflow_hash": video.workflow_hash,
+        "comfyui_prompt_id": record.prompt_id,
+        # The pod's boot, on the run's clock (create -> ComfyUI answering) and its own phases.
+        "boot_s": _maybe_float(
+            round(pod.ready_at - pod.launched_at - pod.adopted_idle_s, 3) if pod.ready_at else None
+        ),
+        **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
+        **start_image_metadata(request),
+    }
 
 
 def start_image_metadata(request: dict[str, Any]) -> dict[str, Any]:
@@ -97,22 +99,19 @@ def recovered_metadata(
 ) -> dict[str, Any]:
     """A video an earlier run paid for and left in R2 unmaterialized (it died first): what is
     known of it. Its GPU time was that run's; this run spends nothing on it."""
-    return (
-        object_metadata(record, r2)
-        | {
-            "recovered_from_run": marker.run_id,
-            "pod_id": marker.pod_id,
-            "gpu_type": marker.gpu_type,
-            "cost_per_hr": MetadataValue.float(marker.cost_per_hr),
-            "cost_usd": MetadataValue.float(0.0),
-            "cost_settled": True,
-            "prompt": str(request.get("prompt", "")),
-            "negative_prompt": str(request.get("negative_prompt", "")),
-            "workflow": str(request.get("workflow", "")),
-            "comfyui_prompt_id": marker.prompt_id,
-        }
-        | start_image_metadata(request)
-    )
+    return object_metadata(record, r2) | {
+        "recovered_from_run": marker.run_id,
+        "pod_id": marker.pod_id,
+        "gpu_type": marker.gpu_type,
+        "cost_per_hr": MetadataValue.float(marker.cost_per_hr),
+        "cost_usd": MetadataValue.float(0.0),
+        "cost_settled": True,
+        "prompt": str(request.get("prompt", "")),
+        "negative_prompt": str(request.get("negative_prompt", "")),
+        "workflow": str(request.get("workflow", "")),
+        "comfyui_prompt_id": marker.prompt_id,
+        **start_image_metadata(request),
+    }
 
 
 def preempted_metadata(state: BatchState, key: str) -> dict[str, Any]:

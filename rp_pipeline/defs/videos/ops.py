@@ -33,6 +33,7 @@ from pydantic import Field
 from rp_pipeline.defs.videos.events import handle_event, settled_observations
 from rp_pipeline.defs.videos.pay_once import REMAKE_TAG, recovered_videos, triage
 from rp_pipeline.fleet.billing import run_budget
+from rp_pipeline.fleet.boot import BootWatch
 from rp_pipeline.fleet.external import pods_for
 from rp_pipeline.fleet.launcher import idle_room
 from rp_pipeline.fleet.podlogs import FORWARD_EVERY_S
@@ -255,15 +256,19 @@ def wait_for_ready(
     pods = run_pods(context, state, runpod, r2, settings, comfyui)
     launcher = pods.launcher()
     forwarder = pods.log_forwarder()
+    boot = BootWatch(r2, context.log)
+
+    def while_booting() -> None:
+        forwarder.poll(list(state.pods))
+        boot.poll(list(state.pods.values()))
+
     with pods.held():
-        booting = in_parallel(
-            state.live_pods(), launcher.ready, lambda: forwarder.poll(list(state.pods)),
-            FORWARD_EVERY_S,
-        )  # fmt: skip
+        booting = in_parallel(state.live_pods(), launcher.ready, while_booting, FORWARD_EVERY_S)
         forwarder.poll(list(state.pods), force=True)  # what the pods said while booting
         for pod, result in booting:
             if isinstance(result, PodInfo):
                 boot_s = (pod.ready_at or time.time()) - pod.launched_at - pod.adopted_idle_s
+                boot.record(pod)
                 context.log.info(f"pod {pod.pod_id} ready after {boot_s:.1f} s")
                 continue
             pod.failure = f"never ready: {result}"

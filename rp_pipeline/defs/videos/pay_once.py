@@ -97,10 +97,11 @@ def being_made_elsewhere(instance: DagsterInstance, run: Any) -> set[str]:
         other = record.dagster_run
         if other.run_id == run.run_id or other.run_id in ancestors:
             continue
-        selection = other.asset_selection
-        if selection is not None and GENERATED_VIDEO not in selection:
+        selection = other.asset_selection  # empty: the job's own assets
+        if selection and GENERATED_VIDEO not in selection:
             continue
-        if (record.create_timestamp, other.run_id) < (mine.create_timestamp, run.run_id):
+        # The storage's row id orders runs by creation (timestamps tie within a second).
+        if record.storage_id < mine.storage_id:
             busy |= run_partitions(other, order)
     return busy
 
