@@ -13,10 +13,8 @@ from rp_pipeline.fleet.harvest import (
 )
 from rp_pipeline.fleet.state import PodInfo, VideoRecord
 from rp_pipeline.fleet.work import SharedWork
-from rp_pipeline.integrations.comfyui.client import (
-    ComfyUIClient,
-    PromptResult,
-)
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.results import PromptResult
 from rp_pipeline.integrations.r2.resource import R2Resource
 
 

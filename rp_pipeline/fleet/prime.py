@@ -8,9 +8,11 @@ from collections import deque
 from rp_pipeline.fleet.billing import run_budget
 from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.run import RunPods
+from rp_pipeline.fleet.start_images import ensure_start_image
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, comfy_client
-from rp_pipeline.integrations.comfyui.client import ComfyUIError, PromptValidationError
+from rp_pipeline.integrations.comfyui.errors import ComfyUIError, PromptValidationError
 from rp_pipeline.money.budget import BudgetExceeded
+from rp_pipeline.video_requests.start_image import StartImageError
 
 
 def prime_pods(pods: RunPods) -> None:
@@ -34,8 +36,9 @@ def prime_pods(pods: RunPods) -> None:
                 todo.clear()
                 continue
             try:
-                sub = clients[pod.pod_id].submit(state.video(key).api_json)
-            except PromptValidationError as exc:
+                comfy = clients[pod.pod_id]
+                sub = comfy.submit(ensure_start_image(comfy, pods.r2, state.video(key)))
+            except (PromptValidationError, StartImageError) as exc:
                 state.failures[key] = str(exc)
                 state.served_by[key] = pod.pod_id
                 log.error(f"{key}: {exc}")

@@ -28,17 +28,18 @@ from rp_pipeline.fleet.harvest import (
 from rp_pipeline.fleet.leases import LeaseKeeper
 from rp_pipeline.fleet.renders import note_submitted
 from rp_pipeline.fleet.slots import PodSlots
+from rp_pipeline.fleet.start_images import ensure_start_image
 from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.work import PROMPTS_PER_POD, PodDied, Progress, SharedWork, comfy_client
-from rp_pipeline.integrations.comfyui.client import (
-    ComfyUIClient,
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.errors import (
     ComfyUIError,
     ComfyUITimeout,
     ComfyUIUnavailable,
     PromptExecutionError,
-    PromptResult,
     PromptValidationError,
 )
+from rp_pipeline.integrations.comfyui.results import PromptResult
 from rp_pipeline.money.budget import BudgetExceeded
 
 # Seconds a worker's read of RunPod is retried before it moves on.
@@ -176,7 +177,7 @@ class PodWorker(PodEndings, VideoCollecting, threading.Thread):
         video = self.work.state.video(key)
         while True:
             try:
-                sub = self.comfy.submit(video.api_json)
+                sub = self.comfy.submit(ensure_start_image(self.comfy, self.r2, video))
                 break
             except ComfyUIUnavailable as exc:
                 self._check_alive(exc)  # PodDied once gone or past the unreachable grace

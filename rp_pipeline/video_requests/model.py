@@ -13,7 +13,7 @@ import json
 import re
 import reprlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,12 @@ import yaml
 
 from rp_pipeline.settings import current
 from rp_pipeline.video_requests.safe_yaml import UnsafeYamlError, load_yaml_file
+from rp_pipeline.video_requests.start_image import (
+    START_IMAGE_PARAM,
+    StartImage,
+    StartImageError,
+    StartImageReader,
+)
 from rp_pipeline.workflows import WorkflowParamError, validate_params
 
 DEFAULT_WORKFLOW = "wan22_ti2v_5b"
@@ -57,6 +63,8 @@ class VideoRequest:
     # Every other workflow parameter (width, height, frames, fps, steps, cfg, input_image).
     params: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
+    # The facts of params.input_image once read and checked (start_image.StartImage.to_dict).
+    start_image: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -67,11 +75,15 @@ class VideoRequest:
         params = {**dict(self.params), "prompt": self.prompt, "seed": self.seed}
         if self.negative_prompt:  # only when set: a custom workflow may have no negative input
             params["negative_prompt"] = self.negative_prompt
+        if self.start_image:  # the LoadImage node gets the name the pod's upload will have
+            params[START_IMAGE_PARAM] = StartImage.from_dict(self.start_image).upload_name
         return params
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["params"] = dict(self.params)
+        if self.start_image is None:
+            del data["start_image"]
         return data
 
     @classmethod
@@ -79,7 +91,7 @@ class VideoRequest:
         """A request from its mapping; RequestError (one line) says what is malformed."""
         if not isinstance(data, Mapping):
             raise RequestError(f"a request must be a mapping, got {type(data).__name__}")
-        known = {"prompt", "workflow", "negative_prompt", "seed", "params", "name"}
+        known = {"prompt", "workflow", "negative_prompt", "seed", "params", "name", "start_image"}
         extra = {k: v for k, v in data.items() if k not in known}
         prompt = data.get("prompt")
         if prompt is None:
@@ -108,6 +120,9 @@ class VideoRequest:
                 raise RequestError(
                     f"{key!r} must be text, got {type(value).__name__} {reprlib.repr(value)}"
                 )
+        start_image = data.get("start_image")
+        if start_image is not None and not isinstance(start_image, Mapping):
+            raise RequestError(f"'start_image' must be a mapping, got {type(start_image).__name__}")
         return cls(
             prompt=prompt.strip(),
             workflow=str(data.get("workflow") or DEFAULT_WORKFLOW),
@@ -115,6 +130,7 @@ class VideoRequest:
             seed=seed,
             params={**dict(params or {}), **extra},
             name=data.get("name"),
+            start_image=dict(start_image) if start_image else None,
         )
 
 
@@ -126,21 +142,35 @@ def check_request(request: VideoRequest) -> None:
         raise RequestError(str(exc)) from None
 
 
-def parse_request(data: Any) -> VideoRequest:
-    """A request from a mapping, checked against its workflow; RequestError (one line)."""
+def parse_request(data: Any, images: StartImageReader | None = None) -> VideoRequest:
+    """A request from a mapping, checked against its workflow, its start image (if any) read
+    and checked by `images` (default: paths under prompts_dir()); RequestError (one line)."""
     request = VideoRequest.from_dict(data)
+    if request.params.get(START_IMAGE_PARAM) is not None:
+        images = images or StartImageReader(prompts_dir())
+        try:
+            image = images.resolve(request.params[START_IMAGE_PARAM])
+        except StartImageError as exc:
+            raise RequestError(str(exc)) from None
+        request = replace(request, start_image=image.to_dict())
+    elif request.start_image is not None:  # facts without an image to stand for: not trusted
+        request = replace(request, start_image=None)
     check_request(request)
     return request
 
 
 def canonical_json(request: VideoRequest) -> str:
-    """The content the key hashes: everything that changes the video, not the display name."""
+    """The content the key hashes: everything that changes the video, not the display name.
+    A start image counts by its bytes (sha256), not by where it was read from."""
+    params = dict(request.params)
+    if request.start_image:
+        params[START_IMAGE_PARAM] = f"sha256:{request.start_image['sha256']}"
     content = {
         "workflow": request.workflow,
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "seed": request.seed,
-        "params": dict(request.params),
+        "params": params,
     }
     return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -155,7 +185,9 @@ def request_key(request: VideoRequest) -> str:
     return f"{slugify(request.name or request.prompt)}-{digest}"
 
 
-def read_request_file(path: Path) -> tuple[list[VideoRequest], list[str]]:
+def read_request_file(
+    path: Path, images: StartImageReader | None = None
+) -> tuple[list[VideoRequest], list[str]]:
     """The valid requests of one YAML file and one line per entry that is not.
 
     A file holds `requests: [...]` (or a bare list) of request mappings or prompt strings;
@@ -179,9 +211,10 @@ def read_request_file(path: Path) -> tuple[list[VideoRequest], list[str]]:
         return [], [f"{path}: 'defaults' must be a mapping, got {type(defaults).__name__}"]
     requests: list[VideoRequest] = []
     problems: list[str] = []
+    images = images or StartImageReader(path.parent)  # start image paths are relative to it
     for index, entry in enumerate(entries):
         try:
-            requests.append(parse_request(_merge_entry(defaults, entry)))
+            requests.append(parse_request(_merge_entry(defaults, entry), images))
         except RequestError as exc:
             problems.append(f"{path}: entry {index}: {exc}")
     return requests, problems
@@ -213,20 +246,24 @@ def prompts_dir() -> Path:
     return directory
 
 
-def scan_requests(directory: Path | None = None) -> RequestScan:
+def scan_requests(
+    directory: Path | None = None, images: StartImageReader | None = None
+) -> RequestScan:
     """Every valid request in `directory/*.yaml` (default `prompts_dir()`) by key (duplicates
     collapse to one partition), and one line per bad entry or file."""
     directory = directory or prompts_dir()
     found: dict[str, VideoRequest] = {}
     problems: list[str] = []
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
-        requests, bad = read_request_file(path)
+        requests, bad = read_request_file(path, images)
         problems += bad
         for request in requests:
             found.setdefault(request.key, request)
     return RequestScan(found, problems)
 
 
-def load_requests(directory: Path | None = None) -> dict[str, VideoRequest]:
+def load_requests(
+    directory: Path | None = None, images: StartImageReader | None = None
+) -> dict[str, VideoRequest]:
     """The valid requests of `scan_requests` by key."""
-    return scan_requests(directory).requests
+    return scan_requests(directory, images).requests

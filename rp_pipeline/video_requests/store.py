@@ -21,8 +21,10 @@ from rp_pipeline.video_requests.model import (
     VideoRequest,
     load_requests,
     parse_request,
+    prompts_dir,
     scan_requests,
 )
+from rp_pipeline.video_requests.start_image import StartImage, StartImageError, StartImageReader
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,33 @@ class Registration:
 def register_requests(
     instance: DagsterInstance, r2: R2Resource, directory: Path | None = None
 ) -> Registration:
-    """Store every valid request of the prompts files in R2 and add its partition; bad entries
-    are logged one line each and skipped, never failing the others."""
-    scan = scan_requests(directory)
-    for problem in scan.problems:
-        log.warning("request not registered: %s", problem)
+    """Store every valid request of the prompts files in R2 (with its start image) and add its
+    partition; bad entries are logged one line each and skipped, never failing the others."""
+    images = StartImageReader(directory or prompts_dir(), r2=r2)
+    scan = scan_requests(directory, images)
+    problems = list(scan.problems)
+    requests = {}
     for key, request in scan.requests.items():
+        try:
+            store_start_image(r2, request, images)
+        except StartImageError as exc:
+            problems.append(f"{key}: {exc}")
+            continue
         save_request(r2, key, request)
+        requests[key] = request
+    for problem in problems:
+        log.warning("request not registered: %s", problem)
     existing = set(instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS))
-    new_keys = [key for key in scan.requests if key not in existing]
+    new_keys = [key for key in requests if key not in existing]
     if new_keys:
         instance.add_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS, new_keys)
-    return Registration(scan.requests, new_keys, scan.problems)
+    return Registration(requests, new_keys, problems)
+
+
+def store_start_image(r2: R2Resource, request: VideoRequest, images: StartImageReader) -> None:
+    """Put the request's start image (if any) in R2 at its content key, once."""
+    if request.start_image:
+        images.store(r2, StartImage.from_dict(request.start_image))
 
 
 def save_request(r2: R2Resource, partition_key: str, request: VideoRequest) -> None:
@@ -87,14 +104,16 @@ def resolve_requests(
     naming every key that has no spec anywhere.
     """
     found: dict[str, VideoRequest] = {}
+    images = StartImageReader(prompts_dir(), r2=r2)
     local: dict[str, VideoRequest] | None = None
     missing = []
     bad = []
     for key in partition_keys:
         if key in overrides:
             try:
-                found[key] = parse_request(overrides[key])
-            except RequestError as exc:
+                found[key] = parse_request(overrides[key], images)
+                store_start_image(r2, found[key], images)
+            except (RequestError, StartImageError) as exc:
                 bad.append(f"{key}: {exc}")
                 continue
             save_request(r2, key, found[key])  # so the catalogue and later runs know it too
@@ -105,12 +124,17 @@ def resolve_requests(
             bad.append(f"{key}: stored spec {request_key(key)} is unusable: {exc}")
             continue
         if stored is None:
-            local = load_requests() if local is None else local
+            local = load_requests(images=images) if local is None else local
             stored = local.get(key)
         if stored is None:
             missing.append(key)
-        else:
-            found[key] = stored
+            continue
+        try:  # a stored spec's image was stored with it; one from the prompts files maybe not
+            store_start_image(r2, stored, images)
+        except StartImageError as exc:
+            bad.append(f"{key}: {exc}")
+            continue
+        found[key] = stored
     if bad:
         raise RequestError("; ".join(bad))
     if missing:

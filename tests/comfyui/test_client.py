@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import replace
@@ -12,15 +13,15 @@ import requests
 from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
-from rp_pipeline.integrations.comfyui.client import (
-    ComfyUIClient,
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.errors import (
     ComfyUIError,
     ComfyUITimeout,
-    OutputFile,
     PromptExecutionError,
     PromptValidationError,
     PromptVanished,
 )
+from rp_pipeline.integrations.comfyui.results import OutputFile
 from rp_pipeline.workflows import render_workflow
 
 from .helpers import SMALL, mp4_facts, output_files, wait_until_running
@@ -240,7 +241,8 @@ def test_upload_image_and_run_i2v(
     source = tmp_path / "start frame.png"
     Image.new("RGB", (64, 64), (0, 0, 255)).save(source)
     name = client.upload_image(source)
-    assert name == "start frame.png"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert name == f"rp_inputs/{digest[:16]}.png"
     assert (standin.input_dir / name).read_bytes() == source.read_bytes()
     rendered = render_workflow(
         "wan22_i2v_14b_lightx2v", {"prompt": "the fox turns", "input_image": name, **SMALL}
@@ -323,7 +325,7 @@ def prompt_on_a_dead_server(tmp_path: Path, grace_s: float) -> tuple[ComfyUIClie
 
 
 def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
-    from rp_pipeline.integrations.comfyui.client import ComfyUIUnavailable
+    from rp_pipeline.integrations.comfyui.errors import ComfyUIUnavailable
 
     client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=0.5)
     with pytest.raises(ComfyUIUnavailable, match="cannot reach ComfyUI"):
@@ -333,7 +335,7 @@ def test_wait_gives_up_when_comfyui_stays_gone(tmp_path: Path) -> None:
 def test_wait_asks_its_caller_at_each_failed_try_within_the_grace(tmp_path: Path) -> None:
     """A caller that can tell the server is gone for good (RunPod says the pod was taken back)
     ends the wait from the hook, long before the grace is over."""
-    from rp_pipeline.integrations.comfyui.client import ComfyUIUnavailable
+    from rp_pipeline.integrations.comfyui.errors import ComfyUIUnavailable
 
     client, prompt_id = prompt_on_a_dead_server(tmp_path, grace_s=3600)
     seen: list[ComfyUIUnavailable] = []

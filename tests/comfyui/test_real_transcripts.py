@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rp_pipeline.integrations.comfyui.client import ComfyUIClient, OutputFile
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.results import OutputFile
 
 from .test_contract import FIXTURES, fixture
 

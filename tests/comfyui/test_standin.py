@@ -18,13 +18,13 @@ from PIL import Image
 
 from rp_devstack.comfyui_standin import ComfyStandin
 from rp_devstack.ports import free_port, wait_for_port
-from rp_pipeline.integrations.comfyui.client import (
-    ComfyUIClient,
+from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.comfyui.errors import (
     ComfyUITimeout,
-    OutputFile,
     PromptExecutionError,
     PromptValidationError,
 )
+from rp_pipeline.integrations.comfyui.results import OutputFile
 from rp_pipeline.workflows import render_workflow
 from rp_pipeline.workflows.catalog import API_DIR
 

@@ -80,6 +80,19 @@ def video_metadata(
         ),
         **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
         "boot_ready_to_first_prompt_s": _maybe_float(first_prompt_after_ready_s),
+        **start_image_metadata(request),
+    }
+
+
+def start_image_metadata(request: dict[str, Any]) -> dict[str, Any]:
+    """Which start image the video began from (where it is in R2, its digest and size)."""
+    image = request.get("start_image")
+    if not image:
+        return {}
+    return {
+        "start_image_r2_key": MetadataValue.path(str(image["r2_key"])),
+        "start_image_sha256": str(image["sha256"]),
+        "start_image_size_bytes": MetadataValue.int(int(image["size_bytes"])),
     }
 
 
@@ -99,6 +112,7 @@ def recovered_metadata(
         "negative_prompt": str(request.get("negative_prompt", "")),
         "workflow": str(request.get("workflow", "")),
         "comfyui_prompt_id": marker.prompt_id,
+        **start_image_metadata(request),
     }
 
 
