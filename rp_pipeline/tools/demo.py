@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rp_pipeline.settings import exit_on_problems, read_settings, set_defaults
+from rp_pipeline.settings import DEFAULT_PROMPTS_DIR, exit_on_problems, read_settings, set_defaults
 
 console = Console(highlight=False, width=max(Console().width, 120))
 DEMO_VIDEOS = 4
@@ -170,7 +170,7 @@ def materialize_batch(stack: Any) -> None:
         if not result.success:
             raise DemoError("video_requests failed")
         registered = instance.get_dynamic_partitions(VIDEO_REQUESTS_PARTITIONS)
-        examples = Path(__file__).resolve().parent.parent / "prompts" / "examples.yaml"
+        examples = DEFAULT_PROMPTS_DIR / "examples.yaml"
         keys = [r.key for r in load_request_file(examples)][:DEMO_VIDEOS]
         missing = [k for k in keys if k not in registered]
         if missing:
