@@ -108,3 +108,39 @@ def tick(
     with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
         result = sensor(context)
         return result, getattr(result, "cursor", None) or context.cursor
+
+
+def run_batch_processes(
+    keys: list[str], env: dict[str, str], pod_env: dict[str, str], logs_dir: Path
+) -> list[str]:
+    """One generated_video run per key, each in its own process, all at once (as runs started
+    together from the UI or a schedule); each process's output goes to a file of its own, so a
+    run that fails under load says why. Returns one line per run that failed (with its output)."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    outputs = [logs_dir / f"run-{i}.log" for i in range(len(keys))]
+    procs = []
+    for key, output in zip(keys, outputs, strict=True):
+        with output.open("wb") as sink:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.pipeline.run_batch_process", key,
+                     json.dumps(pod_env)],
+                    cwd=repo, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                )
+            )  # fmt: skip
+    try:
+        codes = [proc.wait(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [
+        f"--- run of {key} exited {code}:\n{output.read_text(errors='replace')[-6000:]}"
+        for key, code, output in zip(keys, codes, outputs, strict=True)
+        if code != 0
+    ]

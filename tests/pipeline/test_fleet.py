@@ -3,10 +3,7 @@ the pod limit under simultaneous runs, leases. Real devstack pods, real Dagster 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from tests.pipeline.helpers import (
     pods_of_run,
     r2_now,
     register_requests,
+    run_batch_processes,
     run_messages,
     settled_by_partition,
     with_settings,
@@ -215,32 +213,11 @@ def test_pod_limit_holds_for_simultaneous_runs(
 
     watcher = threading.Thread(target=monitor, daemon=True)
     watcher.start()
-    # Each process writes its output to a file of its own, shown when it fails: a run that
-    # exits 1 under load must say why.
-    outputs = [tmp_path / f"run-{i}.log" for i in range(len(keys))]
-    procs = []
-    for key, output in zip(keys, outputs, strict=True):
-        with output.open("wb") as sink:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.pipeline.run_batch_process", key, json.dumps(SLOW)],
-                    cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                )
-            )  # fmt: skip
     try:
-        codes = [proc.wait(timeout=300) for proc in procs]
+        failed = run_batch_processes(keys, env, SLOW, tmp_path)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         stop.set()
         watcher.join(timeout=5)
-    failed = [
-        f"--- run of {key} exited {code}:\n{output.read_text(errors='replace')[-6000:]}"
-        for key, code, output in zip(keys, codes, outputs, strict=True)
-        if code != 0
-    ]
     assert not failed, "\n".join(failed)
     assert peak["live"] == 1
     new = [p for p in devstack.emulator.pods() if p["id"] not in before]

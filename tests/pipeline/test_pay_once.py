@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from tests.pipeline.helpers import (
     latest_by_partition,
     pods_of_run,
     register_requests,
+    run_batch_processes,
     run_messages,
     write_prompts,
 )
@@ -109,26 +108,9 @@ def test_the_same_partition_started_twice_at_once_is_generated_once(
     env = {**os.environ, "DAGSTER_HOME": str(home), "RP_MAX_PODS": "2"}
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         register_requests(instance, resources_for("devstack"))
-    slow = json.dumps({"COMFY_STANDIN_STEP_SECONDS": "0.1"})
-    outputs = [tmp_path / f"run-{i}.log" for i in range(2)]
-    procs = []
-    for output in outputs:
-        with output.open("wb") as sink:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.pipeline.run_batch_process", key, slow],
-                    cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                )
-            )  # fmt: skip
-    try:
-        codes = [proc.wait(timeout=300) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    logs = "\n".join(o.read_text(errors="replace")[-4000:] for o in outputs)
-    assert codes == [0, 0], logs
+    failed = run_batch_processes([key, key], env, {"COMFY_STANDIN_STEP_SECONDS": "0.1"}, tmp_path)
+    assert not failed, "\n".join(failed)
+    logs = "\n".join(p.read_text(errors="replace")[-4000:] for p in tmp_path.glob("run-*.log"))
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         run_ids = [r.run_id for r in instance.get_runs()]
         assert len(run_ids) >= 2
