@@ -41,3 +41,25 @@ def test_object_key_scheme() -> None:
     assert object_key("a.png", mtime, None, prefix="custom/") == "custom/2025-12-31/local/a.png"
     with pytest.raises(ValueError):
         object_key("../etc/passwd", mtime)
+
+
+def test_ui_links_open_or_say_how_to_get_one() -> None:
+    """A metadata link a browser can open: the public URL where R2_PUBLIC_BASE_URL is set,
+    otherwise the command that prints a short-lived link, as text (never a presigned URL)."""
+    from dagster import MetadataValue
+
+    from rp_pipeline.integrations.r2.resource import R2Resource
+
+    private = R2Resource(
+        endpoint="http://127.0.0.1:9", bucket="videos", access_key_id="AKID", secret_access_key="s"
+    )
+    assert private.link_metadata("outputs/a.mp4") == MetadataValue.text(
+        "rp-video url s3://videos/outputs/a.mp4"
+    )
+    public = R2Resource(
+        endpoint="http://127.0.0.1:9", bucket="videos", access_key_id="AKID",
+        secret_access_key="s", public_base_url="https://cdn.example.com/",
+    )  # fmt: skip
+    link = public.link_metadata("outputs/a.mp4")
+    assert link == MetadataValue.url("https://cdn.example.com/outputs/a.mp4")
+    assert "AKID" not in str(link)

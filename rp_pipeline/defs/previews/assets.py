@@ -209,7 +209,8 @@ def video_catalog(context: AssetExecutionContext, r2: R2Resource) -> Materialize
             "videos": MetadataValue.int(len(entries)),
             "external_videos": MetadataValue.int(sum(e["origin"] == "external" for e in entries)),
             "index_key": MetadataValue.path(CATALOG_INDEX_KEY),
-            # No presigned link here (it carries the access key id); `rp-video url` makes one.
-            "gallery_url": MetadataValue.url(r2.object_url(CATALOG_HTML_KEY)),
+            # The public link where R2_PUBLIC_BASE_URL is set, else the command that prints a
+            # short-lived one (a presigned link carries the access key id: never stored).
+            "gallery_url": r2.link_metadata(CATALOG_HTML_KEY),
         }
     )

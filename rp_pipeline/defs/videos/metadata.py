@@ -24,9 +24,10 @@ def object_metadata(record: VideoRecord, r2: R2Resource) -> dict[str, Any]:
         "r2_key": MetadataValue.path(record.r2_key),
         "r2_bucket": r2.bucket,
         "r2_source": record.r2_source,
-        # Where the video is, without credentials: a presigned URL carries the R2 access key id
-        # and would live forever in the event log. `rp-video url <r2_url>` presigns on demand.
-        "r2_url": MetadataValue.url(r2.object_url(record.r2_key)),
+        # Where the video is, as text: an s3:// name is no link a browser can open. `open` is
+        # the public link, or the command that prints a short-lived one.
+        "r2_url": MetadataValue.text(r2.object_url(record.r2_key)),
+        "open": r2.link_metadata(record.r2_key),
         "size_bytes": MetadataValue.int(record.size_bytes),
         "sha256": record.sha256,
         "width": MetadataValue.int(int(facts["width"])),
@@ -37,9 +38,6 @@ def object_metadata(record: VideoRecord, r2: R2Resource) -> dict[str, Any]:
         "codec": str(facts.get("codec", "")),
         "upload_latency_s": _maybe_float(record.upload_latency_s),
     }
-    public = r2.public_url(record.r2_key)
-    if public:
-        metadata["public_url"] = MetadataValue.url(public)
     return metadata
 
 

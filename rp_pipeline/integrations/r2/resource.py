@@ -164,6 +164,17 @@ class R2Resource(ConfigurableResource):
         """`s3://<bucket>/<key>`: names the object, grants nothing (safe to store and log)."""
         return f"s3://{self.bucket}/{key}"
 
+    def link_metadata(self, key: str) -> Any:
+        """How a person opens the object from the UI: its public URL when R2_PUBLIC_BASE_URL is
+        set (a link that opens), else the command that prints a short-lived link, as text (a
+        presigned URL carries the access key id and would stay in the event log for good)."""
+        from dagster import MetadataValue
+
+        public = self.public_url(key)
+        if public:
+            return MetadataValue.url(public)
+        return MetadataValue.text(f"rp-video url {self.object_url(key)}")
+
     def public_url(self, key: str) -> str | None:
         if not self.public_base_url:
             return None
