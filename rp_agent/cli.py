@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"RUNPOD_POD_ID, {EXTENSIONS_ENV}.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sync = sub.add_parser("sync", help="watch a directory and upload every finished file")
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "boot-phase",
         help="record that this pod reached a start phase (file named by $RP_BOOT_STATUS)",
     )
-    phase.add_argument("name", choices=bootstatus.PHASES)
+    phase.add_argument("name", choices=bootstatus.PHASES, help="the phase this pod reached")
     supervise = sub.add_parser(
         "supervise",
         help="run a command and restart it with backoff whenever it ends (the image's policy)",
@@ -141,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("--name", default="rp-agent", help="name in the log lines")
     supervise.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runpod-dagster")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:

@@ -19,14 +19,28 @@ from rp_devstack.stack import Devstack
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rp-devstack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rp-devstack",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the devstack and stay in the foreground")
-    up.add_argument("--state-dir", required=True, type=Path)
+    up = sub.add_parser(
+        "up",
+        help="start the devstack and stay in the foreground",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    up.add_argument(
+        "--state-dir", required=True, type=Path,
+        help="where the stack keeps its state; it writes DIR/env (`source DIR/env`)",
+    )  # fmt: skip
     up.add_argument("--boot-delay", type=float, default=1.0, help="pod boot delay, seconds")
-    up.add_argument("--log-level", default="WARNING")
+    up.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     down = sub.add_parser("down", help="stop the devstack running for --state-dir")
-    down.add_argument("--state-dir", required=True, type=Path)
+    down.add_argument(
+        "--state-dir", required=True, type=Path, help="the state dir the stack was started with"
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args.state_dir, args.boot_delay, args.log_level)
@@ -88,3 +102,12 @@ def _down(state_dir: Path) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runpod-dagster")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"

@@ -47,6 +47,7 @@ from rp_pipeline.integrations.runpod.pods import (
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.settings import value_of
 from rp_pipeline.tools import doctor
+from rp_pipeline.tools.help import Parser, package_version
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (RunPodConfigError, 2),
@@ -70,11 +71,11 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("-v", "--verbose", action="store_true", help="log API steps to stderr")
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rp-launch",
         description="Launch, wait for, list and terminate RunPod pods. Reads RUNPOD_API_KEY "
         "and RUNPOD_API_BASE_URL (e.g. `source .devstack/env`).",
@@ -83,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Also accepted before the command; own dests, since a subparser's defaults would
     # overwrite values the main parser set.
-    parser.add_argument("--json", dest="json_first", action="store_true", help="as below")
-    parser.add_argument("-v", "--verbose", dest="verbose_first", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--json", dest="json_first", action="store_true",
+        help="machine-readable output on stdout (also accepted after the command)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-v", "--verbose", dest="verbose_first", action="store_true",
+        help="log API steps to stderr (also accepted after the command)",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     launch = sub.add_parser("launch", parents=[common], help="create a pod (GPU fallback)")
     launch.add_argument(
@@ -96,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU type id, repeatable, in order of preference "
         f"(default: {', '.join(DEFAULT_GPU_TYPES)})",
     )
-    launch.add_argument("--cloud-type", choices=CLOUD_TYPES, default="ALL")
+    launch.add_argument(
+        "--cloud-type", choices=CLOUD_TYPES, default="ALL",
+        help="SECURE, COMMUNITY or ALL (a network volume forces SECURE)",
+    )  # fmt: skip
     launch.add_argument(
         "--network-volume",
         default=value_of("RUNPOD_NETWORK_VOLUME_ID"),
@@ -116,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="RunPod template id (default: $RUNPOD_TEMPLATE_ID; `rp-launch template sync` prints it)",
     )
     launch.add_argument("--name", help="readable part of the pod name")
-    launch.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
-    launch.add_argument("--ports", default=DEFAULT_PORTS)
+    launch.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="an env variable for the pod, repeatable (RunPod secret references pass as they are)",
+    )  # fmt: skip
+    launch.add_argument(
+        "--ports", default=DEFAULT_PORTS, help="ports to expose; must include 8188/http (ComfyUI)"
+    )
     launch.add_argument("--container-disk", type=int, default=20, help="GB")
     launch.add_argument("--volume-size", type=int, default=100, help="GB (no network volume)")
     launch.add_argument("--max-cost", type=float, help="refuse GPU types above this $/hr")
@@ -131,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     wait = sub.add_parser("wait", parents=[common], help="wait until a pod's ComfyUI answers")
-    wait.add_argument("pod_id")
-    wait.add_argument("--timeout", type=float, default=300.0)
-    wait.add_argument("--port", type=int, default=COMFYUI_PORT)
+    wait.add_argument("pod_id", help="the pod's id (rp-launch list shows them)")
+    wait.add_argument("--timeout", type=float, default=300.0, help="readiness deadline, s")
+    wait.add_argument("--port", type=int, default=COMFYUI_PORT, help="ComfyUI's port in the pod")
     wait.add_argument(
         "--terminate-on-timeout", action="store_true", help="terminate the pod if not ready"
     )
@@ -142,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     opener = sub.add_parser(
         "open", help="print a browser URL for the pod's ComfyUI (carries the pod's token)"
     )
-    opener.add_argument("pod_id")
+    opener.add_argument("pod_id", help="the pod's id")
     opener.add_argument("-v", "--verbose", action="store_true", help="log API steps to stderr")
 
     terminate = sub.add_parser("terminate", parents=[common], help="terminate a pod (idempotent)")
-    terminate.add_argument("pod_id")
+    terminate.add_argument("pod_id", help="the pod's id")
 
     listing = sub.add_parser("list", parents=[common], help="list pods")
     listing.add_argument("--prefix", help="only pods whose name starts with this")
@@ -157,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     template = sub.add_parser("template", parents=[common], help="pod templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
     sync = template_sub.add_parser("sync", parents=[common], help="create/update from a file")
-    sync.add_argument("--file", type=Path, default=Path("docker/runpod-template.yaml"))
+    sync.add_argument(
+        "--file", type=Path, default=Path("docker/runpod-template.yaml"),
+        help="the template as code (YAML); prints the template id to set as RUNPOD_TEMPLATE_ID",
+    )  # fmt: skip
     sub.add_parser(
         "doctor",
         parents=[common],

@@ -16,6 +16,7 @@ import sys
 
 from rp_pipeline.integrations.r2.resource import MAX_PRESIGN_EXPIRY_S, R2Resource
 from rp_pipeline.settings import value_of
+from rp_pipeline.tools.help import Parser, package_version
 
 _NEEDED = ("R2_ENDPOINT", "R2_BUCKET", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
@@ -25,12 +26,13 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rp-video",
         description="Videos in R2. Reads R2_ENDPOINT, R2_BUCKET, R2_ACCESS_KEY_ID, "
         "R2_SECRET_ACCESS_KEY (e.g. `source .devstack/env`).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     url = sub.add_parser("url", help="print a presigned download link for one object")
     url.add_argument("key", help="the object's r2_key or r2_url (s3://bucket/key) from metadata")
     url.add_argument(
