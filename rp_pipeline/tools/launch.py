@@ -259,9 +259,13 @@ def cmd_launch(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]
         name=args.name,
     )
     run_id = args.run_id or f"cli-{uuid.uuid4().hex}"
-    pod = client.launch(spec, run_id)
+    gpus = ", ".join(spec.gpu_types)
+    with _spinner(args, f"creating a pod ({gpus}, first in stock)"):
+        pod = client.launch(spec, run_id)
     result: dict[str, Any] = {"pod": pod.summary(), "comfyui_url": None}
     _say(args, f"launched pod {pod.id} ({pod.name}) on {pod.gpu_type} at ${pod.cost_per_hr}/hr")
+    if not args.wait:
+        _say(args, f"it bills from now; `rp-launch wait {pod.id}` follows it until ComfyUI answers")
     if args.wait:
         try:
             ready = _wait(client, args, pod.id, COMFYUI_PORT, not args.keep_on_timeout)
