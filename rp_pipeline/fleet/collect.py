@@ -31,6 +31,7 @@ class VideoCollecting:
     pod: PodInfo
     r2: R2Resource
     comfy: ComfyUIClient | None
+    agent_silent: bool  # the pod's agent missed a receipt: the pipeline uploads its outputs
 
     def _collect(self, key: str, result: PromptResult, output: Any) -> VideoRecord:
         """Locate the video in R2 and inspect it, riding out R2 errors with backoff while the
@@ -41,15 +42,26 @@ class VideoCollecting:
         delay = 1.0
         while True:
             try:
+                # Once the pod's agent missed a receipt, this pod's later outputs are uploaded
+                # by the pipeline at once instead of each waiting out the deadline.
+                sync = settings.enable_r2_sync and not self.agent_silent
                 located = locate_output(
                     r2=self.r2,
                     comfy=self.comfy,
                     output=output,
                     pod_id=self.pod.pod_id,
                     finished_at=float(result.finished_at or time.time()),
-                    sync_enabled=settings.enable_r2_sync,
+                    sync_enabled=sync,
                     deadline_s=settings.r2_object_deadline_s,
                 )
+                if sync and located.source == "pipeline_fallback":
+                    self.agent_silent = True
+                    self.work.say(
+                        self.pod.pod_id,
+                        f"its agent sent no receipt within {settings.r2_object_deadline_s:.0f} s: "
+                        "the pipeline uploads this pod's outputs itself from now on",
+                        "warning",
+                    )
                 queue_wait = (
                     max(0.0, float(result.started_at) - sub.submitted_at)
                     if result.started_at

@@ -47,6 +47,7 @@ class PodEndings:
     in_flight: deque[str]
     left: bool
     _outage_since: float | None
+    agent_silent: bool
 
     def _prompt_done(self) -> None:
         raise NotImplementedError
@@ -140,6 +141,7 @@ class PodEndings:
         self.work.emit("pod_end", dead.pod_id)
         self.pod = new
         self._outage_since = None
+        self.agent_silent = False
         self.work.say(new.pod_id, f"replacement for {dead.pod_id} ready")
         return True
 

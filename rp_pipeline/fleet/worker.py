@@ -84,6 +84,7 @@ class PodWorker(PodEndings, VideoCollecting, threading.Thread):
         self.comfy: ComfyUIClient | None = None
         self._outage_since: float | None = None
         self.left = False
+        self.agent_silent = False
 
     # ------------------------------------------------------------------ the loop
 
