@@ -15,7 +15,7 @@ import pytest
 from dagster import DagsterInstance, SkipReason, build_schedule_context
 
 from rp_devstack.stack import Devstack
-from rp_pipeline.settings import ENVIRONMENTS, read_settings
+from rp_pipeline.settings import ENVIRONMENTS, NO_IMAGE, read_settings
 from tests.pipeline.helpers import generate, pods_of_run, register_requests, write_prompts
 from tests.tools import uv_command
 
@@ -41,6 +41,8 @@ BAD = {
         "RUNPOD_API='soap' is not a RunPod API: use 'rest' (REST v2, the default) or 'graphql'",
     ),
 }
+# Settings that are each valid but together cannot run: refused the same way, before any pod.
+UNRUNNABLE = {"no image": ("RP_ENV", "production", NO_IMAGE)}
 # What production needs in the environment to load (the secrets' names; values never read).
 PRODUCTION_ENV = {
     "RUNPOD_API_KEY": "rpa-test",
@@ -201,7 +203,7 @@ def test_the_demo_cli_exits_2_with_the_line(
 # ---------------------------------------------------------------- a run fails in its first op
 
 
-@pytest.mark.parametrize("kind", sorted(BAD))
+@pytest.mark.parametrize("kind", sorted(BAD | UNRUNNABLE))
 def test_a_run_fails_in_validate_requests_with_the_line_and_no_runpod_call(
     kind: str,
     devstack: Devstack,
@@ -212,7 +214,7 @@ def test_a_run_fails_in_validate_requests_with_the_line_and_no_runpod_call(
 ) -> None:
     from rp_pipeline.definitions import resources_for
 
-    name, value, line = BAD[kind]
+    name, value, line = (BAD | UNRUNNABLE)[kind]
     monkeypatch.setenv(name, value)
     resources = resources_for()
     keys = write_prompts(prompts_dir, f"bad-{kind.replace(' ', '-')}", 1)
