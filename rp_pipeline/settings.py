@@ -271,6 +271,9 @@ class Settings:
         "RP_MAX_STEPS", whole(1), DEFAULT_MAX_STEPS, "sampling steps of one request"
     )
     batch_cron: str = env_setting("RP_BATCH_CRON", CRON, DEFAULT_CRON, "batch schedule's cron")
+    automation: bool = env_setting(
+        "RP_AUTOMATION", FLAG, False, "new request partitions made by declarative automation"
+    )
     # R2 (the secrets travel as EnvVar; these only say whether the optional ones are set).
     r2_prefix_set: bool = env_setting("R2_PREFIX", TEXT, False, "key prefix in R2 (EnvVar)")
     r2_public_base_url_set: bool = env_setting(
