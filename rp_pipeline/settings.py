@@ -99,20 +99,18 @@ NO_IMAGE = (
 MIN_IDLE_S = 15.0
 
 
-def idle_time() -> Kind:
-    """0 (terminate at once) or at least MIN_IDLE_S seconds."""
+def _idle_seconds(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0 or 0 < value < MIN_IDLE_S:
+        raise ValueError
+    return value
 
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not math.isfinite(value) or value < 0 or 0 < value < MIN_IDLE_S:
-            raise ValueError
-        return value
 
-    return Kind(
-        f"0 (terminate at once) or at least {MIN_IDLE_S:g} seconds (a shorter idle time only "
-        "bills: no run could adopt the pod in time)",
-        parse,
-    )
+IDLE_TIME = Kind(
+    f"0 (terminate at once) or at least {MIN_IDLE_S:g} seconds (a shorter idle time only "
+    "bills: no run could adopt the pod in time)",
+    _idle_seconds,
+)
 
 
 def choice(*options: str, aliases: Mapping[str, str] | None = None) -> Kind:
@@ -244,7 +242,7 @@ class Settings:
     # Money: warm pods and the budget (read by each run before its first pod).
     pod_idle_s: float = env_setting(
         "RP_POD_IDLE_S",
-        idle_time(),
+        IDLE_TIME,
         DEFAULT_IDLE_S,
         "a finished pod waits this long for the next run (0 = terminate at once)",
     )
