@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A one-shot sync (`rp-agent sync --once`) says how far it is this often.
+ONCE_PROGRESS_EVERY_S = 5.0
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # --once finished but some files failed
 EXIT_GRACE_EXPIRED = 3  # stopped with uploads still in flight (they stay queued)
@@ -185,11 +188,15 @@ class SyncAgent:
 
     def _run_once(self, stop: threading.Event) -> int:
         self.watcher.rescan()
+        said_at = time.monotonic()
         while not stop.is_set():
             self.watcher.poll()
             self._dispatch()
             if self.watcher.settling() == 0 and self.queue.outstanding() == 0 and not self._busy():
                 break
+            if time.monotonic() - said_at >= ONCE_PROGRESS_EVERY_S:
+                said_at = time.monotonic()
+                self._say_progress()
             self._wake.wait(timeout=self._wait_time())
             self._wake.clear()
         if stop.is_set():
@@ -204,6 +211,17 @@ class SyncAgent:
         if self.watcher.intake_errors:
             log.error("%d file(s) could not be queued (see above)", self.watcher.intake_errors)
         return EXIT_FAILED if counts["failed"] or self.watcher.intake_errors else EXIT_OK
+
+    def _say_progress(self) -> None:
+        """A line while a one-shot sync runs: how far it is (a long sync is not a hang)."""
+        counts = self.queue.counts()
+        total = sum(counts.values())
+        log.info(
+            "progress: %d of %d queued file(s) done, %d uploading, %d waiting, %d failed; "
+            "%d more still being written",
+            counts["done"], total, counts["uploading"], counts["pending"], counts["failed"],
+            self.watcher.settling(),
+        )  # fmt: skip
 
     def _wait_time(self) -> float:
         due = self.queue.next_due()

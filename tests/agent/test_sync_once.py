@@ -208,3 +208,27 @@ def test_status_human_output_lists_counts(make_agent, watch_dir: Path) -> None:
         and "done: 1" in result.stdout
         and "failed: 0" in result.stdout
     )
+
+
+def test_a_one_shot_sync_says_how_far_it_is(
+    r2_env: dict[str, str],
+    watch_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`sync --once` over many files prints progress lines while it runs, then its summary."""
+    import logging
+
+    from rp_agent import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "ONCE_PROGRESS_EVERY_S", 0.0)
+    for n in range(40):
+        (watch_dir / f"frame_{n:03d}.png").write_bytes(os.urandom(2000))
+    config = AgentConfig.build(str(watch_dir), state_dir=str(tmp_path / "st"))
+    with caplog.at_level(logging.INFO, logger="rp_agent.agent"):
+        assert SyncAgent(config).run(threading.Event(), once=True) == 0
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert progress, "no progress line"
+    assert any("of 40 queued file(s) done" in line for line in progress), progress
+    assert any(r.getMessage().startswith("finished: 40 file(s) synced") for r in caplog.records)
