@@ -351,6 +351,7 @@ def cmd_template(client: RunPodClient, args: argparse.Namespace) -> dict[str, An
         raise UsageError(f"template file {args.file} does not exist")
     result = sync_template(client, args.file)
     _say(args, f"template {result.get('name')} saved (id {result.get('id')})")
+    _say(args, f"runs use it with: export RUNPOD_TEMPLATE_ID={result.get('id')}")
     return result
 
 

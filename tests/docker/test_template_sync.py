@@ -141,6 +141,11 @@ def test_template_sync_creates_then_updates_on_the_emulator(
     [stored] = runpod_emulator.templates()  # updated in place, not duplicated
     assert stored["imageName"] == "ghcr.io/acme/runpod-dagster:v1.2.0"
 
+    # Without --json it says which setting makes runs use it.
+    code, out, err = run_cli(["template", "sync", "--file", str(path)], capsys)
+    assert code == 0, err
+    assert f"export RUNPOD_TEMPLATE_ID={created['id']}" in out
+
 
 def test_template_sync_rejects_a_pasted_key_before_any_api_call(
     tmp_path: Path, runpod_emulator, monkeypatch: pytest.MonkeyPatch, capsys
