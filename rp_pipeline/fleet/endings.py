@@ -23,6 +23,7 @@ from rp_pipeline.fleet.warm_pods import (
 )
 from rp_pipeline.fleet.work import PodDied, SharedWork
 from rp_pipeline.integrations.comfyui.client import ComfyUIClient
+from rp_pipeline.integrations.r2.reports import landed_at
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.money.market import was_preempted
 from rp_pipeline.money.plan import receipt_for_prefix
@@ -172,7 +173,8 @@ class PodEndings:
                 rerun.append(key)
                 continue
             sub = state.submitted[key]
-            located = Located(head_from_receipt(receipt), receipt.upload_done, "agent", receipt)
+            landed = landed_at(self.r2, dead.pod_id, receipt)
+            located = Located(head_from_receipt(receipt), landed, "agent", receipt)
             record = inspect_video(
                 r2=self.r2, located=located, partition_key=key, prompt_id=sub.prompt_id,
                 generation_time_s=None, queue_wait_s=None,

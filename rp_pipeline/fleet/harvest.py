@@ -20,7 +20,7 @@ from rp_agent.receipts import Receipt
 from rp_agent.uploader import file_sha256
 from rp_pipeline.fleet.state import VideoRecord
 from rp_pipeline.integrations.r2.keys import object_key, preview_png_key
-from rp_pipeline.integrations.r2.reports import wait_for_receipt
+from rp_pipeline.integrations.r2.reports import landed_at, wait_for_receipt
 from rp_pipeline.integrations.r2.resource import ObjectHead, R2Resource
 from rp_pipeline.media import (
     VIDEO_SUFFIXES,
@@ -90,7 +90,8 @@ def locate_output(
     relpath = output_relpath(output)
     receipt = wait_for_receipt(r2, pod_id, relpath, deadline_s) if sync_enabled else None
     if receipt is not None:
-        return Located(head_from_receipt(receipt), receipt.upload_done, "agent", receipt)
+        landed = landed_at(r2, pod_id, receipt)
+        return Located(head_from_receipt(receipt), landed, "agent", receipt)
     key = object_key(relpath, finished_at, pod_id, r2.prefix)
     log.warning(
         "no upload receipt for %s from pod %s; uploading it from ComfyUI /view", relpath, pod_id

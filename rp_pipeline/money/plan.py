@@ -76,4 +76,4 @@ def receipt_for_prefix(r2: Any, pod_id: str, prefix: str) -> Any:
             for path, r in book.by_path.items()
             if path.startswith(prefix) and path.lower().endswith(VIDEO_SUFFIXES)
         ]
-    return max(found, key=lambda r: r.upload_done) if found else None
+    return max(found, key=lambda r: r.seq) if found else None

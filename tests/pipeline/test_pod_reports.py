@@ -100,3 +100,28 @@ def _forwarded(r2: R2Resource, log: Recorder) -> object:
         return None
     log.lines[:] = probe.lines
     return cursor
+
+
+def test_when_an_object_landed_is_read_on_the_runs_clock(r2_settings: R2Settings) -> None:
+    """A pod whose clock is 10 min ahead (or behind) reports its uploads at its own time; the
+    run dates each object from when it read the receipt less how long the receipt waited on
+    the pod, so no cost share or lag mixes the two clocks. The latest receipt object of a
+    path wins, whatever its time stamps say."""
+    import time
+
+    from rp_agent.keys import receipt_key
+    from rp_agent.receipts import Receipt, encode
+    from rp_pipeline.integrations.r2.reports import find_receipt, landed_at
+
+    r2 = resource(r2_settings)
+    for pod_id, skew in (("pod-ahead", 600.0), ("pod-behind", -600.0)):
+        pod_now = time.time() + skew
+        first = Receipt("k/a", "video/a.mp4", 10, "0" * 64, pod_now - 3, pod_now - 2, pod_now - 1)
+        # A later upload of the same path whose stamps read earlier (the pod's clock stepped).
+        again = Receipt("k/a", "video/a.mp4", 11, "1" * 64, pod_now - 9, pod_now - 8, pod_now - 7)
+        r2.put_bytes(receipt_key(pod_id, 1, r2.prefix), encode([first], pod_now), "text/plain")
+        r2.put_bytes(receipt_key(pod_id, 2, r2.prefix), encode([again], pod_now), "text/plain")
+        found = find_receipt(r2, pod_id, "video/a.mp4")
+        assert found is not None and found.size == 11
+        landed = landed_at(r2, pod_id, found)
+        assert abs(landed - (time.time() - 7)) < 5, (skew, landed - time.time())

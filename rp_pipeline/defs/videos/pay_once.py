@@ -22,6 +22,7 @@ from rp_pipeline.defs.videos.metadata import recovered_metadata
 from rp_pipeline.defs.videos.retry import materialized_by_ancestors, parent_run_id
 from rp_pipeline.fleet.harvest import Located, head_from_receipt, inspect_video
 from rp_pipeline.fleet.renders import render_markers
+from rp_pipeline.integrations.r2.reports import landed_at
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.money.plan import receipt_for_prefix
 from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
@@ -117,7 +118,8 @@ def recovered_videos(
             receipt = receipt_for_prefix(r2, marker.pod_id, marker.filename_prefix)
             if receipt is None:
                 continue
-            located = Located(head_from_receipt(receipt), receipt.upload_done, "agent", receipt)
+            landed = landed_at(r2, marker.pod_id, receipt)
+            located = Located(head_from_receipt(receipt), landed, "agent", receipt)
             record = inspect_video(
                 r2=r2, located=located, partition_key=key, prompt_id=marker.prompt_id,
                 generation_time_s=None, queue_wait_s=None,

@@ -36,6 +36,8 @@ class _PodBook:
     last_key: str = ""
     # Latest receipt per relative path (a rewritten file is listed again, later).
     by_path: dict[str, Receipt] = field(default_factory=dict)
+    # When each path's object reached R2, on this process's clock (see `landed_at`).
+    landed: dict[str, float] = field(default_factory=dict)
 
 
 _books: dict[tuple[str, str, str, str], _PodBook] = {}
@@ -56,12 +58,25 @@ def refresh_receipts(r2: R2Resource, pod_id: str) -> _PodBook:
             seq = seq_of(key)
             if seq is None:
                 continue
-            for receipt in decode(r2.get_bytes(key), seq):
+            body = r2.get_bytes(key)
+            read_at = time.time()
+            for receipt in decode(body, seq):
                 known = book.by_path.get(receipt.path)
-                if known is None or receipt.upload_done >= known.upload_done:
+                # Later receipt objects win (the pod's clock may step back between uploads).
+                if known is None or receipt.seq >= known.seq:
                     book.by_path[receipt.path] = receipt
+                    book.landed[receipt.path] = read_at - (receipt.age_s or 0.0)
             book.last_key = key
     return book
+
+
+def landed_at(r2: R2Resource, pod_id: str, receipt: Receipt) -> float:
+    """When the receipt's object reached R2, on this process's clock: when the receipt was read,
+    less how long it waited on the pod (a duration the pod measured), so the pod's clock never
+    meets the run's. Now, for a receipt this process has not read."""
+    book = _book(r2, pod_id)
+    with book.lock:
+        return book.landed.get(receipt.path, time.time())
 
 
 def find_receipt(r2: R2Resource, pod_id: str, relpath: str) -> Receipt | None:
