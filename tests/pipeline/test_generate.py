@@ -145,17 +145,23 @@ def test_pod_slot_limit_holds_a_second_pod_back(
 ) -> None:
     """At most max_live_pods pods at once: another run holding the pool's only slot keeps this
     run from launching, and it says so."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
     from rp_pipeline.fleet.slots import POD_POOL
 
     [key] = write_prompts(prompts_dir, "slot", 1)
     register_requests(instance, resources)
+    # The other run is alive (it just wrote an event): launching, so its slot is not freed.
+    other = create_run_for_test(instance, status=DagsterRunStatus.STARTED)
+    instance.report_engine_event("claiming a pod slot", other)
     storage = instance.event_log_storage
     storage.set_concurrency_slots(POD_POOL, 1)
-    assert storage.claim_concurrency_slot(POD_POOL, "other-run", "pod-0").is_claimed
+    assert storage.claim_concurrency_slot(POD_POOL, other.run_id, "pod-0").is_claimed
     try:
         result = generate(instance, with_settings(resources, pod_slot_wait_s=1.0), [key])
     finally:
-        storage.free_concurrency_slot_for_step("other-run", "pod-0")
+        storage.free_concurrency_slot_for_step(other.run_id, "pod-0")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key.endswith("launch_pod")
