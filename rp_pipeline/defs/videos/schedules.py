@@ -45,11 +45,13 @@ def batch_generation(context: ScheduleEvaluationContext, r2: R2Resource):
     pending = pending_partitions(context)
     if not pending:
         return SkipReason("no pending video requests")
-    # Partitions are ordered by when they were added, so the pending ones form one range at
-    # the end (anything already made inside the range is simply made again).
+    # One run over the range from the first to the last pending partition (a single-run
+    # backfill), asking for exactly the pending ones: made partitions inside it are not touched.
     batch_id = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:12]
+    only = {"config": {"only": pending}}
     return RunRequest(
         run_key=f"batch-{batch_id}",
+        run_config={"ops": {"generated_video": {"ops": {"validate_requests": only}}}},
         tags={
             "dagster/asset_partition_range_start": pending[0],
             "dagster/asset_partition_range_end": pending[-1],

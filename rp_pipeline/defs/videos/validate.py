@@ -22,6 +22,13 @@ class RequestsConfig(Config):
         default_factory=dict,
         description="partition key -> {prompt, workflow, negative_prompt, seed, params}",
     )
+    only: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Of the run's partition range, only these partitions (the batch schedule asks for "
+            "exactly the pending ones); empty: the whole range."
+        ),
+    )
     remake: bool = Field(
         default=False,
         description=(
@@ -50,6 +57,8 @@ def validate_requests(
     if failure := settings_problems_failure(settings.settings_problems):
         raise failure
     keys = run_partition_keys(context)
+    if config.only:
+        keys = [key for key in keys if key in set(config.only)]
     remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
     found = triage(context.instance, context.dagster_run, keys, remake)
     for line in found.lines():
