@@ -17,16 +17,10 @@ from rp_pipeline.fleet.sweep import run_name_prefix
 from rp_pipeline.integrations.dagster_internals import PoolStorage
 
 
-def runs_with_live_pods(client: PodsClient) -> set[str]:
-    """Run ids (and run name prefixes) of every pod RunPod does not show as gone."""
-    live: set[str] = set()
-    for pod in client.list_pods():
-        if pod.is_gone:
-            continue
-        if pod.run_id:
-            live.add(pod.run_id)
-        live.add(pod.name[: len(run_name_prefix("x" * 8))])
-    return live
+def has_live_pod(run_id: str, live_pods: list[Any]) -> bool:
+    """RunPod shows a pod of the run not gone (tagged with the run, or named for it)."""
+    prefix = run_name_prefix(run_id)
+    return any(pod.run_id == run_id or pod.name.startswith(prefix) for pod in live_pods)
 
 
 def last_event_age_s(instance: DagsterInstance, run_id: str) -> float | None:
@@ -43,10 +37,10 @@ def free_slots_of_gone_pods(
     others = {run: keys for run, keys in slots.holders().items() if run != slots.run_id}
     if not others:
         return []
-    live = runs_with_live_pods(client)
+    live_pods = [pod for pod in client.list_pods() if not pod.is_gone]
     freed = []
     for run_id, keys in others.items():
-        if run_id in live or run_name_prefix(run_id) in live:
+        if has_live_pod(run_id, live_pods):
             continue
         run = instance.get_run_by_id(run_id)
         if run is not None and not run.is_finished:
