@@ -261,7 +261,7 @@ class Bench:
         """Sampler steps the run's pods ran, from their GPU meters: in all, and those lost in
         flight (run on a preempted pod for a prompt whose video that pod never got into R2)."""
         from rp_devstack.local_pods import gpu_meter_path
-        from rp_pipeline.money.plan import receipt_for_prefix
+        from rp_pipeline.fleet.renders import receipt_for_prefix
 
         total = lost = 0
         for pod in self.pods_of(run_id):

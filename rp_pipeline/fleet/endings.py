@@ -14,6 +14,7 @@ from rp_pipeline.fleet.harvest import (
     inspect_video,
 )
 from rp_pipeline.fleet.leases import LeaseKeeper
+from rp_pipeline.fleet.renders import receipt_for_prefix
 from rp_pipeline.fleet.slots import PodSlots
 from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.teardown import terminate_confirmed
@@ -26,7 +27,6 @@ from rp_pipeline.integrations.comfyui.client import ComfyUIClient
 from rp_pipeline.integrations.r2.reports import landed_at
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.money.market import was_preempted
-from rp_pipeline.money.plan import receipt_for_prefix
 
 # Lines of the pod's own log quoted when it dies, in the partitions' failure.
 LOG_LINES_IN_FAILURES = 5

@@ -14,9 +14,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rp_agent.receipts import Receipt
 from rp_pipeline.fleet.state import BatchState, PodInfo, Submitted
 from rp_pipeline.integrations.r2.keys import render_marker_key, render_markers_prefix
+from rp_pipeline.integrations.r2.reports import refresh_receipts
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.media import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +72,16 @@ def render_markers(r2: R2Resource, partition_key: str) -> list[RenderMarker]:
             except (ValueError, TypeError):
                 log.warning("unreadable render marker %s skipped", key)
     return sorted(markers, key=lambda m: m.submitted_at, reverse=True)
+
+
+def receipt_for_prefix(r2: R2Resource, pod_id: str, prefix: str) -> Receipt | None:
+    """The pod's upload receipt of a video rendered under `prefix`, if its agent got it into R2
+    (a pod that died, or a run that did: the video is collected, never rendered a second time)."""
+    book = refresh_receipts(r2, pod_id)
+    with book.lock:
+        found = [
+            r
+            for path, r in book.by_path.items()
+            if path.startswith(prefix) and path.lower().endswith(VIDEO_SUFFIXES)
+        ]
+    return max(found, key=lambda r: r.seq) if found else None

@@ -61,19 +61,3 @@ def plan_run(
         video_s=budget.video_seconds,
         spent_today_usd=budget.spent_today_usd,
     )
-
-
-def receipt_for_prefix(r2: Any, pod_id: str, prefix: str) -> Any:
-    """The dead pod's upload receipt of a video rendered under `prefix`, if the agent got it
-    into R2 before the pod went (so it is collected, never rendered a second time)."""
-    from rp_pipeline.integrations.r2.reports import refresh_receipts
-    from rp_pipeline.media import VIDEO_SUFFIXES
-
-    book = refresh_receipts(r2, pod_id)
-    with book.lock:
-        found = [
-            r
-            for path, r in book.by_path.items()
-            if path.startswith(prefix) and path.lower().endswith(VIDEO_SUFFIXES)
-        ]
-    return max(found, key=lambda r: r.seq) if found else None

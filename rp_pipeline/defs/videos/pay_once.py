@@ -17,14 +17,13 @@ from typing import Any
 
 from dagster import AssetMaterialization, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from rp_pipeline.defs.videos.events import GENERATED_VIDEO
+from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.videos.metadata import recovered_metadata
 from rp_pipeline.defs.videos.retry import materialized_by_ancestors, parent_run_id
 from rp_pipeline.fleet.harvest import Located, head_from_receipt, inspect_video
-from rp_pipeline.fleet.renders import render_markers
+from rp_pipeline.fleet.renders import receipt_for_prefix, render_markers
 from rp_pipeline.integrations.r2.reports import landed_at
 from rp_pipeline.integrations.r2.resource import R2Resource
-from rp_pipeline.money.plan import receipt_for_prefix
 from rp_pipeline.video_requests.store import VIDEO_REQUESTS_PARTITIONS
 
 REMAKE_TAG = "rp/remake"
