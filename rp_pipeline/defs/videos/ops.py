@@ -70,7 +70,7 @@ def run_pods(
     return RunPods(
         run_id=context.run_id, instance=context.instance, log=context.log, state=state,
         provider=provider, r2=r2, settings=settings, comfyui=comfyui, hold_live=hold_live,
-        priority=run_priority(context.run.tags),
+        priority=run_priority(context.run_tags),
     )  # fmt: skip
 
 

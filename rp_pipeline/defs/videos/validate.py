@@ -59,7 +59,7 @@ def validate_requests(
     keys = run_partition_keys(context)
     if config.only:
         keys = [key for key in keys if key in set(config.only)]
-    remake = config.remake or context.run.tags.get(REMAKE_TAG, "").lower() == "true"
+    remake = config.remake or context.run_tags.get(REMAKE_TAG, "").lower() == "true"
     found = triage(context.instance, context.dagster_run, keys, remake)
     for line in found.lines():
         context.log.info(line)
