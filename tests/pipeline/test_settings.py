@@ -131,7 +131,8 @@ def test_a_bad_value_is_one_line_and_the_location_still_loads(
     logger = logging.getLogger("rp_pipeline.defs.resources")
     clean_settings_env.setattr(logger, "disabled", False)
     clean_settings_env.setattr(logger, "propagate", True)
-    with caplog.at_level(logging.WARNING):
+    # At this logger, whatever level an earlier in-process CLI run left on its parents.
+    with caplog.at_level(logging.WARNING, logger=logger.name):
         defs = build_definitions()
     defs.get_repository_def()
     # The location loads with the field's default, and shows the line on the resource.
