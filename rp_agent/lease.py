@@ -116,6 +116,7 @@ class LeaseWatcher:
         self.key = lease_key(self.pod.pod_id, self.prefix)
         self.deadline = now + self.lease_s  # on the monotonic clock
         self.last_read_at = now  # the outage clock starts at boot, like the lease
+        self.in_outage = False
         self.version: str | None = None
         self.run_id: str | None = None
         self.skew_warned = False
@@ -166,12 +167,18 @@ class LeaseWatcher:
                 exc,
                 self.outage_s,
             )
+            self.in_outage = True
             return now >= self.deadline and unreadable_for >= self.outage_s
         # Taken after the answer: a slow read can only make the lease look younger (longer).
         now = self.monotonic()
         self.last_read_at = now
         if lease is not None:
             self.accept(lease, now)
+            if self.in_outage:
+                # The run could not renew while R2 was unreadable either: it gets half a lease
+                # from R2's return to write again before the pod judges it gone.
+                self.deadline = max(self.deadline, now + lease.granted_s / 2)
+        self.in_outage = False
         return now >= self.deadline
 
     def accept(self, lease: LeaseVersion, now: float) -> None:

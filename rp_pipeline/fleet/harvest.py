@@ -93,6 +93,14 @@ def locate_output(
         landed = landed_at(r2, pod_id, receipt)
         return Located(head_from_receipt(receipt), landed, "agent", receipt)
     key = object_key(relpath, finished_at, pod_id, r2.prefix)
+    # The agent may have uploaded it and lost its receipt (the pod died between the two): the
+    # object at the agent's key is the video, whether or not ComfyUI still answers.
+    uploaded = r2.head(key) if sync_enabled else None
+    if uploaded is not None and uploaded.metadata.get("sha256"):
+        log.warning(
+            "no upload receipt for %s from pod %s, but its object is in R2", relpath, pod_id
+        )
+        return Located(uploaded, uploaded.seen_at, "agent")
     log.warning(
         "no upload receipt for %s from pod %s; uploading it from ComfyUI /view", relpath, pod_id
     )
