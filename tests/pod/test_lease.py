@@ -502,3 +502,29 @@ def test_refusals_and_rate_limits_are_errors_the_watcher_retries(fake_runpod) ->
         terminate_self(pod)
     assert limited.value.retry_after_s == 7
     assert "k" not in repr(pod).replace("pod_id", "")
+
+
+def test_after_an_outage_the_run_gets_half_a_lease_to_renew(
+    watcher_for, r2_client, r2_settings: R2Settings
+) -> None:
+    """R2 frozen longer than the lease: the lease read first when R2 answers again is the last
+    one the run wrote before the outage, already lapsed. The run could not renew either, so the
+    pod waits half a lease for a renewal before it ends itself."""
+    from rp_agent.lease import LeaseUnreadable
+
+    watcher, clock, _ = watcher_for(lease_s=60, outage_s=1800)
+    grant(r2_client, r2_settings.bucket, "podabc", 60)
+    assert not watcher.poll()
+    real_read = watcher.read_lease
+
+    def frozen() -> Any:
+        raise LeaseUnreadable("R2 does not answer")
+
+    watcher.read_lease = frozen  # type: ignore[method-assign]
+    clock.now += 70
+    assert not watcher.poll()  # lapsed, but R2 is not answering
+    watcher.read_lease = real_read  # type: ignore[method-assign]
+    # R2 answers again with the same, pre-outage write: lapsed 10 s ago by the watcher's clock.
+    assert not watcher.poll()  # half a lease (30 s) from R2's return
+    clock.now += 31
+    assert watcher.poll()  # and no renewal came
