@@ -216,7 +216,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         agent = SyncAgent(config)
-        return agent.run(stop, once=args.once)
+        code = agent.run(stop, once=args.once)
+        # The work is flushed: a duplicate stop arriving while the interpreter shuts down (its
+        # handlers already gone) must not turn a clean exit into death by signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except AgentStartError as exc:
         return fail(str(exc))
     except (OSError, sqlite3.Error) as exc:
