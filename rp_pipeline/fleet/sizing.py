@@ -9,22 +9,28 @@ from rp_pipeline.fleet.external import PodProvider, PodsClient
 from rp_pipeline.fleet.launcher import running_cost_per_hr
 from rp_pipeline.fleet.run import RunPods
 from rp_pipeline.fleet.settings import GenerationSettings
+from rp_pipeline.integrations.runpod.catalog import GpuType
 from rp_pipeline.integrations.runpod.errors import RunPodTransientError
 
 
 def pods_within_cost_cap(
-    client: PodsClient, provider: PodProvider, cap: float, idle_cost_per_hr: float = 0.0
+    client: PodsClient,
+    provider: PodProvider,
+    catalog: list[GpuType],
+    cap: float,
+    idle_cost_per_hr: float = 0.0,
 ) -> tuple[int, float]:
     """(how many more pods fit under the account-wide $/h cap, the spend now). A pod is assumed
     to cost its first GPU type's price; a fallback to a dearer GPU is caught after the create.
-    Our idle pods' $/h is room: the run adopts them or ends them to make room."""
+    Our idle pods' $/h is room: the run adopts them or ends them to make room. `catalog` is
+    the GPU catalog the run already read for its plan (one read per launch)."""
     running = running_cost_per_hr(client)
     spend = max(0.0, running - idle_cost_per_hr)
-    catalog = {gpu.id: gpu for gpu in client.gpu_types()}
+    by_id = {gpu.id: gpu for gpu in catalog}
     prices = [
         price
         for gpu_id in provider.gpu_types
-        if gpu_id in catalog and (price := catalog[gpu_id].price_for(provider.cloud_type))
+        if gpu_id in by_id and (price := by_id[gpu_id].price_for(provider.cloud_type))
     ]
     price = prices[0] if prices else (provider.max_cost_per_hr or 0.0)
     if price <= 0:

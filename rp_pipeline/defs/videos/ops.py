@@ -98,10 +98,10 @@ def launch_pod(
     n = len(state.videos)
     idle = idle_room(client, r2, provider)
     try:
-        by_cost, spend = pods_within_cost_cap(
-            client, provider, settings.max_total_cost_per_hr, idle.cost_per_hr
-        )
         catalog = client.gpu_types()
+        by_cost, spend = pods_within_cost_cap(
+            client, provider, catalog, settings.max_total_cost_per_hr, idle.cost_per_hr
+        )
     except RunPodTransientError as exc:
         raise Failure(f"{exc}; no pod was launched") from None
     if by_cost < 1:
