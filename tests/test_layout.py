@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rp_pipeline", "rp_agent", "rp_devstack")
 # rp_pipeline's floors, lowest first: a module may import its own floor and the ones below.
 FLOORS = (
+    "setting_kinds",
     "settings",
     "asset_keys",
     "integrations",
