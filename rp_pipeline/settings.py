@@ -62,6 +62,7 @@ DEFAULT_MAX_PIXELS = 1920 * 1088 * 121
 DEFAULT_MAX_STEPS = 100
 DEFAULT_CRON = "0 */6 * * *"
 DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 # There is no default image: a pod runs what the user's CI publishes (RP_IMAGE) or what their
 # RunPod template names (RUNPOD_TEMPLATE_ID). This repository's CI publishes its image here.
 PUBLISHED_IMAGE = "ghcr.io/<owner>/runpod-dagster"
@@ -173,6 +174,21 @@ class Settings:
     # Requests.
     prompts_dir: Path = env_setting(  # noqa: RUF009 (a field(), not a shared default)
         "RP_PROMPTS_DIR", Kind("a directory", Path), DEFAULT_PROMPTS_DIR, "request files"
+    )
+    workflows_dir: Path = env_setting(  # noqa: RUF009 (a field(), not a shared default)
+        "RP_WORKFLOWS_DIR", Kind("a directory", Path), DEFAULT_WORKFLOWS_DIR, "workflow files"
+    )
+    node_catalogue_dir: Path | None = env_setting(
+        "RP_NODE_CATALOGUE_DIR",
+        Kind("a directory", Path),
+        None,
+        "/object_info snapshots (*.json) workflows are checked against; default <workflows>/catalogue",
+    )
+    models_manifest: Path | None = env_setting(
+        "RP_MODELS_MANIFEST",
+        Kind("a file", Path),
+        None,
+        "the model manifest the pods' image uses, when not the built-in one (MODELS_MANIFEST)",
     )
     max_pixels: int = env_setting(
         "RP_MAX_PIXELS", whole(1), DEFAULT_MAX_PIXELS, "width x height x frames of one request"

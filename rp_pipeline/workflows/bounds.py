@@ -1,7 +1,7 @@
 """What ComfyUI accepts for each workflow input, read from its own node catalogue.
 
-The bounds come from a trimmed copy of a real ComfyUI `/object_info` answer (the catalogue the
-devstack's ComfyUI stand-in serves), so they are never hand-copied: e.g. EmptyHunyuanLatentVideo
+The bounds come from the node catalogue (`nodes.py`: saved real `/object_info` answers), so
+they are never hand-copied: e.g. EmptyHunyuanLatentVideo
 `length` is INT 1..16384 step 4, KSampler `steps` INT 1..10000, `cfg` FLOAT 0..100, `seed`
 INT 0..2**64-1. ComfyUI rejects a value outside min/max only once the pod is up; checking here
 rejects it before a pod is paid for.
@@ -12,15 +12,11 @@ On top of what ComfyUI allows, two budgets keep one request from running for hou
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
 
 from rp_pipeline.settings import current
+from rp_pipeline.workflows.nodes import object_info
 
 
 @dataclass(frozen=True)
@@ -31,19 +27,6 @@ class Bounds:
     low: float | None
     high: float | None
     step: int = 1
-
-
-def catalogue_path() -> Path:
-    spec = importlib.util.find_spec("rp_devstack.comfyui_standin")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the ComfyUI node catalogue (rp_devstack.comfyui_standin) is missing")
-    return Path(next(iter(spec.submodule_search_locations))) / "object_info.json"
-
-
-@cache
-def object_info() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(catalogue_path().read_text(encoding="utf-8"))
-    return data
 
 
 def input_bounds(class_type: str, input_name: str) -> Bounds | None:

@@ -1,8 +1,9 @@
-"""What a workflow is to the pipeline: API-format JSON plus a map of parameter roles to inputs.
+"""What a workflow is to the pipeline: API-format JSON plus its parameters, each naming the node
+inputs it fills.
 
-A role map says where each user parameter goes, e.g. `prompt -> [("89", "text")]`. Shipped
-workflows' maps are in `catalog.py`; users bring their own API-format file with
-`load_custom_workflow(path, param_map)`.
+A workflow lives in the workflows folder as `<name>.json` (ComfyUI's "Export (API)") with a
+parameter map `<name>.params.yaml` beside it, or parameters marked in node titles (see
+`param_map`). Parameter names are the workflow's own; a request passes them by name.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Every parameter a workflow may accept.
-PARAMS = (
+# Parameter names the request model and the shipped workflows share (a workflow may define any
+# others): they keep working for every workflow that maps them.
+STANDARD_PARAMS = (
     "prompt",
     "negative_prompt",
     "seed",
@@ -27,44 +29,66 @@ PARAMS = (
     "filename_prefix",
     "input_image",
 )
-
-# Classes whose nodes write files the pipeline collects.
-OUTPUT_CLASSES = {"SaveVideo", "SaveImage", "VHS_VideoCombine", "SaveAnimatedWEBP", "SaveWEBM"}
+# Parameters every workflow takes: a seed (random and recorded when not given) and the
+# per-request file name prefix (so a cached identical prompt can never hide new files).
+ALWAYS = ("seed", "filename_prefix")
+TYPES = ("text", "int", "float", "bool", "choice", "image")
 
 Target = tuple[str, str]  # (node id, input name)
 
 
 class WorkflowError(Exception):
-    """A workflow file or role map is unusable."""
+    """A workflow file or parameter map is unusable; `problems` has one line each."""
+
+    def __init__(self, where: str, problems: list[str]) -> None:
+        self.where = where
+        self.problems = problems
+        super().__init__(f"{where}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: where its value goes and what it accepts.
+
+    `half_targets` get `value // 2` (two-stage samplers split the schedule between experts);
+    `attach` = (new LoadImage node id, target node id, target input): an optional start image
+    that, when given, adds a LoadImage node and links it to the target (a template whose
+    LoadImage is bypassed)."""
+
+    name: str
+    targets: tuple[Target, ...]
+    type: str
+    required: bool = False
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    half_targets: tuple[Target, ...] = ()
+    attach: tuple[str, str, str] | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class WorkflowSpec:
     name: str
     api_json: dict[str, Any]
-    roles: dict[str, list[Target]]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    required: frozenset[str] = frozenset({"prompt"})
-    # Two-stage (high/low noise) samplers split the schedule: these inputs get steps // 2.
-    split_step_targets: tuple[Target, ...] = ()
-    # Optional start image for workflows whose template has the LoadImage node bypassed:
-    # (new LoadImage node id, target node id, target input). Present -> image-to-video.
-    image_attach: tuple[str, str, str] | None = None
+    params: dict[str, Param]
     description: str = ""
+    gpu_memory_gb: float | None = None
     source_template: str = ""
+    # Where it was read from (the .json file), for messages.
+    source: str = ""
+    # Node ids whose class writes files (the catalogue's output nodes).
+    output_node_ids: list[str] = field(default_factory=list)
 
     @property
-    def accepted(self) -> frozenset[str]:
-        """Parameters this workflow accepts (seed and filename_prefix always)."""
-        extra = {"input_image"} if self.image_attach else set()
-        return frozenset(self.roles) | {"seed", "filename_prefix"} | extra
+    def accepted(self) -> list[str]:
+        """Every parameter a request may pass, sorted."""
+        return sorted(set(self.params) | set(ALWAYS))
 
     @property
-    def output_node_ids(self) -> list[str]:
-        return sorted(
-            (nid for nid, n in self.api_json.items() if n.get("class_type") in OUTPUT_CLASSES),
-            key=_node_key,
-        )
+    def required(self) -> list[str]:
+        return sorted(name for name, p in self.params.items() if p.required)
 
 
 def canonical_json(api_json: dict[str, Any]) -> str:
@@ -77,14 +101,19 @@ def workflow_hash(api_json: dict[str, Any]) -> str:
 
 
 def load_api_json(path: str | Path) -> dict[str, Any]:
+    """An API-format workflow file; WorkflowError (one line) when it is not one."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as ex:
-        raise WorkflowError(f"cannot read workflow {path}: {ex}") from ex
+    except OSError as ex:
+        raise WorkflowError(str(path), [f"cannot read it ({ex.strerror})"]) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as ex:
+        raise WorkflowError(str(path), [f"not JSON ({ex})"]) from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(
-            f"{path} is a UI-format workflow; export it from ComfyUI with 'Export (API)'"
+            str(path), ["a UI-format workflow: export it from ComfyUI with 'Export (API)'"]
         )
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and len(data) <= 3:
+        data = data["prompt"]  # a saved POST /prompt body
     if (
         not isinstance(data, dict)
         or not data
@@ -94,45 +123,11 @@ def load_api_json(path: str | Path) -> dict[str, Any]:
         )
     ):
         raise WorkflowError(
-            f"{path} is not an API-format workflow ({{id: {{class_type, inputs}}}})"
+            str(path), ["not an API-format workflow ({node id: {class_type, inputs}})"]
         )
     return data
 
 
-def check_roles(api_json: dict[str, Any], roles: dict[str, list[Target]], where: str) -> None:
-    problems = []
-    for param, targets in roles.items():
-        if param not in PARAMS:
-            problems.append(f"unknown parameter {param!r} (known: {', '.join(PARAMS)})")
-        for node_id, input_name in targets:
-            node = api_json.get(node_id)
-            if node is None:
-                problems.append(f"{param}: node {node_id} is not in the workflow")
-            elif input_name not in node["inputs"]:
-                problems.append(
-                    f"{param}: node {node_id} ({node['class_type']}) has no input {input_name!r}"
-                )
-    if problems:
-        raise WorkflowError(f"bad parameter map for {where}: " + "; ".join(problems))
-
-
-def parse_param_map(param_map: dict[str, Any]) -> dict[str, list[Target]]:
-    """Accept {"prompt": "6.text"} or {"prompt": ["6.text", "7.text"]} or [("6", "text")]."""
-    roles: dict[str, list[Target]] = {}
-    for param, value in param_map.items():
-        items = value if isinstance(value, list) else [value]
-        targets: list[Target] = []
-        for item in items:
-            if isinstance(item, str) and "." in item:
-                node_id, input_name = item.split(".", 1)
-            elif isinstance(item, list | tuple) and len(item) == 2:
-                node_id, input_name = str(item[0]), str(item[1])
-            else:
-                raise WorkflowError(f"{param}: target {item!r} is not 'node_id.input_name'")
-            targets.append((node_id, input_name))
-        roles[param] = targets
-    return roles
-
-
-def _node_key(node_id: str) -> tuple[int, str]:
+def node_key(node_id: str) -> tuple[int, str]:
+    """Numeric node ids in number order, others after them."""
     return (int(node_id), "") if node_id.isdigit() else (1 << 62, node_id)
