@@ -46,7 +46,7 @@ from rp_pipeline.integrations.runpod.pods import (
 )
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.settings import value_of
-from rp_pipeline.tools import doctor
+from rp_pipeline.tools import doctor, workflow
 from rp_pipeline.tools.help import Parser, package_version
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the setup before it spends anything: key, volumes, GPU stock, image or "
         "template, R2 (one probe object), Dagster; exit 1 if a check fails",
     )
+    workflow.add_parser(sub, common)
     return parser
 
 
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # Retries are logged as warnings; without -v only the final one-line error shows.
         logging.getLogger("rp_pipeline").setLevel(logging.ERROR)
+    if args.command == "workflow":  # no RunPod key or call
+        return workflow.run(args)
     try:
         client = _client()
         result = COMMANDS[args.command](client, args)

@@ -60,7 +60,9 @@ class VideoRequest:
     workflow: str = DEFAULT_WORKFLOW
     negative_prompt: str = ""
     seed: int | None = None
-    # Every other workflow parameter (width, height, frames, fps, steps, cfg, input_image).
+    # Every other parameter of the workflow, by the name its map gives it (the shipped ones take
+    # width, height, frames, fps, steps, cfg, input_image); unknown names are refused with the
+    # workflow's list. Top-level keys a request does not know land here too.
     params: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     # The facts of params.input_image once read and checked (start_image.StartImage.to_dict).

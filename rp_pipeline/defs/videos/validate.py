@@ -13,6 +13,7 @@ from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.settings import settings_problems_failure
 from rp_pipeline.video_requests.model import RequestError
 from rp_pipeline.video_requests.store import UnknownRequestError, resolve_requests
+from rp_pipeline.workflows import workflow_problems
 
 
 class RequestsConfig(Config):
@@ -20,7 +21,10 @@ class RequestsConfig(Config):
 
     requests: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="partition key -> {prompt, workflow, negative_prompt, seed, params}",
+        description=(
+            "partition key -> {prompt, workflow, negative_prompt, seed, params}; params are the "
+            "workflow's own (`rp-launch workflow list` shows each workflow's)"
+        ),
     )
     only: list[str] = Field(
         default_factory=list,
@@ -84,6 +88,7 @@ def validate_requests(
     if not keys:
         context.log.info("every partition is already materialized or being made; no pod is needed")
         return
+    refuse_broken_workflows(context, sorted({specs[key].workflow for key in keys}))
     planned, problems = plan_videos(specs, keys, context.run_id)
     if problems:
         raise Failure(
@@ -93,3 +98,20 @@ def validate_requests(
         )
     context.log.info(f"{len(planned)} request(s) valid: {', '.join(keys)}")
     yield Output(BatchState(run_id=context.run_id, videos=planned))
+
+
+def refuse_broken_workflows(context: OpExecutionContext, names: list[str]) -> None:
+    """Each workflow the run uses, checked once as a whole (node classes, links, values, model
+    files against the catalogue and the manifest): a refused one fails the run before any pod,
+    one log line per problem naming the node, input or file."""
+    refused = {name: problems for name in names if (problems := workflow_problems(name))}
+    if not refused:
+        return
+    for name, problems in refused.items():
+        for line in problems:
+            context.log.error(f"workflow {name!r}: {line}")
+    raise Failure(
+        "no pod was launched: "
+        + "; ".join(f"workflow {name!r} is refused: {'; '.join(p)}" for name, p in refused.items()),
+        metadata={f"workflow {name}": MetadataValue.text("\n".join(p)) for name, p in refused.items()},
+    )
