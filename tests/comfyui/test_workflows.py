@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rp_pipeline.workflows import (
-    WorkflowError,
     WorkflowParamError,
     get_workflow,
     list_workflows,
-    load_custom_workflow,
     render_workflow,
     validate_params,
     workflow_hash,
@@ -20,6 +19,8 @@ from rp_pipeline.workflows import (
 from rp_pipeline.workflows.bounds import Bounds
 
 NAMES = ["wan22_i2v_14b_lightx2v", "wan22_t2v_14b", "wan22_ti2v_5b"]
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGUE = ROOT / "workflows" / "catalogue"
 
 
 def problems(name: str, params: dict) -> list[str]:
@@ -51,8 +52,9 @@ def test_every_problem_is_reported_at_once() -> None:
     )
     text = "\n".join(found)
     for needle in (
-        "unknown parameter 'colour'",
-        "'input_image' is not used by workflow 'wan22_t2v_14b'",
+        "unknown parameter 'colour' for workflow 'wan22_t2v_14b' (known: cfg, filename_prefix, "
+        "fps, frames, height, negative_prompt, prompt, seed, steps, width)",
+        "unknown parameter 'input_image'",
         "prompt must not be empty",
         "frames must be 4n+1",
         "width must be a multiple of 16",
@@ -69,8 +71,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_i2v_needs_an_input_image() -> None:
     assert problems("wan22_i2v_14b_lightx2v", {"prompt": "a fox"}) == [
-        "input_image is required: workflow 'wan22_i2v_14b_lightx2v' needs an input image "
-        "(uploaded file name)"
+        "input_image is required: workflow 'wan22_i2v_14b_lightx2v' needs a start image"
     ]
 
 
@@ -83,7 +84,7 @@ def test_missing_prompt_and_wrong_types() -> None:
 
 
 def test_unknown_workflow() -> None:
-    with pytest.raises(WorkflowParamError, match="unknown workflow 'nope'"):
+    with pytest.raises(WorkflowParamError, match="unknown workflow 'nope'; known: wan22_i2v"):
         validate_params("nope", {"prompt": "x"})
 
 
@@ -153,73 +154,107 @@ def test_ti2v_start_image_is_optional() -> None:
     assert with_image["55"]["inputs"]["start_image"] == ["56", 0]
 
 
-def test_custom_workflow(tmp_path: Path) -> None:
-    api = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 5, "color": 0}},
-        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8.0}},
-        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/x", "format": "auto", "codec": "auto"}},
-    }  # fmt: skip
-    path = tmp_path / "mine.json"
-    path.write_text(json.dumps(api))
-    spec = load_custom_workflow(
-        path,
-        {"width": "1.width", "height": "1.height", "frames": "1.batch_size", "fps": "2.fps",
-         "filename_prefix": "3.filename_prefix"},
-        required=[],
-    )  # fmt: skip
-    assert spec.name == "mine" and "mine" in list_workflows()
+def use_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, Any]) -> Path:
+    """A workflows folder of `files` (dicts are written as JSON, strings as they are), checked
+    against the project's node catalogue."""
+    for name, content in files.items():
+        text = content if isinstance(content, str) else json.dumps(content)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setenv("RP_WORKFLOWS_DIR", str(tmp_path))
+    monkeypatch.setenv("RP_NODE_CATALOGUE_DIR", str(CATALOGUE))
+    return tmp_path
+
+
+IMAGES_TO_VIDEO = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 5, "color": 0}, "_meta": {"title": "Frames $width $height $frames:batch_size"}},
+    "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8.0}, "_meta": {"title": "Create Video $fps"}},
+    "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/x", "format": "auto", "codec": "auto"}, "_meta": {"title": "Save Video"}},
+}  # fmt: skip
+
+
+def test_a_workflow_with_parameters_in_its_node_titles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_folder(tmp_path, monkeypatch, {"mine.json": IMAGES_TO_VIDEO})
+    assert list_workflows() == ["mine"]
+    spec = get_workflow("mine")
+    assert sorted(spec.params) == ["filename_prefix", "fps", "frames", "height", "width"]
+    assert spec.params["frames"].targets == (("1", "batch_size"),)
+    assert spec.params["fps"].type == "float" and spec.params["width"].type == "int"
     rendered = render_workflow("mine", {"width": 96, "frames": 9, "fps": 24}, request_id="r1")
     assert rendered.api_json["1"]["inputs"]["width"] == 96
     assert rendered.api_json["1"]["inputs"]["batch_size"] == 9
+    # the output node's prefix is filled per request without being marked
     assert rendered.api_json["3"]["inputs"]["filename_prefix"] == "video/mine/r1"
     assert rendered.output_node_ids == ["3"]
-    with pytest.raises(WorkflowParamError, match="'prompt' is not used"):
+    with pytest.raises(WorkflowParamError, match="unknown parameter 'prompt' for workflow 'mine'"):
         validate_params("mine", {"prompt": "x"})
+    # ComfyUI's own bounds of the marked input apply (EmptyImage width: 1..16384)
+    assert "width must be an integer between 1 and 16384" in problems("mine", {"width": 0})[0]
 
 
-def test_custom_workflow_errors(tmp_path: Path) -> None:
-    ui = tmp_path / "ui.json"
-    ui.write_text(json.dumps({"nodes": [], "links": []}))
-    with pytest.raises(WorkflowError, match="UI-format"):
-        load_custom_workflow(ui, {})
-    api = tmp_path / "api.json"
-    api.write_text(
-        json.dumps({"1": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "x"}}})
+def test_a_map_file_names_types_bounds_and_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = json.loads((ROOT / "workflows" / "wan22_ti2v_5b.json").read_text())
+    params = """
+description: mine
+parameters:
+  text:    {to: "6.text", type: text, required: true}
+  seed:    {to: ["3.seed"], type: int, default: 0, min: 0}
+  steps:   {to: ["3.steps"], type: int, default: 20, min: 1, max: 30}
+  sampler: {to: ["3.sampler_name"], type: choice, choices: [euler, uni_pc]}
+  scheduler: {to: ["3.scheduler"]}
+"""
+    use_folder(tmp_path, monkeypatch, {"mine.json": api, "mine.params.yaml": params})
+    spec = get_workflow("mine")
+    assert spec.params["scheduler"].type == "choice"  # from the catalogue's combo input
+    assert spec.required == ["text"]
+    validate_params("mine", {"text": "a fox", "steps": 30, "sampler": "euler"})
+    found = problems("mine", {"text": "", "steps": 31, "sampler": "dpm", "scheduler": "nope"})
+    assert found[0] == "text must not be empty"
+    assert "steps must be an integer between 1 and 30, got 31" in found[1]
+    assert found[2] == "sampler must be one of euler, uni_pc, got 'dpm'"
+    assert found[3].startswith("scheduler must be one of simple, sgm_uniform, karras")
+    rendered = render_workflow("mine", {"text": "a fox", "sampler": "euler"})
+    assert rendered.api_json["6"]["inputs"]["text"] == "a fox"
+    assert rendered.api_json["3"]["inputs"]["sampler_name"] == "euler"
+
+
+def test_map_and_title_mistakes_are_one_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = json.loads((ROOT / "workflows" / "wan22_ti2v_5b.json").read_text())
+    params = """
+parameters:
+  prompt: {to: ["99.text"]}
+  negative: {to: ["7.txt"]}
+  latent: {to: ["8.samples"]}
+  steps: {to: ["3.steps"], type: number}
+  seed: {to: "3.seed", colour: red}
+"""
+    titled = {**IMAGES_TO_VIDEO, "2": {**IMAGES_TO_VIDEO["2"], "_meta": {"title": "$speed"}}}
+    ui = {"nodes": [], "links": []}
+    use_folder(
+        tmp_path,
+        monkeypatch,
+        {"mine.json": api, "mine.params.yaml": params, "titled.json": titled, "ui.json": ui},
     )
-    with pytest.raises(WorkflowError, match="node 9 is not in the workflow"):
-        load_custom_workflow(api, {"prompt": "9.text"})
-    with pytest.raises(WorkflowError, match="has no input 'text'"):
-        load_custom_workflow(api, {"prompt": "1.text"})
-    with pytest.raises(WorkflowError, match="unknown parameter 'style'"):
-        load_custom_workflow(api, {"style": "1.filename_prefix"})
-
-
-def test_request_without_negative_prompt_fits_a_workflow_without_one(tmp_path: Path) -> None:
-    """A request sends only the parameters it sets: an unset negative prompt must not trip a
-    custom workflow that has no negative-prompt input (found against real ComfyUI)."""
-    from rp_pipeline.video_requests.model import VideoRequest
-
-    api = {
-        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 0]}},
-        "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 5, "color": 0}},
-        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 8.0}},
-        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "video/x", "format": "auto", "codec": "auto"}},
-    }  # fmt: skip
-    path = tmp_path / "no_negative.json"
-    path.write_text(json.dumps(api))
-    load_custom_workflow(path, {"prompt": "2.text"})
-
-    request = VideoRequest(prompt="a fox", workflow="no_negative")
-    assert "negative_prompt" not in request.workflow_params()
-    validate_params(request.workflow, request.workflow_params())
-    rendered = render_workflow(request.workflow, request.workflow_params())
-    assert rendered.api_json["2"]["inputs"]["text"] == "a fox"
-
-    # A negative prompt the workflow cannot take is still refused, with a clear reason.
-    with_negative = VideoRequest(prompt="a fox", workflow="no_negative", negative_prompt="blurry")
-    with pytest.raises(WorkflowParamError, match="'negative_prompt' is not used"):
-        validate_params(with_negative.workflow, with_negative.workflow_params())
+    with pytest.raises(WorkflowParamError) as info:
+        get_workflow("mine")
+    assert info.value.problems == [
+        "parameter 'prompt': node 99 is not in the workflow",
+        "parameter 'negative': node 7 (CLIPTextEncode) has no input 'txt'",
+        "parameter 'latent': 8.samples is linked from node 3; map a value input, not a link",
+        "parameter 'steps': type 'number' is not one of text, int, float, bool, choice, image",
+        "parameter 'seed': unknown key(s) colour (known: attach, choices, default, description, "
+        "half_to, max, min, required, to, type)",
+    ]
+    assert str(info.value).startswith("workflow 'mine' is refused: parameter 'prompt'")
+    with pytest.raises(WorkflowParamError, match=r"node 2 \(CreateVideo\) has no input 'speed'; "):
+        get_workflow("titled")
+    with pytest.raises(WorkflowParamError, match="UI-format workflow: export it from ComfyUI"):
+        get_workflow("ui")
 
 
 def test_bounds_are_comfyuis_own_from_the_node_catalogue() -> None:
