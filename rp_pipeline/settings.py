@@ -178,13 +178,13 @@ class Settings:
     workflows_dir: Path = env_setting(  # noqa: RUF009 (a field(), not a shared default)
         "RP_WORKFLOWS_DIR", Kind("a directory", Path), DEFAULT_WORKFLOWS_DIR, "workflow files"
     )
-    node_catalogue_dir: Path | None = env_setting(
+    node_catalogue_dir: Path | None = env_setting(  # noqa: RUF009 (a field())
         "RP_NODE_CATALOGUE_DIR",
         Kind("a directory", Path),
         None,
         "/object_info snapshots (*.json) workflows are checked against; default <workflows>/catalogue",
     )
-    models_manifest: Path | None = env_setting(
+    models_manifest: Path | None = env_setting(  # noqa: RUF009 (a field())
         "RP_MODELS_MANIFEST",
         Kind("a file", Path),
         None,

@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_workflows():
         try:
             spec = get_workflow(name)
@@ -96,8 +96,12 @@ def describe(spec: WorkflowSpec) -> dict[str, Any]:
         "gpu_memory_gb": spec.gpu_memory_gb,
         "source": spec.source,
         "parameters": {
-            name: {"type": p.type, "required": p.required, "default": values.get(name),
-                   "to": [f"{n}.{i}" for n, i in p.targets]}  # fmt: skip
+            name: {
+                "type": p.type,
+                "required": p.required,
+                "default": values.get(name),
+                "to": [f"{n}.{i}" for n, i in p.targets],
+            }
             for name, p in sorted(spec.params.items())
         },
     }

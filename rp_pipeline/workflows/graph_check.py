@@ -165,7 +165,9 @@ def _value_problem(
         try:  # the server converts as int(value) / float(value) and refuses what fails
             value = int(value) if input_type == "INT" else float(value)
         except (TypeError, ValueError, OverflowError):
-            return f"{reprlib.repr(value)} is not {'an' if input_type == 'INT' else 'a'} {input_type}"
+            return (
+                f"{reprlib.repr(value)} is not {'an' if input_type == 'INT' else 'a'} {input_type}"
+            )
         if "min" in options and value < options["min"]:
             return f"{value} is smaller than its min of {options['min']}"
         if "max" in options and value > options["max"]:

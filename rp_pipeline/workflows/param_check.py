@@ -74,7 +74,9 @@ def _value_problem(spec: WorkflowSpec, param: Param, value: Any) -> str | None:
     if kind == "choice":
         choices = combo_choices(spec, param)
         if choices is not None and value not in choices:
-            return f"{name} must be one of {', '.join(map(str, choices))}, got {reprlib.repr(value)}"
+            return (
+                f"{name} must be one of {', '.join(map(str, choices))}, got {reprlib.repr(value)}"
+            )
         return None
     fallback = Bounds("INT" if kind == "int" else "FLOAT", None, None)
     bounds = _bounds(spec, param, fallback)

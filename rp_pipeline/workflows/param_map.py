@@ -68,11 +68,13 @@ def params_from_map(
             problems.append(f"{where}: a name is letters, digits and '_'")
             continue
         if not isinstance(entry, dict):
-            problems.append(f"{where}: expected {{to: [\"<node id>.<input>\"], ...}}")
+            problems.append(f'{where}: expected {{to: ["<node id>.<input>"], ...}}')
             continue
         extra = sorted(set(entry) - _PARAM_KEYS)
         if extra:
-            problems.append(f"{where}: unknown key(s) {', '.join(extra)} (known: {_known(_PARAM_KEYS)})")
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(extra)} (known: {_known(_PARAM_KEYS)})"
+            )
             continue
         found: list[str] = []
         targets = _targets(entry.get("to"), where, found, required=not entry.get("attach"))
@@ -169,7 +171,9 @@ def always_problems(params: dict[str, Param]) -> list[str]:
 def _targets(value: Any, where: str, problems: list[str], required: bool) -> list[Target]:
     if value is None:
         if required:
-            problems.append(f"{where}: 'to' is missing: the node inputs it fills, as \"<id>.<input>\"")
+            problems.append(
+                f"{where}: 'to' is missing: the node inputs it fills, as \"<id>.<input>\""
+            )
         return []
     items = value if isinstance(value, list) else [value]
     found = []
@@ -178,7 +182,7 @@ def _targets(value: Any, where: str, problems: list[str], required: bool) -> lis
             node_id, input_name = item.split(".", 1)
             found.append((node_id, input_name))
         else:
-            problems.append(f"{where}: target {item!r} is not \"<node id>.<input name>\"")
+            problems.append(f'{where}: target {item!r} is not "<node id>.<input name>"')
     return found
 
 
@@ -188,7 +192,7 @@ def _attach(value: Any, where: str, api: dict[str, Any], problems: list[str]) ->
     target = value.get("to") if isinstance(value, dict) else None
     node = str(value.get("node", "")) if isinstance(value, dict) else ""
     if not node or not isinstance(target, str) or "." not in target:
-        problems.append(f"{where}: attach needs {{node: <new LoadImage id>, to: \"<id>.<input>\"}}")
+        problems.append(f'{where}: attach needs {{node: <new LoadImage id>, to: "<id>.<input>"}}')
         return None
     if node in api:
         problems.append(f"{where}: attach node {node} is already in the workflow; pick a free id")
@@ -213,7 +217,9 @@ def _target_problems(where: str, target: Target, api: dict[str, Any]) -> list[st
     return []
 
 
-def _inferred_type(targets: list[Target] | tuple[Target, ...], api: dict[str, Any], catalogue: dict[str, Any]) -> str | None:
+def _inferred_type(
+    targets: list[Target] | tuple[Target, ...], api: dict[str, Any], catalogue: dict[str, Any]
+) -> str | None:
     if not targets:
         return None
     node_id, input_name = targets[0]

@@ -106,9 +106,10 @@ def _render(spec: WorkflowSpec, params: dict[str, Any], request_id: str | None) 
     # quality).
     given = {k: v for k, v in params.items() if v is not None}
     for key, param in spec.params.items():
-        if param.type == "text" and not param.required and key in given:
-            if isinstance(given[key], str) and not given[key].strip():
-                given.pop(key)
+        value = given.get(key)
+        blank = isinstance(value, str) and not value.strip()
+        if param.type == "text" and not param.required and blank:
+            given.pop(key)
     resolved = {**defaults(spec), **given}
     seed = params.get("seed")
     if seed is None:

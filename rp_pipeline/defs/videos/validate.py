@@ -113,5 +113,7 @@ def refuse_broken_workflows(context: OpExecutionContext, names: list[str]) -> No
     raise Failure(
         "no pod was launched: "
         + "; ".join(f"workflow {name!r} is refused: {'; '.join(p)}" for name, p in refused.items()),
-        metadata={f"workflow {name}": MetadataValue.text("\n".join(p)) for name, p in refused.items()},
+        metadata={
+            f"workflow {name}": MetadataValue.text("\n".join(p)) for name, p in refused.items()
+        },
     )
