@@ -91,7 +91,7 @@ def test_the_shipped_request_fields_keep_working(with_vhs: Path) -> None:
     assert api["81"]["inputs"]["noise_seed"] == 5
     assert api["74"]["inputs"]["length"] == 33 and api["88"]["inputs"]["fps"] == 16.0
     assert api["81"]["inputs"]["end_at_step"] == 4 and api["78"]["inputs"]["start_at_step"] == 4
-    with pytest.raises(RequestError, match="over the budget of .* \\(RP_MAX_PIXELS\\)"):
+    with pytest.raises(RequestError, match=r"over the budget of .* \(RP_MAX_PIXELS\)"):
         parse_request({"workflow": "wan22_t2v_14b", "prompt": "x",
                        "params": {"width": 4096, "height": 4096, "frames": 121}})  # fmt: skip
 
