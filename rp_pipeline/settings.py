@@ -182,7 +182,7 @@ class Settings:
         "RP_NODE_CATALOGUE_DIR",
         Kind("a directory", Path),
         None,
-        "/object_info snapshots (*.json) workflows are checked against; default <workflows>/catalogue",
+        "/object_info snapshots (*.json) workflows are checked against (<workflows>/catalogue)",
     )
     models_manifest: Path | None = env_setting(  # noqa: RUF009 (a field())
         "RP_MODELS_MANIFEST",

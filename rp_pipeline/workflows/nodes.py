@@ -1,6 +1,7 @@
 """The node catalogue workflows are checked against: what a ComfyUI answers on `/object_info`.
 
-Every `*.json` in the catalogue folder (RP_NODE_CATALOGUE_DIR, default `<workflows>/catalogue`)
+Every `*.json` in the catalogue folder (RP_NODE_CATALOGUE_DIR, default `<workflows>/catalogue`,
+else the project's `workflows/catalogue`)
 is one saved `/object_info` answer, merged in file-name order: `core.json` is the answer of a
 bare ComfyUI 0.3.64 (its 495 core nodes), and each custom node package the image installs adds
 a snapshot of its own nodes beside it (`curl http://<comfyui>/object_info > <package>.json`).
@@ -14,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from rp_pipeline.settings import current
+from rp_pipeline.settings import DEFAULT_WORKFLOWS_DIR, current
 
 
 class CatalogueError(ValueError):
@@ -22,11 +23,15 @@ class CatalogueError(ValueError):
 
 
 def catalogue_dir() -> Path:
+    """RP_NODE_CATALOGUE_DIR, else the workflows folder's `catalogue/`, else the project's: the
+    catalogue describes the image, so a folder of your own workflows needs none of its own."""
     directory: Path | None = current("node_catalogue_dir")
     if directory is not None:
         return directory
     workflows: Path = current("workflows_dir")
-    return workflows / "catalogue"
+    if (workflows / "catalogue").is_dir():
+        return workflows / "catalogue"
+    return DEFAULT_WORKFLOWS_DIR / "catalogue"
 
 
 def object_info() -> dict[str, Any]:

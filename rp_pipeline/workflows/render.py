@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rp_agent import keys
-from rp_pipeline.workflows.folder import find_workflow, list_workflows, load_workflow, model_files
+from rp_pipeline.workflows.folder import (
+    find_workflow,
+    list_workflows,
+    load_workflow,
+    model_files,
+    workflows_dir,
+)
 from rp_pipeline.workflows.graph_check import check_graph
 from rp_pipeline.workflows.nodes import CatalogueError, object_info
 from rp_pipeline.workflows.param_check import param_problems
@@ -55,7 +61,7 @@ def get_workflow(name: str | WorkflowSpec) -> WorkflowSpec:
         return name
     path = find_workflow(str(name))
     if path is None:
-        known = ", ".join(list_workflows()) or "none"
+        known = ", ".join(list_workflows()) or f"none (no *.json in {workflows_dir()})"
         raise WorkflowParamError(
             str(name), [f"unknown workflow {name!r}; known: {known}"], lead="no such workflow"
         )

@@ -110,3 +110,16 @@ def test_a_bad_catalogue_snapshot_is_one_line(
         f"vhs: node catalogue {directory / 'catalogue' / 'broken.json'}: node 'X' has no "
         "'input' table; save the whole GET /object_info answer of a running ComfyUI"
     )
+
+
+def test_a_folder_without_a_catalogue_uses_the_projects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = folder(tmp_path, monkeypatch, [])
+    (directory / "catalogue").rmdir()
+    monkeypatch.delenv("RP_NODE_CATALOGUE_DIR", raising=False)
+    assert main(["workflow", "check", "vhs"]) == 0  # core + VideoHelperSuite of the project
+    assert capsys.readouterr().out.startswith("OK vhs: ")
+    monkeypatch.setenv("RP_WORKFLOWS_DIR", str(tmp_path / "nowhere"))
+    assert main(["workflow", "check", "vhs"]) == 2
+    assert f"known: none (no *.json in {tmp_path / 'nowhere'})" in capsys.readouterr().out
