@@ -20,6 +20,7 @@ model files (no weights were installed), and a pod without the file refuses the 
 
 from __future__ import annotations
 
+import json
 import reprlib
 from collections.abc import Collection
 from typing import Any
@@ -122,7 +123,10 @@ def _link_problem(
 ) -> str | None:
     if len(link) != 2 or not isinstance(link[1], int) or isinstance(link[1], bool):
         return f"bad link {reprlib.repr(link)}: a link is [node id, output index]"
-    origin_id, index = str(link[0]), link[1]
+    origin_id, index = link[0], link[1]
+    if not isinstance(origin_id, str):  # ComfyUI looks the id up as given: 8 is not "8"
+        example = json.dumps([str(origin_id), index])
+        return f"linked to node {origin_id!r}: a link names its node as a string, e.g. {example}"
     origin = api.get(origin_id)
     if origin is None:
         return f"linked to node {origin_id}, which is not in the workflow"

@@ -89,6 +89,8 @@ def _break(change: str) -> dict[str, Any]:
         del inputs["cfg"]
     elif change == "link_to_missing_node":
         inputs["model"] = ["999", 0]
+    elif change == "link_id_not_a_string":
+        inputs["model"] = [48, 0]
     elif change == "link_output_index":
         inputs["model"] = ["48", 3]
     elif change == "link_type":
@@ -107,7 +109,8 @@ def _break(change: str) -> dict[str, Any]:
 
 
 CHANGES = [
-    "unknown_class", "missing_required", "link_to_missing_node", "link_output_index",
+    "unknown_class", "missing_required", "link_to_missing_node", "link_id_not_a_string",
+    "link_output_index",
     "link_type", "not_an_int", "below_min", "above_max", "not_in_list", "no_output",
 ]  # fmt: skip
 
