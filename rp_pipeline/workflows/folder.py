@@ -72,6 +72,8 @@ def load_workflow(path: Path) -> WorkflowSpec:
         raise WorkflowError(path.stem, [str(exc)]) from None
     key = (path.resolve(), _stamp(path), _stamp(map_path), id(catalogue), model_files())
     if key not in _loaded:
+        if len(_loaded) > 256:  # files edited many times in one process
+            _loaded.clear()
         try:
             _loaded[key] = _load(path.resolve(), map_path.exists(), catalogue, key[-1])
         except WorkflowError as exc:

@@ -158,8 +158,14 @@ def with_prefix_targets(
 
 
 def always_problems(params: dict[str, Param]) -> list[str]:
-    """seed and filename_prefix keep their meaning in every workflow."""
-    problems = []
+    """seed and filename_prefix keep their meaning in every workflow; the start image a request
+    uploads is `input_image`."""
+    problems = [
+        f"parameter {name!r}: an image parameter is the request's start image, so it must be "
+        "called input_image"
+        for name, param in params.items()
+        if param.type == "image" and name != "input_image"
+    ]
     for name in ALWAYS:
         param = params.get(name)
         wanted = "int" if name == "seed" else "text"

@@ -234,11 +234,18 @@ parameters:
   seed: {to: "3.seed", colour: red}
 """
     titled = {**IMAGES_TO_VIDEO, "2": {**IMAGES_TO_VIDEO["2"], "_meta": {"title": "$speed"}}}
+    start = {**api, "56": {"class_type": "LoadImage", "inputs": {"image": "a.png"}, "_meta": {"title": "$start:image"}}}  # fmt: skip
     ui = {"nodes": [], "links": []}
     use_folder(
         tmp_path,
         monkeypatch,
-        {"mine.json": api, "mine.params.yaml": params, "titled.json": titled, "ui.json": ui},
+        {
+            "mine.json": api,
+            "mine.params.yaml": params,
+            "titled.json": titled,
+            "ui.json": ui,
+            "start.json": start,
+        },  # fmt: skip
     )
     with pytest.raises(WorkflowParamError) as info:
         get_workflow("mine")
@@ -255,6 +262,8 @@ parameters:
         get_workflow("titled")
     with pytest.raises(WorkflowParamError, match="UI-format workflow: export it from ComfyUI"):
         get_workflow("ui")
+    with pytest.raises(WorkflowParamError, match="'start': an image parameter is the request's"):
+        get_workflow("start")
 
 
 def test_bounds_are_comfyuis_own_from_the_node_catalogue() -> None:
