@@ -245,7 +245,7 @@ parameters:
             "titled.json": titled,
             "ui.json": ui,
             "start.json": start,
-        },  # fmt: skip
+        },
     )
     with pytest.raises(WorkflowParamError) as info:
         get_workflow("mine")
