@@ -59,7 +59,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": True, **describe(spec)}, default=str))
         return 0
-    print(f"OK {spec.name}: {spec.description}")
+    needs = f" (GPU memory: {spec.gpu_memory_gb:g} GB)" if spec.gpu_memory_gb else ""
+    print(f"OK {spec.name}: {spec.description}{needs}")
     for line in parameter_lines(spec):
         print(f"  {line}")
     return 0

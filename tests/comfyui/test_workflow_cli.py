@@ -35,7 +35,10 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshots: list[Path
 def test_check_prints_ok_and_the_parameters(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["workflow", "check", "wan22_t2v_14b"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "OK wan22_t2v_14b: WAN 2.2 text-to-video 14B (high+low noise experts), 720p"
+    assert out[0] == (
+        "OK wan22_t2v_14b: WAN 2.2 text-to-video 14B (high+low noise experts), 720p "
+        "(GPU memory: 48 GB)"
+    )
     assert "  prompt (text, required) -> 89.text" in out
     assert "  steps (int, default 20) -> 81.steps, 78.steps, 78.end_at_step" in out
     assert "  seed (int, random when not given) -> 81.noise_seed" in out
