@@ -152,3 +152,20 @@ def test_nodes_no_output_depends_on_are_not_checked_as_comfyui_does() -> None:
     assert check_graph(api, object_info(), model_files()) == []
     valid, _, _, _ = PromptValidator(build_catalogue(DEFAULT_MODELS, [])).validate(api)
     assert valid
+
+
+def test_the_shipped_workflows_load_only_what_a_wan720p_fp8_pod_downloads() -> None:
+    """Stricter than the check (any group, any tier): the files the default pod fetches."""
+    from rp_agent.models.manifest import BUILTIN_MANIFEST, parse_manifest, select
+
+    fetched = {
+        e.name for e in select(parse_manifest(BUILTIN_MANIFEST), "fp8", {"WAN_720P": "true"})
+    }
+    for name in list_workflows():
+        named = {
+            value
+            for node in get_workflow(name).api_json.values()
+            for value in node["inputs"].values()
+            if isinstance(value, str) and value.endswith(".safetensors")
+        }
+        assert named and named <= fetched, (name, sorted(named - fetched))
