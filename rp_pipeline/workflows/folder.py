@@ -22,7 +22,7 @@ from rp_pipeline.workflows.param_map import (
     read_map_file,
     with_prefix_targets,
 )
-from rp_pipeline.workflows.spec import WorkflowError, WorkflowSpec, load_api_json
+from rp_pipeline.workflows.spec import Param, WorkflowError, WorkflowSpec, load_api_json
 
 MAP_SUFFIX = ".params.yaml"
 
@@ -79,8 +79,8 @@ def load_workflow(path: Path) -> WorkflowSpec:
         except WorkflowError as exc:
             _loaded[key] = exc
     found = _loaded[key]
-    if isinstance(found, WorkflowError):
-        raise found
+    if isinstance(found, WorkflowError):  # a fresh one: re-raising would grow its traceback
+        raise WorkflowError(found.where, found.problems)
     return found
 
 
@@ -107,6 +107,7 @@ def _load(
         raise WorkflowError(name, exc.problems) from None
     map_path = path.with_name(name + MAP_SUFFIX)
     doc: dict[str, Any] = {}
+    params: dict[str, Param] = {}
     if has_map:
         doc, problems = read_map_file(map_path)
         if not problems:
