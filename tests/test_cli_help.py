@@ -27,6 +27,8 @@ def test_every_tool_has_a_version(tool: str) -> None:
         ["rp-launch", "wait"],
         ["rp-launch", "template", "sync"],
         ["rp-launch", "doctor"],
+        ["rp-launch", "workflow", "check"],
+        ["rp-launch", "workflow", "list"],
         ["rp-devstack", "up"],
         ["rp-agent", "sync"],
     ],
