@@ -106,5 +106,5 @@ def test_fastest_under_a_ceiling() -> None:
     )
     assert capped.gpu_types == (FAST,)  # CHEAP is slower and over the ceiling per video
     assert "skipped CHEAP: dearer" in capped.reason
-    with pytest.raises(GpuChoiceError, match="RP_GPU_MAX_USD_PER_VIDEO=\\$0.0010"):
+    with pytest.raises(GpuChoiceError, match=r"RP_GPU_MAX_USD_PER_VIDEO=\$0\.0010"):
         order_gpu_types("fastest", [CHEAP, FAST], table(), PRICES, WORK, max_usd_per_video=0.001)
