@@ -108,3 +108,44 @@ def test_fastest_under_a_ceiling() -> None:
     assert "skipped CHEAP: dearer" in capped.reason
     with pytest.raises(GpuChoiceError, match=r"RP_GPU_MAX_USD_PER_VIDEO=\$0\.0010"):
         order_gpu_types("fastest", [CHEAP, FAST], table(), PRICES, WORK, max_usd_per_video=0.001)
+
+
+def test_rp_launch_gpus_shows_the_measured_cost_beside_price_and_stock(
+    runpod_emulator: Any, tmp_path: Any
+) -> None:
+    import json
+
+    from dagster import AssetMaterialization, DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    from rp_pipeline.asset_keys import GENERATED_VIDEO
+    from tests.rp_launch import one_line_error, only_base_url_and_key
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    gpu = "NVIDIA GeForce RTX 4090"
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        for key in ("a", "b"):
+            md = video("", key, gpu, "p1", 0.002, 3.6, 1.5).metadata
+            instance.report_runless_asset_event(
+                AssetMaterialization(GENERATED_VIDEO, partition=key, metadata=md)
+            )
+    shown = only_base_url_and_key(
+        runpod_emulator, "gpus", "--workflow", "wf", "--json", DAGSTER_HOME=str(home)
+    )
+    assert shown.returncode == 0, shown.stderr
+    by_id = {g["id"]: g for g in json.loads(shown.stdout)}
+    assert by_id[gpu]["secure_price"] == 0.69 and by_id[gpu]["availability"] == "HIGH"
+    measured = by_id[gpu]["measured"]
+    assert [(r["resolution"], r["videos"], r["usd_per_video"]) for r in measured] == [
+        ("all", 2, 0.002), ("320x192", 2, 0.002)
+    ]  # fmt: skip
+    assert by_id["NVIDIA RTX A6000"]["measured"] == []
+    text = only_base_url_and_key(
+        runpod_emulator, "gpus", "--workflow", "wf", DAGSTER_HOME=str(home)
+    )
+    assert "2 video(s)  $0.0020/video  median 1.5 s generation, 2.0 s billed" in text.stdout
+    assert "no video of wf measured" in text.stdout
+    no_home = only_base_url_and_key(runpod_emulator, "gpus", "--workflow", "wf")
+    assert "set DAGSTER_HOME" in one_line_error(no_home, 2)
