@@ -103,8 +103,9 @@ def order_gpu_types(
     about = f"workflow {workload.workflow} ({scope})"
     if workload.other_workflows:
         about += f"; {workload.other_workflows} video(s) of other workflows not weighed"
-    notes = [f"{g}: {_figures(measured[g])}" for g in allowed if g in measured]
-    notes += [f"{g}: not measured, ${per_hour[g]:.2f}/h" for g in unmeasured]
+    figures = {g: _figures(row) for g, row in measured.items()}
+    figures |= {g: f"not measured, ${per_hour[g]:.2f}/h" for g in unmeasured}
+    notes = [f"{g}: {figures[g]}" for g in allowed]
     if choice == "cheapest-per-video":
         explore = sorted(
             (g for g in allowed if explore_videos and (
@@ -146,6 +147,8 @@ def order_gpu_types(
         rule += ", unmeasured after"
     else:
         raise GpuChoiceError(f"{CHOICE_ENV} must be one of {', '.join(GPU_CHOICES)}")
+    # The figures in the order chosen, then any type left out (over the ceiling).
+    notes = [f"{g}: {figures[g]}" for g in [*order, *(g for g in allowed if g not in order)]]
     return GpuOrder(
         tuple(order),
         f"GPU order {', '.join(order)} ({CHOICE_ENV}={choice}: {rule}; {about}: "
