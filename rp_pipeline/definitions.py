@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
+from rp_pipeline.defs.costs import defs as costs
 from rp_pipeline.defs.previews import defs as previews
 from rp_pipeline.defs.requests import defs as requests
 from rp_pipeline.defs.resources import load_resources, resources_for
@@ -26,6 +27,7 @@ def build_definitions(env: str | None = None) -> Definitions:
         videos.defs,
         previews.defs,
         teardown.defs,
+        costs.defs,
         Definitions(
             resources=load_resources(env),
             # One process per run: ops hand the pod over in memory-cheap pickles, cancellation

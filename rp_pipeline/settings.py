@@ -44,6 +44,7 @@ from rp_pipeline.setting_kinds import (
 ENVIRONMENTS = ("devstack", "production")
 MARKETS = ("on-demand", "interruptible", "interruptible-fallback")
 RUNPOD_APIS = ("rest", "graphql")
+GPU_CHOICES = ("preference", "cheapest-per-video", "fastest")
 
 # Defaults that are facts about the product, not about one module: each has this one home.
 DEFAULT_MARKET = "on-demand"
@@ -170,6 +171,31 @@ class Settings:
     )
     expected_boot_s: float = env_setting(
         "RP_EXPECTED_BOOT_S", number("a number of seconds"), DEFAULT_BOOT_S, "pod s per boot"
+    )
+    # GPU choice: which allowed type a run tries first, and how long it waits for stock.
+    gpu_choice: str = env_setting(
+        "RP_GPU_CHOICE",
+        choice(*GPU_CHOICES),
+        "preference",
+        "order of RP_GPU_TYPES: preference, cheapest-per-video or fastest (measured)",
+    )
+    gpu_explore_videos: int = env_setting(
+        "RP_GPU_EXPLORE_VIDEOS",
+        whole(0),
+        0,
+        "cheapest-per-video: a type measured on fewer videos than this is tried first (0 = never)",
+    )
+    gpu_max_usd_per_video: float | None = env_setting(
+        "RP_GPU_MAX_USD_PER_VIDEO",
+        number("an amount in US dollars"),
+        None,
+        "fastest: skip GPU types measured above this $/video",
+    )
+    capacity_wait_s: float = env_setting(
+        "RP_CAPACITY_WAIT_S",
+        number("a number of seconds", above=False),
+        0.0,
+        "no allowed GPU type in stock: wait this long for one (0 = fail at once)",
     )
     # Requests.
     prompts_dir: Path = env_setting(  # noqa: RUF009 (a field(), not a shared default)

@@ -71,7 +71,9 @@ def generation_settings(env: str, settings: Settings) -> GenerationSettings:
     if env == "devstack":
         # The stand-in renders in well under a second per step; deadlines are short so a
         # broken setup fails in seconds, not minutes.
-        extra["COMFY_STANDIN_STEP_SECONDS"] = settings.standin_step_s or "0.02"
+        # The stand-in's step time only when set: else each pod steps at its GPU type's speed
+        # (the emulator's per-type step time), so GPU types differ as real ones do.
+        extra |= _given(COMFY_STANDIN_STEP_SECONDS=settings.standin_step_s)
         options |= {
             "ready_deadline_s": 120.0,
             "prompt_deadline_s": 300.0,

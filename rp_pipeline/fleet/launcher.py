@@ -53,7 +53,11 @@ class Launcher:
         self._make_room(client, price)
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
-        spec = self.runpod.pod_spec(env=env, name=label)
+        # The plan's GPU order (RP_GPU_CHOICE) is the one place the run's type order is set.
+        order = (
+            {"gpu_types": list(self.plan.gpu_types)} if self.plan and self.plan.gpu_types else {}
+        )
+        spec = self.runpod.pod_spec(env=env, name=label, **order)
         launched_at = time.time()
         pod = launch_on_market(client, spec, self.run_id, market)
         info = PodInfo(

@@ -47,6 +47,7 @@ from rp_pipeline.integrations.runpod.pods import (
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token, pod_token
 from rp_pipeline.settings import value_of
 from rp_pipeline.tools import doctor, workflow
+from rp_pipeline.tools import gpus as gpu_listing
 from rp_pipeline.tools.help import Parser, package_version
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -167,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", parents=[common], help="list pods")
     listing.add_argument("--prefix", help="only pods whose name starts with this")
 
-    gpus = sub.add_parser("gpus", parents=[common], help="GPU types with prices and stock")
-    gpus.add_argument("--datacenter", help="stock in this datacenter (e.g. EU-RO-1)")
+    gpus_parser = sub.add_parser(
+        "gpus", parents=[common], help="GPU types with prices, stock and measured $/video"
+    )
+    gpu_listing.add_arguments(gpus_parser)
 
     template = sub.add_parser("template", parents=[common], help="pod templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(
             args, "interrupted; `rp-launch list` shows any pod left behind", 130, "Interrupted"
         )
-    except UsageError as exc:
+    except (UsageError, gpu_listing.NoInstanceError) as exc:
         return _fail(args, str(exc), 2, "UsageError")
     except RunPodError as exc:
         code = next(c for t, c in EXIT_CODES if isinstance(exc, t))
@@ -327,21 +330,6 @@ def cmd_list(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, A
     return [{**p.summary(), "idle": p.id in idle} for p in pods]
 
 
-def cmd_gpus(client: RunPodClient, args: argparse.Namespace) -> list[dict[str, Any]]:
-    gpus = client.gpu_types(args.datacenter)
-    if not args.json:
-        for g in gpus:
-            spot = f"  spot ${g.spot_price}" if g.spot_price is not None else ""
-            where = ", ".join(f"{dc} {level}" for dc, level in sorted(g.datacenters.items()))
-            print(
-                f"{g.id:28} {g.memory_gb or '?':>3} GB  secure ${g.secure_price}  "
-                f"community ${g.community_price}{spot}  "
-                f"stock {g.availability or g.stock_status or 'unknown'}"
-                + (f" ({where})" if where else "")
-            )
-    return [vars(g) for g in gpus]
-
-
 def cmd_template(client: RunPodClient, args: argparse.Namespace) -> dict[str, Any]:
     try:
         module = importlib.import_module("rp_pipeline.tools.template")
@@ -364,7 +352,7 @@ COMMANDS: dict[str, Callable[[RunPodClient, argparse.Namespace], Any]] = {
     "open": cmd_open,
     "terminate": cmd_terminate,
     "list": cmd_list,
-    "gpus": cmd_gpus,
+    "gpus": gpu_listing.command,
     "template": cmd_template,
     "doctor": doctor.command,
 }

@@ -29,6 +29,7 @@ from dagster import (
 from rp_pipeline.defs.videos.events import handle_event, settled_observations
 from rp_pipeline.fleet.billing import run_budget
 from rp_pipeline.fleet.boot import BootWatch
+from rp_pipeline.fleet.capacity import CapacityTimeout, wait_for_capacity
 from rp_pipeline.fleet.external import pods_for
 from rp_pipeline.fleet.launcher import idle_room
 from rp_pipeline.fleet.podlogs import FORWARD_EVERY_S
@@ -51,7 +52,9 @@ from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.errors import RunPodTransientError
 from rp_pipeline.integrations.runpod.resource import RunPodResource
+from rp_pipeline.money.gpu_choice import Workload
 from rp_pipeline.money.plan import plan_run
+from rp_pipeline.settings import SettingError, current
 
 __all__ = ["POD_POOL"]
 
@@ -98,12 +101,16 @@ def launch_pod(
     n = len(state.videos)
     idle = idle_room(client, r2, provider)
     try:
-        catalog = client.gpu_types()
+        catalog = wait_for_capacity(
+            client, provider.pod_spec(), current("capacity_wait_s"), context.log.info
+        )
         by_cost, spend = pods_within_cost_cap(
             client, provider, catalog, settings.max_total_cost_per_hr, idle.cost_per_hr
         )
     except RunPodTransientError as exc:
         raise Failure(f"{exc}; no pod was launched") from None
+    except (CapacityTimeout, SettingError) as exc:
+        raise Failure(f"no pod was launched: {exc}") from None
     if by_cost < 1:
         raise Failure(
             f"running pods already cost ${spend:.2f}/h; one more would pass the "
@@ -113,8 +120,10 @@ def launch_pod(
     state.plan = plan_run(
         context.instance, catalog, list(provider.gpu_types), provider.cloud_type,
         videos=n, pods=max(0, want - idle.fitting),
-        fallback_price=float(provider.max_cost_per_hr or 0.0),
+        fallback_price=float(provider.max_cost_per_hr or 0.0), workload=Workload.of(state.videos),
     )  # fmt: skip
+    if state.plan.gpu_types:
+        context.log.info(state.plan.gpu_reason)
     slots = pods.slots
     waited = {"at": 0.0}
 
