@@ -4,7 +4,9 @@ Run by docker/download_models.sh (the entry point start.sh calls). Exit status: 
 1 some file failed (each named on stderr), 2 bad settings. Environment: see
 docs/runpod-template-config.md (WAN_720P, ENABLE_TURBODIFFUSION, GPU_TIER, MODELS_DIR,
 HF_ENDPOINT, HF_TOKEN, CIVITAI_API_KEY, CIVITAI_ENDPOINT, MODELS_MANIFEST, DOWNLOAD_ATTEMPTS,
-DOWNLOAD_STREAMS, DOWNLOAD_CHUNK_MB, PROGRESS_INTERVAL_S, RP_BOOT_STATUS).
+DOWNLOAD_STREAMS, DOWNLOAD_CHUNK_MB, PROGRESS_INTERVAL_S, RP_BOOT_STATUS) and RP_LORAS
+(the run's LoRAs, see rp_agent.models.loras; R2 ones use R2_ENDPOINT R2_BUCKET R2_ACCESS_KEY_ID
+R2_SECRET_ACCESS_KEY).
 Secrets only ever go into request headers, never into a log line.
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from rp_agent import bootstatus
 from rp_agent.models.download import MIB, Downloader, Settings
+from rp_agent.models.loras import LORAS_ENV, downloadable, parse_wants, settle_loras
 from rp_agent.models.manifest import ManifestError, load_manifest, resolve_tier, select
 
 LOCK_FILE = ".download.lock"
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = settings_from_env(env)
         tier = resolve_tier(env)
         entries = select(load_manifest(env), tier, env)
+        loras = parse_wants(env.get(LORAS_ENV))
     except ManifestError as exc:
         err(str(exc))
         return 2
@@ -89,6 +93,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args == ["--list"]:
         for entry in entries:
             print(f"{tier}\t{settings.models_dir / entry.relpath}\t{entry.url(env)}", flush=True)
+        for lora in loras:
+            print(f"lora\t{settings.models_dir / lora.relpath}\t{lora.source}:{lora.location}")
         return 0
     if settings.status_file is not None:
         bootstatus.update(settings.status_file, phase="models_started")
@@ -104,7 +110,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    failed = downloader.run(entries)
+    # The LoRAs' downloads share the weights' streams and progress; R2 and in-place ones follow.
+    failed = downloader.run(entries + downloadable(loras))
+    if loras:
+        status = settle_loras(loras, settings.models_dir, env, set(failed), err)
+        if settings.status_file is not None:
+            bootstatus.update(settings.status_file, loras=status)
+        wanted = {lora.relpath for lora in loras}
+        failed = [f for f in failed if f not in wanted] + [
+            f"loras/{s['name']}" for s in status if s["state"] != "ok"
+        ]
+        log(f"LoRAs: {sum(s['state'] == 'ok' for s in status)}/{len(status)} in place")
     if failed:
         err(f"{len(failed)} model(s) failed: {' '.join(failed)}")
         return 1

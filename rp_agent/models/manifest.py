@@ -4,7 +4,8 @@ One manifest entry per line, whitespace separated:
     GROUP  TIER  SOURCE  PATH_IN_SOURCE  SUBDIR  MIN_MB  SHA256
 GROUP  wan720p (WAN_720P=true) or turbo (ENABLE_TURBODIFFUSION=true)
 TIER   any, fp8 or bf16: an fp8/bf16 entry is fetched only on that GPU tier
-SOURCE a Hugging Face repo id; civitai:<model version id>; or an http(s) URL. For the last two
+SOURCE a Hugging Face repo id; civitai:<model version id>; hf-path:<repo>/resolve/<rev>/<file>
+       (a Hugging Face file at a pinned revision); or an http(s) URL. For the last three
        PATH_IN_SOURCE is the file name to save as.
 MIN_MB a floor just under the published size: catches truncated and HTML error bodies early
 SHA256 the pinned digest, or "-": the hub's own digest is used then (Hugging Face: the LFS
@@ -86,6 +87,8 @@ class Entry:
         if self.kind == "url":
             return self.source
         base = env.get("HF_ENDPOINT") or "https://huggingface.co"
+        if self.source.startswith("hf-path:"):
+            return f"{base.rstrip('/')}/{self.source.removeprefix('hf-path:').lstrip('/')}"
         return f"{base.rstrip('/')}/{self.source}/resolve/main/{self.path}"
 
 
