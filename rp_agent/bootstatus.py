@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,7 @@ def update(
     *,
     phase: str | None = None,
     models: Mapping[str, Any] | None = None,
-    loras: list[Mapping[str, Any]] | None = None,
+    loras: Sequence[Mapping[str, Any]] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Records `phase` (first time only: a restarted step keeps its first timestamp) and/or
