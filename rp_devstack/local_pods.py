@@ -139,6 +139,12 @@ class LocalPod:
         return lease_s > 0 and all(self.env.get(name) for name in R2_NAMES)
 
     @property
+    def models_dir(self) -> Path:
+        """start.sh's $MODELS_DIR: the weights stay out (the stand-in needs none), but the files
+        a pod fetches at boot (the run's LoRAs) land here and the stand-in lists them."""
+        return self.root / "workspace" / "ComfyUI" / "models"
+
+    @property
     def boot_status(self) -> Path:
         """The pod's boot status file (start.sh's `$RP_AGENT_STATE_DIR/boot.json`)."""
         return self.root / "agent-state" / "boot.json"
@@ -147,8 +153,11 @@ class LocalPod:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.input_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
-        self._boot_phases_before_comfyui()
         process_env = self._process_env()
+        bootstatus.update(self.boot_status, phase="container_started")
+        if self.env.get("RP_LORAS"):
+            self._fetch_models(process_env)
+        self._boot_phases_before_comfyui()
         comfy_argv = self.comfy_command(
             self.comfy_internal_port, self.output_dir, self.input_dir, self.env
         )
@@ -185,13 +194,30 @@ class LocalPod:
             self.comfy_port,
         )
 
+    def _fetch_models(self, env: dict[str, str], timeout_s: float = 120.0) -> None:
+        """As start.sh runs docker/download_models.sh before ComfyUI: the same rp_agent.models
+        code puts the run's LoRAs into models/loras/ (its lines in logs/models.log). A failure
+        is logged and ComfyUI starts anyway, as in the image."""
+        self._spawn("models", [sys.executable, "-m", "rp_agent.models"], env)
+        proc = self.processes.pop("models")
+        try:
+            status = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            end_process_group(proc, 1.0)
+            status = -1
+        if status != 0:
+            log.warning("local pod %s: model download failed (status %s)", self.pod_id, status)
+
     def _boot_phases_before_comfyui(self) -> None:
         """The phases start.sh records, for a pod whose models are all in place (the
         stand-in needs none): the run sees the same boot phases as from a RunPod pod."""
         for phase in ("container_started", "models_started"):
             bootstatus.update(self.boot_status, phase=phase)
-        models = {"state": "verified", "files_total": 0, "files_skipped": 0, "bytes_downloaded": 0}
-        bootstatus.update(self.boot_status, phase="models_verified", models=models)
+        if "models" not in bootstatus.read(self.boot_status):  # the downloader did not run
+            models = {"state": "verified", "files_total": 0, "files_skipped": 0}
+            bootstatus.update(
+                self.boot_status, phase="models_verified", models=models | {"bytes_downloaded": 0}
+            )
         bootstatus.update(self.boot_status, phase="comfyui_started")
 
     def _note_comfyui_ready(self, give_up_s: float = 300.0) -> None:
@@ -249,6 +275,8 @@ class LocalPod:
         # As start.sh does in the image: the agent ships the other processes' output too, so the
         # run's log shows ComfyUI's lines (the stand-in's, here) beside the agent's own.
         env["RP_BOOT_STATUS"] = str(self.boot_status)
+        env.setdefault("MODELS_DIR", str(self.models_dir))
+        env["COMFYUI_STANDIN_MODELS_DIR"] = env["MODELS_DIR"]
         env.setdefault(
             "RP_AGENT_LOG_FILES",
             ",".join(str(self.root / "logs" / f"{name}.log") for name in LOGGED_PROCESSES),

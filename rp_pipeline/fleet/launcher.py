@@ -16,6 +16,7 @@ from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.warm_pods import claim_idle_pod, evict_idle_pod
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 from rp_pipeline.money.market import PodMarket, launch_on_market
+from rp_pipeline.workflows.loras import LORAS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class Launcher:
     batch_size: int
     plan: Any = None  # rp_pipeline.money.plan.RunPlan (None: on-demand, no warm pods)
     budget: Any = None  # rp_pipeline.money.budget.RunBudget, asked before each new pod
+    # RP_LORAS for the run's pods (workflows.loras.pod_env_value): the batch's LoRAs, fetched by
+    # the pod before ComfyUI starts. "" when the batch has none.
+    loras_env: str = ""
 
     def label(self, slot: str, attempt: int = 0) -> str:
         return f"x{self.batch_size}-{slot}" + (f"-r{attempt}" if attempt else "")
@@ -53,6 +57,8 @@ class Launcher:
         self._make_room(client, price)
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
+        if self.loras_env:
+            env[LORAS_ENV] = self.loras_env
         spec = self.runpod.pod_spec(env=env, name=label)
         launched_at = time.time()
         pod = launch_on_market(client, spec, self.run_id, market)
@@ -73,7 +79,10 @@ class Launcher:
 
     def _adopt(self, client: Any, slot: str) -> PodInfo | None:
         """Claim an idle pod of an earlier run that fits (it skips the boot); the claim is
-        this run's lease, which the LeaseKeeper takes over and renews from here."""
+        this run's lease, which the LeaseKeeper takes over and renews from here. A run with
+        LoRAs never adopts: a warm pod fetched only its own run's LoRAs at boot."""
+        if self.loras_env:
+            return None
         r2 = self.leases.r2
         try:
             claim = claim_idle_pod(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 from rp_pipeline.workflows.spec import WorkflowError
 
 LORA_NODE = "LoraLoaderModelOnly"
+# The pod env variable rp_agent.models reads the run's LoRAs from.
+LORAS_ENV = "RP_LORAS"
 # Nodes that produce a diffusion model from a file (where a model path starts).
 MODEL_LOADERS = {"UNETLoader", "CheckpointLoaderSimple", "UnetLoaderGGUF"}
 # Nodes that already apply a LoRA to the loaded model: ours go after them.
@@ -292,3 +294,11 @@ def attach_loras(api_json: Mapping[str, Any], loras: Sequence[LoraRef]) -> dict[
             f"(its experts: {', '.join(sorted(set(experts.values())))})"
         )
     return api
+
+
+def batch_loras(requests: Iterable[Mapping[str, Any]]) -> tuple[LoraRef, ...]:
+    """Every LoRA of a batch of requests (their `to_dict` form), for the batch's pods."""
+    refs: list[LoraRef] = []
+    for request in requests:
+        refs += parse_loras(request.get("loras"))
+    return tuple(refs)
