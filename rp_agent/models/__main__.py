@@ -22,7 +22,14 @@ from pathlib import Path
 from rp_agent import bootstatus
 from rp_agent.models.download import MIB, Downloader, Settings
 from rp_agent.models.loras import LORAS_ENV, downloadable, parse_wants, settle_loras
-from rp_agent.models.manifest import ManifestError, load_manifest, resolve_tier, select
+from rp_agent.models.manifest import (
+    TURBO_FLAG,
+    TURBO_NOTE,
+    ManifestError,
+    load_manifest,
+    resolve_tier,
+    select,
+)
 
 LOCK_FILE = ".download.lock"
 
@@ -90,6 +97,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         f"WAN_720P={env.get('WAN_720P', 'false')}, "
         f"ENABLE_TURBODIFFUSION={env.get('ENABLE_TURBODIFFUSION', 'false')}"
     )
+    if env.get(TURBO_FLAG, "false") == "true":
+        log(TURBO_NOTE)
     if args == ["--list"]:
         for entry in entries:
             print(f"{tier}\t{settings.models_dir / entry.relpath}\t{entry.url(env)}", flush=True)
