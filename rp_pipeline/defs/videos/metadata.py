@@ -138,6 +138,7 @@ def recovered_metadata(
         "workflow": str(request.get("workflow", "")),
         "comfyui_prompt_id": marker.prompt_id,
         **start_image_metadata(request),
+        **lora_metadata(request, r2, marker.pod_id),
     }
 
 
