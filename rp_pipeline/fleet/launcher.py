@@ -157,14 +157,17 @@ class IdleRoom:
     fitting: int = 0
 
 
-def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
+def idle_room(client: Any, r2: Any, runpod: Any, adopts: bool = True) -> IdleRoom:
     """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
-    pod were idle, which is never over a cap)."""
+    pod were idle, which is never over a cap). `adopts=False` (a run with LoRAs, which adopts
+    no idle pod): none of them fits, their $/h is still room (the launcher may end them)."""
     try:
         fleet = LiveFleet.read(client, r2)
         usage = fleet.usage()
         if not usage.idle:
             return IdleRoom()
+        if not adopts:
+            return IdleRoom(usage.idle_cost_per_hr, 0)
         fitting = fleet.adoptable(
             image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
             now=time.time(),

@@ -93,3 +93,28 @@ def test_a_run_with_loras_adopts_no_warm_pod() -> None:
         loras_env='[{"name":"a.safetensors","source":"file"}]',
     )  # fmt: skip
     assert launcher._adopt(client=None, slot="pod-0") is None
+
+
+def test_a_run_with_loras_counts_no_idle_pod_as_one_it_adopts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sizing: idle pods' $/h is still room (they may be ended), but none fits a LoRA run."""
+    import rp_pipeline.fleet.launcher as launcher
+
+    class Usage:
+        idle = 2
+        idle_cost_per_hr = 1.5
+
+    class Fleet:  # two idle pods that fit the image, GPU and volume
+        def usage(self) -> Usage:
+            return Usage()
+
+        def adoptable(self, **_: object) -> list[object]:
+            return [object(), object()]
+
+    class Provider:
+        image, gpu_types, network_volume_id = "img", ["g"], None
+
+    monkeypatch.setattr(launcher.LiveFleet, "read", staticmethod(lambda client, r2: Fleet()))
+    assert launcher.idle_room(None, None, Provider()) == launcher.IdleRoom(1.5, 2)
+    assert launcher.idle_room(None, None, Provider(), adopts=False) == launcher.IdleRoom(1.5, 0)
