@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from rp_pipeline.workflows.spec import WorkflowError
 
@@ -50,6 +50,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,150}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CIVITAI_RE = re.compile(r"^/api/download/models/(\d+)/?$")
 _KEYS = {"file", "url", "r2", "strength", "sha256", "expert"}
+_SECRET_PARAMS = {"token", "key", "api_key", "apikey", "access_token", "auth", "signature", "sig"}
 
 
 class LoraError(ValueError):
@@ -91,13 +92,28 @@ class LoraRef:
         return data
 
 
+def _on_host(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
 def _name_from_url(url: str) -> tuple[str, str, str | None]:
     """(source kind, file name, problem) for a LoRA URL."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.netloc:
         return "url", "", f"'url' must be an https URL, got {url!r}"
+    # The URL lands in the pod's env and the video's metadata: no credentials in it.
+    secret_params = {k.lower() for k, _ in parse_qsl(parts.query)} & _SECRET_PARAMS
+    if parts.username or parts.password or secret_params:
+        return (
+            "url",
+            "",
+            (
+                "'url' must not carry credentials (they would reach the pod env and the metadata): "
+                "set CIVITAI_API_KEY / HF_TOKEN as RunPod secrets instead"
+            ),
+        )
     host = parts.hostname or ""
-    if host.endswith("civitai.com"):
+    if _on_host(host, "civitai.com"):
         match = _CIVITAI_RE.match(parts.path)
         if not match:
             return (
@@ -110,7 +126,7 @@ def _name_from_url(url: str) -> tuple[str, str, str | None]:
             )
         return "civitai", f"civitai_{match.group(1)}.safetensors", None
     name = PurePosixPath(parts.path).name
-    if host.endswith("huggingface.co"):
+    if _on_host(host, "huggingface.co"):
         if "/resolve/" not in parts.path:
             return (
                 "hf",

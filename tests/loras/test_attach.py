@@ -69,11 +69,15 @@ def test_each_bad_entry_gets_its_own_line() -> None:
                 {"file": "y.safetensors", "sha256": "abc"},
                 {"file": "z.safetensors", "expert": "middle"},
                 {"file": "w.safetensors", "weight": 1},
+                {"url": "https://civitai.com/api/download/models/1?token=abc123"},
+                {"url": "https://user:pw@example.com/a.safetensors"},
                 {"r2": "other/ok.safetensors"},
             ]
         )
     problems = caught.value.problems
-    assert [p.split(":")[0] for p in problems] == [f"loras[{i}]" for i in range(1, 12)]
+    assert [p.split(":")[0] for p in problems] == [f"loras[{i}]" for i in range(1, 14)]
+    assert all("must not carry credentials" in p for p in problems[10:12])
+    assert not any("abc123" in p or ":pw@" in p for p in problems)
     assert "https URL" in problems[1] and "/resolve/" in problems[2]
     assert "api/download/models" in problems[3] and "exactly one" in problems[5]
     assert "two different references" in problems[-1]
