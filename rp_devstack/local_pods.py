@@ -116,6 +116,9 @@ class LocalPod:
     comfy_internal_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    # Guards `processes` against ComfyUI starting (after the model fetch) while a stop runs.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -155,13 +158,13 @@ class LocalPod:
         (self.root / "logs").mkdir(exist_ok=True)
         process_env = self._process_env()
         bootstatus.update(self.boot_status, phase="container_started")
-        if self.env.get("RP_LORAS"):
-            self._fetch_models(process_env)
-        self._boot_phases_before_comfyui()
-        comfy_argv = self.comfy_command(
-            self.comfy_internal_port, self.output_dir, self.input_dir, self.env
-        )
-        self._spawn("comfyui", list(comfy_argv), process_env)
+        # As start.sh: with files to fetch (the run's LoRAs), ComfyUI starts once the download
+        # is done, in the background, so the pod's create call returns at once as on RunPod.
+        fetch = bool(self.env.get("RP_LORAS"))
+        if fetch:
+            self._spawn("models", [sys.executable, "-m", "rp_agent.models"], process_env)
+        else:
+            self._start_comfyui(process_env)
         agent = agent_executable()
         proxy_argv = [
             *supervised(agent, "token proxy"),
@@ -187,6 +190,10 @@ class LocalPod:
         if self.lease_enabled:
             argv = [*supervised(agent, "lease watcher"), agent, "lease-watch"]
             self._spawn("lease", argv, process_env)
+        if fetch:
+            threading.Thread(
+                target=self._comfyui_after_models, args=(process_env,), daemon=True
+            ).start()
         threading.Thread(target=self._note_comfyui_ready, daemon=True).start()
         log.info(
             "local pod %s started (ComfyUI behind the token proxy on port %d)",
@@ -194,12 +201,20 @@ class LocalPod:
             self.comfy_port,
         )
 
-    def _fetch_models(self, env: dict[str, str], timeout_s: float = 120.0) -> None:
-        """As start.sh runs docker/download_models.sh before ComfyUI: the same rp_agent.models
-        code puts the run's LoRAs into models/loras/ (its lines in logs/models.log). A failure
-        is logged and ComfyUI starts anyway, as in the image."""
-        self._spawn("models", [sys.executable, "-m", "rp_agent.models"], env)
-        proc = self.processes.pop("models")
+    def _start_comfyui(self, env: dict[str, str]) -> None:
+        self._boot_phases_before_comfyui()
+        comfy_argv = self.comfy_command(
+            self.comfy_internal_port, self.output_dir, self.input_dir, self.env
+        )
+        self._spawn("comfyui", list(comfy_argv), env)
+
+    def _comfyui_after_models(self, env: dict[str, str], timeout_s: float = 300.0) -> None:
+        """The same rp_agent.models code as the image put the run's LoRAs into models/loras/
+        (its lines in logs/models.log); then ComfyUI starts, even after a failed download, as
+        start.sh does. Nothing starts once the pod is being stopped."""
+        proc = self.processes.get("models")
+        if proc is None:
+            return
         try:
             status = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -207,6 +222,11 @@ class LocalPod:
             status = -1
         if status != 0:
             log.warning("local pod %s: model download failed (status %s)", self.pod_id, status)
+        with self._lock:
+            if self._stopped:
+                return
+            self.processes.pop("models", None)
+            self._start_comfyui(env)
 
     def _boot_phases_before_comfyui(self) -> None:
         """The phases start.sh records, for a pod whose models are all in place (the
@@ -250,10 +270,13 @@ class LocalPod:
 
     def stop(self) -> None:
         """SIGTERM the agent and let it flush its queue, then end ComfyUI; SIGKILL stragglers."""
-        agent = self.processes.get("agent")
+        with self._lock:
+            self._stopped = True
+            processes = dict(self.processes)
+        agent = processes.get("agent")
         if agent is not None:
             end_process_group(agent, self.agent_grace_s)
-        for name, proc in self.processes.items():
+        for name, proc in processes.items():
             if name != "agent":
                 end_process_group(proc, 5.0)
         self.processes.clear()
@@ -263,7 +286,10 @@ class LocalPod:
 
     def kill(self) -> None:
         """A crash: every process dies at once, nothing flushes."""
-        for proc in self.processes.values():
+        with self._lock:
+            self._stopped = True
+            processes = list(self.processes.values())
+        for proc in processes:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
         self.processes.clear()
