@@ -88,10 +88,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = settings_from_env(env)
         tier = resolve_tier(env)
         entries = select(load_manifest(env), tier, env)
-        loras = parse_wants(env.get(LORAS_ENV))
     except ManifestError as exc:
         err(str(exc))
         return 2
+    # A bad RP_LORAS must not cost the pod its weights: said, skipped, exit 2 at the end.
+    bad_loras = None
+    try:
+        loras = parse_wants(env.get(LORAS_ENV))
+    except ManifestError as exc:
+        loras, bad_loras = [], str(exc)
     log(
         f"models dir {settings.models_dir}, GPU tier {tier}, "
         f"WAN_720P={env.get('WAN_720P', 'false')}, "
@@ -99,6 +104,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     )
     if env.get(TURBO_FLAG, "false") == "true":
         log(TURBO_NOTE)
+    if bad_loras is not None and args == ["--list"]:
+        err(bad_loras)
+        return 2
     if args == ["--list"]:
         for entry in entries:
             print(f"{tier}\t{settings.models_dir / entry.relpath}\t{entry.url(env)}", flush=True)
@@ -136,6 +144,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if settings.status_file is not None:
         bootstatus.update(settings.status_file, phase="models_verified")
     log("all selected models present")
+    if bad_loras is not None:
+        err(f"{bad_loras}; no LoRA fetched")
+        return 2
     return 0
 
 

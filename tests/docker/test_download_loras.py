@@ -158,17 +158,34 @@ def test_a_wrong_digest_fails_that_lora_only_and_keeps_no_file(
     assert "not on the volume" in status["absent.safetensors"]["error"]
 
 
-def test_bad_rp_loras_is_one_line_and_exit_2(tmp_path: Path, model_hub: ModelHub) -> None:
+def test_bad_rp_loras_is_one_line_and_exit_2_and_the_weights_still_come(
+    tmp_path: Path, model_hub: ModelHub
+) -> None:
+    weights = body(100_000, 9)
+    model_hub.add("/Org/repo/resolve/main/w.safetensors", weights)
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text("wan720p any Org/repo w.safetensors vae 0 -\n")
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RP_MODELS_PYTHON": sys.executable,
+             "MODELS_DIR": str(tmp_path / "models"), "RP_LORAS": "[1]", "WAN_720P": "true",
+             "MODELS_MANIFEST": str(manifest), "HF_ENDPOINT": model_hub.base_url},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (tmp_path / "models" / "vae" / "w.safetensors").read_bytes() == weights
+    assert result.stderr.strip() == (
+        "[models] ERROR: RP_LORAS[0] must be an object with name and source; no LoRA fetched"
+    )
     for value, expected in [
         ("not json", "RP_LORAS is not JSON"),
         ('[{"name": "../x", "source": "file"}]', "RP_LORAS[0]: name"),
         ('[{"name": "a.safetensors", "source": "ftp", "location": "x"}]', "source must be"),
     ]:
-        env_loras: Any = value
         result = subprocess.run(
-            ["bash", str(SCRIPT)],
+            ["bash", str(SCRIPT), "--list"],
             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RP_MODELS_PYTHON": sys.executable,
-                 "MODELS_DIR": str(tmp_path / "m"), "RP_LORAS": env_loras},
+                 "MODELS_DIR": str(tmp_path / "m"), "RP_LORAS": value},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert result.returncode == 2
