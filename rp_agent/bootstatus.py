@@ -10,7 +10,9 @@ bucket whenever it changes, for the pipeline to show. Shape:
                 "comfyui_started": t, "comfyui_ready": t},      # epoch seconds, each once
      "models": {"state": "downloading"|"verified"|"failed", "bytes_done": n, "bytes_total": n,
                 "rate_bps": n, "eta_s": n|null, "files_total": n, "files_done": n,
-                "files_skipped": n, "bytes_downloaded": n, "failed": ["vae/x.safetensors"]}}
+                "files_skipped": n, "bytes_downloaded": n, "failed": ["vae/x.safetensors"]},
+     "loras": [{"name": "x.safetensors", "source": "hf", "sha256": "...", "size_bytes": n,
+                "state": "ok"|"failed", "error": "..."}]}     # the LoRAs RP_LORAS asked for
 
 Writers take an flock on `<file>.lock` and replace the file atomically, so a reader never sees
 half a document and two writers never lose each other's fields.
@@ -25,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +75,11 @@ def update(
     *,
     phase: str | None = None,
     models: Mapping[str, Any] | None = None,
+    loras: Sequence[Mapping[str, Any]] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Records `phase` (first time only: a restarted step keeps its first timestamp) and/or
-    replaces the `models` section. Returns the document written."""
+    replaces the `models` / `loras` section. Returns the document written."""
     now = time.time() if now is None else now
     with _locked(path):
         data = read(path)
@@ -88,6 +91,8 @@ def update(
             phases.setdefault(phase, now)
         if models is not None:
             data["models"] = dict(models)
+        if loras is not None:
+            data["loras"] = [dict(lora) for lora in loras]
         data["updated"] = now
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, separators=(",", ":")))

@@ -116,6 +116,9 @@ class LocalPod:
     comfy_internal_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    # Guards `processes` against ComfyUI starting (after the model fetch) while a stop runs.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -139,6 +142,12 @@ class LocalPod:
         return lease_s > 0 and all(self.env.get(name) for name in R2_NAMES)
 
     @property
+    def models_dir(self) -> Path:
+        """start.sh's $MODELS_DIR: the weights stay out (the stand-in needs none), but the files
+        a pod fetches at boot (the run's LoRAs) land here and the stand-in lists them."""
+        return self.root / "workspace" / "ComfyUI" / "models"
+
+    @property
     def boot_status(self) -> Path:
         """The pod's boot status file (start.sh's `$RP_AGENT_STATE_DIR/boot.json`)."""
         return self.root / "agent-state" / "boot.json"
@@ -147,12 +156,15 @@ class LocalPod:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.input_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
-        self._boot_phases_before_comfyui()
         process_env = self._process_env()
-        comfy_argv = self.comfy_command(
-            self.comfy_internal_port, self.output_dir, self.input_dir, self.env
-        )
-        self._spawn("comfyui", list(comfy_argv), process_env)
+        bootstatus.update(self.boot_status, phase="container_started")
+        # As start.sh: with files to fetch (the run's LoRAs), ComfyUI starts once the download
+        # is done, in the background, so the pod's create call returns at once as on RunPod.
+        fetch = bool(self.env.get("RP_LORAS"))
+        if fetch:
+            self._spawn("models", [sys.executable, "-m", "rp_agent.models"], process_env)
+        else:
+            self._start_comfyui(process_env)
         agent = agent_executable()
         proxy_argv = [
             *supervised(agent, "token proxy"),
@@ -178,6 +190,10 @@ class LocalPod:
         if self.lease_enabled:
             argv = [*supervised(agent, "lease watcher"), agent, "lease-watch"]
             self._spawn("lease", argv, process_env)
+        if fetch:
+            threading.Thread(
+                target=self._comfyui_after_models, args=(process_env,), daemon=True
+            ).start()
         threading.Thread(target=self._note_comfyui_ready, daemon=True).start()
         log.info(
             "local pod %s started (ComfyUI behind the token proxy on port %d)",
@@ -185,13 +201,43 @@ class LocalPod:
             self.comfy_port,
         )
 
+    def _start_comfyui(self, env: dict[str, str]) -> None:
+        self._boot_phases_before_comfyui()
+        comfy_argv = self.comfy_command(
+            self.comfy_internal_port, self.output_dir, self.input_dir, self.env
+        )
+        self._spawn("comfyui", list(comfy_argv), env)
+
+    def _comfyui_after_models(self, env: dict[str, str], timeout_s: float = 300.0) -> None:
+        """The same rp_agent.models code as the image put the run's LoRAs into models/loras/
+        (its lines in logs/models.log); then ComfyUI starts, even after a failed download, as
+        start.sh does. Nothing starts once the pod is being stopped."""
+        proc = self.processes.get("models")
+        if proc is None:
+            return
+        try:
+            status = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            end_process_group(proc, 1.0)
+            status = -1
+        if status != 0:
+            log.warning("local pod %s: model download failed (status %s)", self.pod_id, status)
+        with self._lock:
+            if self._stopped:
+                return
+            self.processes.pop("models", None)
+            self._start_comfyui(env)
+
     def _boot_phases_before_comfyui(self) -> None:
         """The phases start.sh records, for a pod whose models are all in place (the
         stand-in needs none): the run sees the same boot phases as from a RunPod pod."""
         for phase in ("container_started", "models_started"):
             bootstatus.update(self.boot_status, phase=phase)
-        models = {"state": "verified", "files_total": 0, "files_skipped": 0, "bytes_downloaded": 0}
-        bootstatus.update(self.boot_status, phase="models_verified", models=models)
+        if "models" not in bootstatus.read(self.boot_status):  # the downloader did not run
+            models = {"state": "verified", "files_total": 0, "files_skipped": 0}
+            bootstatus.update(
+                self.boot_status, phase="models_verified", models=models | {"bytes_downloaded": 0}
+            )
         bootstatus.update(self.boot_status, phase="comfyui_started")
 
     def _note_comfyui_ready(self, give_up_s: float = 300.0) -> None:
@@ -224,10 +270,13 @@ class LocalPod:
 
     def stop(self) -> None:
         """SIGTERM the agent and let it flush its queue, then end ComfyUI; SIGKILL stragglers."""
-        agent = self.processes.get("agent")
+        with self._lock:
+            self._stopped = True
+            processes = dict(self.processes)
+        agent = processes.get("agent")
         if agent is not None:
             end_process_group(agent, self.agent_grace_s)
-        for name, proc in self.processes.items():
+        for name, proc in processes.items():
             if name != "agent":
                 end_process_group(proc, 5.0)
         self.processes.clear()
@@ -237,7 +286,10 @@ class LocalPod:
 
     def kill(self) -> None:
         """A crash: every process dies at once, nothing flushes."""
-        for proc in self.processes.values():
+        with self._lock:
+            self._stopped = True
+            processes = list(self.processes.values())
+        for proc in processes:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
         self.processes.clear()
@@ -249,6 +301,8 @@ class LocalPod:
         # As start.sh does in the image: the agent ships the other processes' output too, so the
         # run's log shows ComfyUI's lines (the stand-in's, here) beside the agent's own.
         env["RP_BOOT_STATUS"] = str(self.boot_status)
+        env.setdefault("MODELS_DIR", str(self.models_dir))
+        env["COMFYUI_STANDIN_MODELS_DIR"] = env["MODELS_DIR"]
         env.setdefault(
             "RP_AGENT_LOG_FILES",
             ",".join(str(self.root / "logs" / f"{name}.log") for name in LOGGED_PROCESSES),

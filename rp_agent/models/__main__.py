@@ -4,7 +4,9 @@ Run by docker/download_models.sh (the entry point start.sh calls). Exit status: 
 1 some file failed (each named on stderr), 2 bad settings. Environment: see
 docs/runpod-template-config.md (WAN_720P, ENABLE_TURBODIFFUSION, GPU_TIER, MODELS_DIR,
 HF_ENDPOINT, HF_TOKEN, CIVITAI_API_KEY, CIVITAI_ENDPOINT, MODELS_MANIFEST, DOWNLOAD_ATTEMPTS,
-DOWNLOAD_STREAMS, DOWNLOAD_CHUNK_MB, PROGRESS_INTERVAL_S, RP_BOOT_STATUS).
+DOWNLOAD_STREAMS, DOWNLOAD_CHUNK_MB, PROGRESS_INTERVAL_S, RP_BOOT_STATUS) and RP_LORAS
+(the run's LoRAs, see rp_agent.models.loras; R2 ones use R2_ENDPOINT R2_BUCKET R2_ACCESS_KEY_ID
+R2_SECRET_ACCESS_KEY).
 Secrets only ever go into request headers, never into a log line.
 """
 
@@ -19,7 +21,15 @@ from pathlib import Path
 
 from rp_agent import bootstatus
 from rp_agent.models.download import MIB, Downloader, Settings
-from rp_agent.models.manifest import ManifestError, load_manifest, resolve_tier, select
+from rp_agent.models.loras import LORAS_ENV, downloadable, parse_wants, settle_loras
+from rp_agent.models.manifest import (
+    TURBO_FLAG,
+    TURBO_NOTE,
+    ManifestError,
+    load_manifest,
+    resolve_tier,
+    select,
+)
 
 LOCK_FILE = ".download.lock"
 
@@ -81,14 +91,27 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ManifestError as exc:
         err(str(exc))
         return 2
+    # A bad RP_LORAS must not cost the pod its weights: said, skipped, exit 2 at the end.
+    bad_loras = None
+    try:
+        loras = parse_wants(env.get(LORAS_ENV))
+    except ManifestError as exc:
+        loras, bad_loras = [], str(exc)
     log(
         f"models dir {settings.models_dir}, GPU tier {tier}, "
         f"WAN_720P={env.get('WAN_720P', 'false')}, "
         f"ENABLE_TURBODIFFUSION={env.get('ENABLE_TURBODIFFUSION', 'false')}"
     )
+    if env.get(TURBO_FLAG, "false") == "true":
+        log(TURBO_NOTE)
+    if bad_loras is not None and args == ["--list"]:
+        err(bad_loras)
+        return 2
     if args == ["--list"]:
         for entry in entries:
             print(f"{tier}\t{settings.models_dir / entry.relpath}\t{entry.url(env)}", flush=True)
+        for lora in loras:
+            print(f"lora\t{settings.models_dir / lora.relpath}\t{lora.source}:{lora.location}")
         return 0
     if settings.status_file is not None:
         bootstatus.update(settings.status_file, phase="models_started")
@@ -104,13 +127,26 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    failed = downloader.run(entries)
+    # The LoRAs' downloads share the weights' streams and progress; R2 and in-place ones follow.
+    failed = downloader.run(entries + downloadable(loras))
+    if loras:
+        status = settle_loras(loras, settings.models_dir, env, set(failed), err)
+        if settings.status_file is not None:
+            bootstatus.update(settings.status_file, loras=status)
+        wanted = {lora.relpath for lora in loras}
+        failed = [f for f in failed if f not in wanted] + [
+            f"loras/{s['name']}" for s in status if s["state"] != "ok"
+        ]
+        log(f"LoRAs: {sum(s['state'] == 'ok' for s in status)}/{len(status)} in place")
     if failed:
         err(f"{len(failed)} model(s) failed: {' '.join(failed)}")
         return 1
     if settings.status_file is not None:
         bootstatus.update(settings.status_file, phase="models_verified")
     log("all selected models present")
+    if bad_loras is not None:
+        err(f"{bad_loras}; no LoRA fetched")
+        return 2
     return 0
 
 

@@ -2,15 +2,20 @@
 
 One manifest entry per line, whitespace separated:
     GROUP  TIER  SOURCE  PATH_IN_SOURCE  SUBDIR  MIN_MB  SHA256
-GROUP  wan720p (WAN_720P=true) or turbo (ENABLE_TURBODIFFUSION=true)
+GROUP  wan720p (WAN_720P=true); lora for the run's LoRAs (rp_agent.models.loras)
 TIER   any, fp8 or bf16: an fp8/bf16 entry is fetched only on that GPU tier
-SOURCE a Hugging Face repo id; civitai:<model version id>; or an http(s) URL. For the last two
+SOURCE a Hugging Face repo id; civitai:<model version id>; hf-path:<repo>/resolve/<rev>/<file>
+       (a Hugging Face file at a pinned revision); or an http(s) URL. For the last three
        PATH_IN_SOURCE is the file name to save as.
 MIN_MB a floor just under the published size: catches truncated and HTML error bodies early
 SHA256 the pinned digest, or "-": the hub's own digest is used then (Hugging Face: the LFS
        object's sha256 from a HEAD on the resolve URL; CivitAI: the model version's files).
 File names and URLs are those of the official ComfyUI WAN 2.2 templates
-(comfyui-workflow-templates) and the TurboDiffusion repo.
+(comfyui-workflow-templates): exactly the files the shipped workflows load.
+
+No TurboWan2.2 weights: no shipped workflow loads them, because no maintained ComfyUI node
+package runs TurboDiffusion's checkpoints (docs/custom-nodes-and-loras.md says what would be
+needed). ENABLE_TURBODIFFUSION is still read, and only says so.
 """
 
 from __future__ import annotations
@@ -37,15 +42,16 @@ wan720p bf16 Comfy-Org/Wan_2.2_ComfyUI_Repackaged  split_files/diffusion_models/
 wan720p bf16 Comfy-Org/Wan_2.2_ComfyUI_Repackaged  split_files/diffusion_models/wan2.2_t2v_low_noise_14B_fp16.safetensors  diffusion_models  26000  -
 wan720p bf16 Comfy-Org/Wan_2.2_ComfyUI_Repackaged  split_files/diffusion_models/wan2.2_i2v_high_noise_14B_fp16.safetensors  diffusion_models  26000  -
 wan720p bf16 Comfy-Org/Wan_2.2_ComfyUI_Repackaged  split_files/diffusion_models/wan2.2_i2v_low_noise_14B_fp16.safetensors  diffusion_models  26000  -
-turbo   fp8  TurboDiffusion/TurboWan2.2-I2V-A14B-720P  TurboWan2.2-I2V-A14B-high-720P-quant.pth  diffusion_models  13000  -
-turbo   fp8  TurboDiffusion/TurboWan2.2-I2V-A14B-720P  TurboWan2.2-I2V-A14B-low-720P-quant.pth  diffusion_models  13000  -
-turbo   bf16 TurboDiffusion/TurboWan2.2-I2V-A14B-720P  TurboWan2.2-I2V-A14B-high-720P.pth  diffusion_models  26000  -
-turbo   bf16 TurboDiffusion/TurboWan2.2-I2V-A14B-720P  TurboWan2.2-I2V-A14B-low-720P.pth  diffusion_models  26000  -
 """
 
 # Weights at least this large (GiB of GPU memory) run unquantized on the bf16 tier.
 BF16_MIN_GPU_GIB = 70
-GROUP_FLAGS = {"wan720p": "WAN_720P", "turbo": "ENABLE_TURBODIFFUSION"}
+GROUP_FLAGS = {"wan720p": "WAN_720P"}
+TURBO_FLAG = "ENABLE_TURBODIFFUSION"
+TURBO_NOTE = (
+    "ENABLE_TURBODIFFUSION=true: nothing to download; no shipped workflow loads TurboWan2.2 "
+    "weights (no maintained ComfyUI node package runs them; see docs/custom-nodes-and-loras.md)"
+)
 
 
 class ManifestError(ValueError):
@@ -86,6 +92,8 @@ class Entry:
         if self.kind == "url":
             return self.source
         base = env.get("HF_ENDPOINT") or "https://huggingface.co"
+        if self.source.startswith("hf-path:"):
+            return f"{base.rstrip('/')}/{self.source.removeprefix('hf-path:').lstrip('/')}"
         return f"{base.rstrip('/')}/{self.source}/resolve/main/{self.path}"
 
 

@@ -76,6 +76,13 @@ MODEL_FOLDERS = [
     "audio_encoders",
 ]
 
+# The models folder of a local pod whose files the stand-in lists on top of DEFAULT_MODELS.
+MODELS_DIR_ENV = "COMFYUI_STANDIN_MODELS_DIR"
+# ComfyUI's folder_paths.supported_pt_extensions: other files in a model folder are not listed.
+MODEL_EXTENSIONS = frozenset(
+    {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+)
+
 # Which combo input lists which model folder (as ComfyUI's folder_paths does).
 MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("UNETLoader", "unet_name"): "diffusion_models",

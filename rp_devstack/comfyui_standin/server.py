@@ -26,7 +26,9 @@ from aiohttp import WSMsgType, web
 from rp_devstack.comfyui_standin.catalogue import (
     DEFAULT_MODELS,
     IMAGE_INPUT_NODES,
+    MODEL_EXTENSIONS,
     MODEL_FOLDERS,
+    MODELS_DIR_ENV,
     build_catalogue,
     load_base_catalogue,
     snapshot_paths_from_env,
@@ -67,6 +69,10 @@ class StandinServer:
         self.models = {
             k: list(v) for k, v in (DEFAULT_MODELS if models is None else models).items()
         }
+        # A pod's models folder (local pods set it): its files are listed on top of `models`,
+        # read at each request as ComfyUI's folder_paths does, so a file fetched at boot counts.
+        models_dir = os.environ.get(MODELS_DIR_ENV)
+        self.models_dir = Path(models_dir) if models_dir else None
         self.number = 0
         self.pending: list[QueueItem] = []
         self.running: QueueItem | None = None
@@ -107,7 +113,24 @@ class StandinServer:
         self.executor.fault = value or None
 
     def catalogue(self) -> dict[str, Any]:
-        return build_catalogue(self.models, self._input_files(), self.snapshots)
+        return build_catalogue(self.installed_models(), self._input_files(), self.snapshots)
+
+    def installed_models(self) -> dict[str, list[str]]:
+        """`models` plus the model files under `models_dir/<folder>/` (subfolders as
+        `sub/name`, as ComfyUI lists them; only its model file extensions, so no .part file)."""
+        if self.models_dir is None:
+            return self.models
+        found = {k: list(v) for k, v in self.models.items()}
+        for folder in MODEL_FOLDERS:
+            root = self.models_dir / folder
+            if not root.is_dir():
+                continue
+            names = found.setdefault(folder, [])
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root).as_posix()
+                if path.is_file() and path.suffix in MODEL_EXTENSIONS and rel not in names:
+                    names.append(rel)
+        return found
 
     def _input_files(self) -> list[str]:
         """LoadImage's choices, as ComfyUI lists them: the files directly in input/ (not in
@@ -486,7 +509,7 @@ class StandinServer:
         folder = request.match_info["folder"]
         if folder not in MODEL_FOLDERS:
             return web.Response(status=404)
-        return web.json_response(sorted(self.models.get(folder, [])))
+        return web.json_response(sorted(self.installed_models().get(folder, [])))
 
     async def embeddings(self, request: web.Request) -> web.Response:
         return web.json_response([])

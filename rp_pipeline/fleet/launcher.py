@@ -16,6 +16,7 @@ from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.warm_pods import claim_idle_pod, evict_idle_pod
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 from rp_pipeline.money.market import PodMarket, launch_on_market
+from rp_pipeline.workflows.loras import LORAS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class Launcher:
     batch_size: int
     plan: Any = None  # rp_pipeline.money.plan.RunPlan (None: on-demand, no warm pods)
     budget: Any = None  # rp_pipeline.money.budget.RunBudget, asked before each new pod
+    # RP_LORAS for the run's pods (workflows.loras.pod_env_value): the batch's LoRAs, fetched by
+    # the pod before ComfyUI starts. "" when the batch has none.
+    loras_env: str = ""
 
     def label(self, slot: str, attempt: int = 0) -> str:
         return f"x{self.batch_size}-{slot}" + (f"-r{attempt}" if attempt else "")
@@ -53,6 +57,8 @@ class Launcher:
         self._make_room(client, price)
         label = self.label(slot, attempt)
         env = {**self.base_env, POD_TOKEN_ENV: new_pod_token()}
+        if self.loras_env:
+            env[LORAS_ENV] = self.loras_env
         # The plan's GPU order (RP_GPU_CHOICE) is the one place the run's type order is set.
         order = (
             {"gpu_types": list(self.plan.gpu_types)} if self.plan and self.plan.gpu_types else {}
@@ -77,7 +83,10 @@ class Launcher:
 
     def _adopt(self, client: Any, slot: str) -> PodInfo | None:
         """Claim an idle pod of an earlier run that fits (it skips the boot); the claim is
-        this run's lease, which the LeaseKeeper takes over and renews from here."""
+        this run's lease, which the LeaseKeeper takes over and renews from here. A run with
+        LoRAs never adopts: a warm pod fetched only its own run's LoRAs at boot."""
+        if self.loras_env:
+            return None
         r2 = self.leases.r2
         try:
             claim = claim_idle_pod(
@@ -152,14 +161,17 @@ class IdleRoom:
     fitting: int = 0
 
 
-def idle_room(client: Any, r2: Any, runpod: Any) -> IdleRoom:
+def idle_room(client: Any, r2: Any, runpod: Any, adopts: bool = True) -> IdleRoom:
     """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
-    pod were idle, which is never over a cap)."""
+    pod were idle, which is never over a cap). `adopts=False` (a run with LoRAs, which adopts
+    no idle pod): none of them fits, their $/h is still room (the launcher may end them)."""
     try:
         fleet = LiveFleet.read(client, r2)
         usage = fleet.usage()
         if not usage.idle:
             return IdleRoom()
+        if not adopts:
+            return IdleRoom(usage.idle_cost_per_hr, 0)
         fitting = fleet.adoptable(
             image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
             now=time.time(),

@@ -20,6 +20,13 @@ from rp_pipeline.fleet.teardown import terminate_confirmed
 from rp_pipeline.fleet.threads import in_parallel
 from rp_pipeline.integrations.comfyui.resource import ComfyUIResource
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.workflows.loras import batch_loras, pod_env_value
+
+
+def lora_env_of(state: BatchState) -> str:
+    """RP_LORAS for the run's pods: every LoRA its videos ask for, "" when none does."""
+    refs = batch_loras(video.request for video in state.videos)
+    return pod_env_value(refs) if refs else ""
 
 
 def pod_env(settings: GenerationSettings, r2: R2Resource, run_id: str) -> dict[str, str]:
@@ -90,6 +97,7 @@ class RunPods:
             batch_size=len(self.state.videos),
             plan=self.state.plan,
             budget=budget,
+            loras_env=lora_env_of(self.state),
         )
 
     def log_forwarder(self) -> PodLogForwarder:

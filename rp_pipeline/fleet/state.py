@@ -12,7 +12,13 @@ from typing import Any
 from rp_agent.keys import filename_prefix
 from rp_pipeline.integrations.r2.reports import LogCursor
 from rp_pipeline.video_requests.model import VideoRequest
-from rp_pipeline.workflows import WorkflowParamError, render_workflow, validate_params
+from rp_pipeline.workflows import (
+    WorkflowError,
+    WorkflowParamError,
+    render_workflow,
+    validate_params,
+)
+from rp_pipeline.workflows.loras import attach_loras
 
 
 @dataclass
@@ -44,7 +50,8 @@ def plan_videos(
         try:
             validate_params(request.workflow, params)
             rendered = render_workflow(request.workflow, params)
-        except WorkflowParamError as exc:
+            api_json = attach_loras(rendered.api_json, request.lora_refs)
+        except (WorkflowParamError, WorkflowError) as exc:
             problems[key] = str(exc)
             continue
         planned.append(
@@ -55,7 +62,7 @@ def plan_videos(
                 workflow_hash=rendered.workflow_hash,
                 seed=rendered.seed,
                 filename_prefix=rendered.filename_prefix,
-                api_json=rendered.api_json,
+                api_json=api_json,
             )
         )
     return planned, problems

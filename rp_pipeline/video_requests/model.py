@@ -27,7 +27,8 @@ from rp_pipeline.video_requests.start_image import (
     StartImageError,
     StartImageReader,
 )
-from rp_pipeline.workflows import WorkflowParamError, validate_params
+from rp_pipeline.workflows import WorkflowError, WorkflowParamError, get_workflow, validate_params
+from rp_pipeline.workflows.loras import LoraError, LoraRef, attach_loras, parse_loras
 
 DEFAULT_WORKFLOW = "wan22_ti2v_5b"
 # Keys become file name prefixes and partition keys: keep them short and portable.
@@ -67,6 +68,12 @@ class VideoRequest:
     name: str | None = None
     # The facts of params.input_image once read and checked (start_image.StartImage.to_dict).
     start_image: Mapping[str, Any] | None = None
+    # LoRAs applied to the diffusion model, in the request form (workflows.loras.LoraRef.to_dict).
+    loras: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def lora_refs(self) -> tuple[LoraRef, ...]:
+        return parse_loras(list(self.loras))
 
     @property
     def key(self) -> str:
@@ -86,6 +93,10 @@ class VideoRequest:
         data["params"] = dict(self.params)
         if self.start_image is None:
             del data["start_image"]
+        if self.loras:
+            data["loras"] = [dict(lora) for lora in self.loras]
+        else:
+            del data["loras"]
         return data
 
     @classmethod
@@ -93,7 +104,10 @@ class VideoRequest:
         """A request from its mapping; RequestError (one line) says what is malformed."""
         if not isinstance(data, Mapping):
             raise RequestError(f"a request must be a mapping, got {type(data).__name__}")
-        known = {"prompt", "workflow", "negative_prompt", "seed", "params", "name", "start_image"}
+        known = {
+            *("prompt", "workflow", "negative_prompt", "seed", "params", "name", "start_image"),
+            "loras",
+        }
         extra = {k: v for k, v in data.items() if k not in known}
         prompt = data.get("prompt")
         if prompt is None:
@@ -125,6 +139,10 @@ class VideoRequest:
         start_image = data.get("start_image")
         if start_image is not None and not isinstance(start_image, Mapping):
             raise RequestError(f"'start_image' must be a mapping, got {type(start_image).__name__}")
+        try:
+            loras = parse_loras(data.get("loras"))
+        except LoraError as exc:
+            raise RequestError(str(exc)) from None
         return cls(
             prompt=prompt.strip(),
             workflow=str(data.get("workflow") or DEFAULT_WORKFLOW),
@@ -133,6 +151,7 @@ class VideoRequest:
             params={**dict(params or {}), **extra},
             name=data.get("name"),
             start_image=dict(start_image) if start_image else None,
+            loras=tuple(ref.to_dict() for ref in loras),
         )
 
 
@@ -140,7 +159,9 @@ def check_request(request: VideoRequest) -> None:
     """Raise RequestError (one line) if the request's workflow cannot run its parameters."""
     try:
         validate_params(request.workflow, request.workflow_params())
-    except WorkflowParamError as exc:
+        if request.loras:  # every LoRA must find the model path (expert) it names
+            attach_loras(get_workflow(request.workflow).api_json, request.lora_refs)
+    except (WorkflowParamError, WorkflowError) as exc:
         raise RequestError(str(exc)) from None
 
 
@@ -167,13 +188,15 @@ def canonical_json(request: VideoRequest) -> str:
     params = dict(request.params)
     if request.start_image:
         params[START_IMAGE_PARAM] = f"sha256:{request.start_image['sha256']}"
-    content = {
+    content: dict[str, Any] = {
         "workflow": request.workflow,
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "seed": request.seed,
         "params": params,
     }
+    if request.loras:  # only when set: the keys of requests without LoRAs stay as they were
+        content["loras"] = [dict(lora) for lora in request.loras]
     return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
 
 

@@ -13,6 +13,9 @@ from rp_pipeline.tools.launch import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "workflows" / "catalogue"
+VHS_SNAPSHOT = (
+    ROOT / "tests" / "pipeline" / "workflows" / "catalogue" / "ComfyUI-VideoHelperSuite.json"
+)
 VHS = ROOT / "tests" / "pipeline" / "workflows" / "wan22_5b_vhs"
 
 
@@ -67,7 +70,7 @@ def test_a_custom_node_needs_its_package_snapshot(
     assert main(["workflow", "list"]) == 0
     assert "vhs: REFUSED, 1 problem(s): `rp-launch workflow check vhs`" in capsys.readouterr().out
 
-    shutil.copy(CATALOGUE / "comfyui-videohelpersuite.json", tmp_path / "catalogue")
+    shutil.copy(VHS_SNAPSHOT, tmp_path / "catalogue")
     assert main(["workflow", "check", "vhs"]) == 0
     assert capsys.readouterr().out.startswith("OK vhs: ")
 
@@ -75,7 +78,7 @@ def test_a_custom_node_needs_its_package_snapshot(
 def test_check_a_path_with_several_problems_one_line_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    directory = folder(tmp_path, monkeypatch, sorted(CATALOGUE.glob("*.json")))
+    directory = folder(tmp_path, monkeypatch, [CATALOGUE / "core.json", VHS_SNAPSHOT])
     api = json.loads((directory / "vhs.json").read_text())
     api["58"]["inputs"]["loop_count"] = 500
     api["58"]["inputs"]["format"] = "video/mkv"

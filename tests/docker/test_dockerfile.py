@@ -184,3 +184,27 @@ def test_agent_installs_from_exactly_the_copied_context(tmp_path: Path) -> None:
     )
     assert help_run.returncode == 0, help_run.stderr
     assert "sync" in help_run.stdout
+
+
+def test_build_installs_pinned_custom_nodes_and_fails_on_node_catalogue_drift() -> None:
+    """The build step runs the two scripts tests/docker/test_custom_nodes.py exercises: install
+    at the pins, dump /object_info of this image, check it against the committed snapshots
+    (copied from workflows/catalogue/), failing unless NODE_CATALOGUE_CHECK=warn."""
+    steps = instructions(DOCKERFILE)
+    copies = [args for name, args in steps if name == "COPY"]
+    assert (
+        "docker/custom_nodes.toml docker/install_custom_nodes.py docker/node_catalogue.py /opt/rp/"
+        in copies
+    )
+    assert "workflows/catalogue/ /opt/rp/catalogue/" in copies
+    [run] = [args for name, args in steps if name == "RUN" and "install_custom_nodes.py" in args]
+    order = [run.index(part) for part in ("install_custom_nodes.py --config", " dump ", " check ")]
+    assert order == sorted(order)
+    assert "--catalogue-dir /opt/rp/catalogue --config /opt/rp/custom_nodes.toml" in run
+    assert '|| [ "${NODE_CATALOGUE_CHECK}" = warn ]' in run
+    args = {a.split("=")[0]: a.split("=", 1)[1] for n, a in steps if n == "ARG" and "=" in a}
+    assert args["NODE_CATALOGUE_CHECK"] == "strict"
+    patterns = dockerignore_patterns()
+    for path in ("docker/custom_nodes.toml", "workflows/catalogue/core.json"):
+        assert not ignored(path, patterns), path
+    assert ignored("workflows/wan22_t2v_14b.json", patterns)

@@ -102,7 +102,7 @@ def test_downloads_verifies_and_places_selected_files(tmp_path: Path, model_hub:
     assert (models / "a.safetensors").read_bytes() == data
     assert (models / "b_fp8.safetensors").exists()
     assert not (models / "b_fp16.safetensors").exists()  # other GPU tier
-    assert not (models / "turbo.pth").exists()  # ENABLE_TURBODIFFUSION unset
+    assert not (models / "turbo.pth").exists()  # a group no flag selects
     assert not list(models.glob("*.part"))
 
 
@@ -514,18 +514,27 @@ def test_real_manifest_has_every_model_of_the_official_wan22_templates(template:
 
 def test_real_manifest_selects_by_flag_and_tier() -> None:
     assert real_plan() == {}  # nothing enabled: nothing to download
-    bf16 = real_plan(WAN_720P="true", ENABLE_TURBODIFFUSION="true", GPU_TIER="bf16")
+    bf16 = real_plan(WAN_720P="true", GPU_TIER="bf16")
     assert "wan2.2_t2v_high_noise_14B_fp16.safetensors" in bf16
     assert "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors" not in bf16
-    assert "TurboWan2.2-I2V-A14B-high-720P.pth" in bf16
-    fp8 = real_plan(ENABLE_TURBODIFFUSION="true", GPU_TIER="fp8")
-    assert fp8 == {
-        name: f"https://huggingface.co/TurboDiffusion/TurboWan2.2-I2V-A14B-720P/resolve/main/{name}"
-        for name in (
-            "TurboWan2.2-I2V-A14B-high-720P-quant.pth",
-            "TurboWan2.2-I2V-A14B-low-720P-quant.pth",
-        )
-    }
+
+
+def test_turbodiffusion_flag_downloads_nothing_no_workflow_loads(tmp_path: Path) -> None:
+    """No shipped workflow loads TurboWan2.2 weights, so the flag fetches none of its ~29 GB
+    and says why instead."""
+    assert real_plan(ENABLE_TURBODIFFUSION="true", GPU_TIER="fp8") == {}
+    assert real_plan(WAN_720P="true", ENABLE_TURBODIFFUSION="true", GPU_TIER="bf16") == real_plan(
+        WAN_720P="true", GPU_TIER="bf16"
+    )
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--list"],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RP_MODELS_PYTHON": sys.executable,
+             "MODELS_DIR": str(tmp_path / "m"), "ENABLE_TURBODIFFUSION": "true", "GPU_TIER": "fp8"},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "no shipped workflow loads TurboWan2.2" in result.stdout
+    assert ".pth" not in result.stdout
+    assert not any("turbo" in name.lower() for name in shipped_workflow_model_names())
 
 
 def shipped_workflow_model_names() -> set[str]:

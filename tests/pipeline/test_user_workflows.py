@@ -31,21 +31,25 @@ from tests.pipeline.helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).with_name("workflows")
 NAME = "wan22_5b_vhs"
-CATALOGUE = ROOT / "workflows" / "catalogue"
-VHS_SNAPSHOT = CATALOGUE / "comfyui-videohelpersuite.json"
+CORE_SNAPSHOT = ROOT / "workflows" / "catalogue" / "core.json"
+# VideoHelperSuite's Video Combine as its /object_info shows it (written from the package's
+# source at commit 4ee72c06): the snapshot an image that installs the package would carry.
+VHS_SNAPSHOT = FIXTURE / "catalogue" / "ComfyUI-VideoHelperSuite.json"
 SMALL = {"width": 320, "height": 192, "frames": 9, "fps": 8, "sampler": "euler"}
 
 
 @pytest.fixture
 def workflows_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A workflows folder holding only the user's workflow and its map; the node catalogue is
-    the project's (core + the custom node package's snapshot)."""
+    """A user's workflows folder holding their workflow and its map, and their node catalogue:
+    ComfyUI's core nodes plus the snapshot of the custom node package their image installs."""
     directory = tmp_path / "my-workflows"
-    directory.mkdir()
+    (directory / "catalogue").mkdir(parents=True)
     for path in FIXTURE.glob(f"{NAME}.*"):
         shutil.copy(path, directory / path.name)
+    for snapshot in (CORE_SNAPSHOT, VHS_SNAPSHOT):
+        shutil.copy(snapshot, directory / "catalogue" / snapshot.name)
     monkeypatch.setenv("RP_WORKFLOWS_DIR", str(directory))
-    monkeypatch.setenv("RP_NODE_CATALOGUE_DIR", str(CATALOGUE))
+    monkeypatch.delenv("RP_NODE_CATALOGUE_DIR", raising=False)  # the folder's own catalogue/
     return directory
 
 

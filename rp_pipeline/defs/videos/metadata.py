@@ -6,10 +6,12 @@ from typing import Any
 
 from dagster import MetadataValue
 
+from rp_pipeline.fleet.boot import read_boot_status
 from rp_pipeline.fleet.renders import RenderMarker
 from rp_pipeline.fleet.state import BatchState, PlannedVideo, PodInfo, VideoRecord
 from rp_pipeline.fleet.warm_pods import split_billed_seconds
 from rp_pipeline.integrations.r2.resource import R2Resource
+from rp_pipeline.workflows.loras import parse_loras
 
 
 def _maybe_float(value: float | None) -> Any:
@@ -79,7 +81,32 @@ def video_metadata(
         **{name: MetadataValue.float(float(v)) for name, v in pod.boot.items()},
         "boot_ready_to_first_prompt_s": _maybe_float(first_prompt_after_ready_s),
         **start_image_metadata(request),
+        **lora_metadata(request, r2, pod.pod_id),
     }
+
+
+def lora_metadata(request: dict[str, Any], r2: R2Resource, pod_id: str) -> dict[str, Any]:
+    """Which LoRAs the video was made with: name, source, strength and the sha256 of the file
+    the pod loaded (as its boot status reports it; the request's own digest when it gave one)."""
+    refs = parse_loras(request.get("loras"))
+    if not refs:
+        return {}
+    status = read_boot_status(r2, pod_id) or {}
+    on_pod = {
+        str(item.get("name")): item for item in status.get("loras") or [] if isinstance(item, dict)
+    }
+    rows = [
+        {
+            "name": ref.name,
+            "source": ref.source,
+            "location": ref.location,
+            "strength": ref.strength,
+            "expert": ref.expert,
+            "sha256": ref.sha256 or on_pod.get(ref.name, {}).get("sha256"),
+        }
+        for ref in refs
+    ]
+    return {"loras": MetadataValue.json(rows)}
 
 
 def start_image_metadata(request: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +138,7 @@ def recovered_metadata(
         "workflow": str(request.get("workflow", "")),
         "comfyui_prompt_id": marker.prompt_id,
         **start_image_metadata(request),
+        **lora_metadata(request, r2, marker.pod_id),
     }
 
 

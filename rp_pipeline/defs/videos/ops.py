@@ -34,7 +34,7 @@ from rp_pipeline.fleet.external import pods_for
 from rp_pipeline.fleet.launcher import idle_room
 from rp_pipeline.fleet.podlogs import FORWARD_EVERY_S
 from rp_pipeline.fleet.prime import prime_pods
-from rp_pipeline.fleet.run import RunPods
+from rp_pipeline.fleet.run import RunPods, lora_env_of
 from rp_pipeline.fleet.settings import GenerationSettings
 from rp_pipeline.fleet.sizing import (
     fleet_size,
@@ -99,7 +99,7 @@ def launch_pod(
     pods = run_pods(context, state, runpod, r2, settings, comfyui)
     provider, settings, client = pods.provider, pods.settings, pods.client
     n = len(state.videos)
-    idle = idle_room(client, r2, provider)
+    idle = idle_room(client, r2, provider, adopts=not lora_env_of(state))
     try:
         catalog = wait_for_capacity(
             client, provider.pod_spec(), current("capacity_wait_s"), context.log.info
