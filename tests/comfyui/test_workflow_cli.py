@@ -129,3 +129,18 @@ def test_a_folder_without_a_catalogue_uses_the_projects(
     monkeypatch.setenv("RP_WORKFLOWS_DIR", str(tmp_path / "nowhere"))
     assert main(["workflow", "check", "vhs"]) == 2
     assert f"known: none (no *.json in {tmp_path / 'nowhere'})" in capsys.readouterr().out
+
+
+def test_output_cut_short_by_the_reader_is_no_error() -> None:
+    """`rp-launch workflow check NAME | head -1`: the reader closes the pipe early; the tool
+    ends quietly with 0 instead of a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    tool = Path(sys.executable).with_name("rp-launch")
+    script = f'"{tool}" workflow check wan22_t2v_14b | head -1; echo "rc=${{PIPESTATUS[0]}}"'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    first, status = result.stdout.splitlines()
+    assert first.startswith("OK wan22_t2v_14b")
+    assert status == "rc=0"
+    assert "Traceback" not in result.stderr
