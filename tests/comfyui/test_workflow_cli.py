@@ -124,8 +124,12 @@ def test_a_folder_without_a_catalogue_uses_the_projects(
     directory = folder(tmp_path, monkeypatch, [])
     (directory / "catalogue").rmdir()
     monkeypatch.delenv("RP_NODE_CATALOGUE_DIR", raising=False)
-    assert main(["workflow", "check", "vhs"]) == 0  # core + VideoHelperSuite of the project
-    assert capsys.readouterr().out.startswith("OK vhs: ")
+    for path in (ROOT / "workflows").glob("wan22_ti2v_5b.*"):
+        shutil.copy(path, directory / path.name)
+    assert main(["workflow", "check", "wan22_ti2v_5b"]) == 0  # core nodes: the project's
+    assert capsys.readouterr().out.startswith("OK wan22_ti2v_5b: ")
+    assert main(["workflow", "check", "vhs"]) == 2  # the project's image installs no VHS
+    assert "class 'VHS_VideoCombine' is not in the node catalogue" in capsys.readouterr().out
     monkeypatch.setenv("RP_WORKFLOWS_DIR", str(tmp_path / "nowhere"))
     assert main(["workflow", "check", "vhs"]) == 2
     assert f"known: none (no *.json in {tmp_path / 'nowhere'})" in capsys.readouterr().out
