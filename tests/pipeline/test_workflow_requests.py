@@ -19,13 +19,16 @@ FIXTURE = Path(__file__).with_name("workflows")
 
 @pytest.fixture
 def with_vhs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped workflows plus a user's (a custom node's) in one folder."""
+    """The shipped workflows plus a user's (a custom node's) in one folder, its catalogue the
+    core nodes plus the custom node package's snapshot."""
     directory = tmp_path / "workflows"
-    directory.mkdir()
+    (directory / "catalogue").mkdir(parents=True)
     for path in [*(ROOT / "workflows").glob("*.*"), *FIXTURE.glob("wan22_5b_vhs.*")]:
         shutil.copy(path, directory / path.name)
+    for snapshot in [ROOT / "workflows" / "catalogue" / "core.json", *FIXTURE.glob("catalogue/*")]:
+        shutil.copy(snapshot, directory / "catalogue" / snapshot.name)
     monkeypatch.setenv("RP_WORKFLOWS_DIR", str(directory))
-    monkeypatch.setenv("RP_NODE_CATALOGUE_DIR", str(ROOT / "workflows" / "catalogue"))
+    monkeypatch.delenv("RP_NODE_CATALOGUE_DIR", raising=False)
     return directory
 
 
