@@ -24,6 +24,7 @@ from rp_pipeline.fleet.reaper import (
     terminate_pods_of_run,
 )
 from rp_pipeline.fleet.settings import GenerationSettings
+from rp_pipeline.fleet.slot_audit import audit_pod_slots
 from rp_pipeline.fleet.slots import free_run_slots
 from rp_pipeline.integrations.r2.resource import R2Resource
 from rp_pipeline.integrations.runpod.resource import RunPodResource
@@ -72,6 +73,8 @@ def pod_reaper(
         client.terminate(orphan.pod_id)
         seen.pop(orphan.pod_id, None)
     context.update_cursor(json.dumps(seen, sort_keys=True))
+    # Slots whose run has no live pod: a run killed after its pod ended itself is failed here.
+    audit_pod_slots(context.instance, client, settings.pod_lease_s, context.log)
     reaped = {o.pod_id for o in orphans}
     return SkipReason(
         (
