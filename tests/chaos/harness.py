@@ -203,14 +203,9 @@ class World:
         """A run of `key` in its own process (sharing this DAGSTER_HOME); killed on exit.
         `extra_env`: the run process's environment; `pod_env`: added to its pods' env."""
         env = {**os.environ, "DAGSTER_HOME": str(self.home), **(extra_env or {})}
+        argv = [sys.executable, "-m", "tests.pipeline.run_batch_process", key]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.pipeline.run_batch_process",
-                key,
-                json.dumps(pod_env or {}),
-            ],  # fmt: skip
+            [*argv, json.dumps(pod_env or {})],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
