@@ -340,20 +340,34 @@ def test_runpod_key_revoked_mid_run_then_restored_with_one_pod_slot(
     assert world.register().success
     world.when_first_video(lambda _key: world.emulator.revoke_api_key(True), first)
     resources = with_settings(
-        world.resources, extra_pod_env=pod_env(world, COMFY_STANDIN_STEP_SECONDS="0.25")
+        world.resources,
+        pod_lease_s=20.0,
+        extra_pod_env=pod_env(world, COMFY_STANDIN_STEP_SECONDS="0.25"),
     )
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     world.run_in_process(first, resources)
     world.emulator.revoke_api_key(False)
     old = world.case_pods()
     world.run_in_process([second])
     new = [p for p in world.case_pods() if p["id"] not in {o["id"] for o in old}]
     result = world.measure(
-        "RunPod key revoked mid-run, restored, RP_MAX_PODS=1", [*first, second], started
+        "RunPod key revoked mid-run, restored, RP_MAX_PODS=1 (lease 20 s)",
+        [*first, second],
+        started,
     )
-    old_end = max((p["terminated_at"] or 0.0) for p in old) if old else None
+    old_ids = {p["id"] for p in old}
+    ends = [p["terminated_at"] for p in world.case_pods() if p["id"] in old_ids]
+    old_end = max(ends) if ends and None not in ends else None
     got_pod_s = round(new[0]["created_at"] - old_end, 1) if new and old_end else None
     promises = [e for e in result.errors if "keeps trying" in e or "will retry" in e]
+    result.notes.append(
+        "pods: "
+        + ", ".join(
+            f"{p['id']} run {p['env'].get('DAGSTER_RUN_ID', '')[:8]} "
+            f"{p['created_at'] - started_wall:.1f}..{(p['terminated_at'] or 0) - started_wall:.1f} s"
+            for p in world.case_pods()
+        )
+    )
     result.acceptance = (
         f"the next run gets its pod once the old one is gone: {got_pod_s} s after it; "
         f"errors promising a retry: {len(promises)}"
