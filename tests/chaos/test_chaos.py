@@ -139,9 +139,9 @@ def marker_ignored(
     [
         pytest.param("one prompt fails in ComfyUI", "[[fail]]", {}, id="fails"),
         pytest.param(
-            "one prompt of 3 hangs (deadline 40 s)",
+            "one prompt of 3 hangs (deadline 20 s)",
             "[[hang]]",
-            {"prompt_deadline_s": 40.0},
+            {"prompt_deadline_s": 20.0},
             id="hangs",
         ),
     ],
