@@ -26,11 +26,11 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rp_agent import clock
 from rp_agent.keys import boot_key
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def update(
 ) -> dict[str, Any]:
     """Records `phase` (first time only: a restarted step keeps its first timestamp) and/or
     replaces the `models` / `loras` section. Returns the document written."""
-    now = time.time() if now is None else now
+    now = clock.wall() if now is None else now  # the pod's clock: phases are only subtracted
     with _locked(path):
         data = read(path)
         pod_id = os.environ.get("RUNPOD_POD_ID")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from rp_agent import bootstatus
+from rp_agent.clock import SKEW_ENV
 from rp_devstack.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -231,20 +232,28 @@ class LocalPod:
     def _boot_phases_before_comfyui(self) -> None:
         """The phases start.sh records, for a pod whose models are all in place (the
         stand-in needs none): the run sees the same boot phases as from a RunPod pod."""
+        status = self.boot_status
         for phase in ("container_started", "models_started"):
-            bootstatus.update(self.boot_status, phase=phase)
-        if "models" not in bootstatus.read(self.boot_status):  # the downloader did not run
+            bootstatus.update(status, phase=phase, now=self.pod_clock())
+        if "models" not in bootstatus.read(status):  # the downloader (LoRAs) did not run
             models = {"state": "verified", "files_total": 0, "files_skipped": 0}
-            bootstatus.update(
-                self.boot_status, phase="models_verified", models=models | {"bytes_downloaded": 0}
-            )
-        bootstatus.update(self.boot_status, phase="comfyui_started")
+            models |= {"bytes_downloaded": 0}
+            bootstatus.update(status, phase="models_verified", models=models, now=self.pod_clock())
+        bootstatus.update(status, phase="comfyui_started", now=self.pod_clock())
+
+    def pod_clock(self) -> float:
+        """The pod's wall clock: this machine's moved by the pod's `RP_AGENT_CLOCK_SKEW_S` (as
+        its agent and ComfyUI stamp times), for what this process stamps on the pod's behalf."""
+        try:
+            return time.time() + float(self.env.get(SKEW_ENV) or 0.0)
+        except ValueError:
+            return time.time()  # the pod's agent reports the bad value
 
     def _note_comfyui_ready(self, give_up_s: float = 300.0) -> None:
         give_up = time.monotonic() + give_up_s
         while time.monotonic() < give_up and self.processes:
             if self.comfy_listening():
-                bootstatus.update(self.boot_status, phase="comfyui_ready")
+                bootstatus.update(self.boot_status, phase="comfyui_ready", now=self.pod_clock())
                 return
             time.sleep(0.1)
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from PIL import Image
 
+from rp_agent.clock import wall as pod_clock
 from rp_devstack.comfyui_standin.media import (
     Frames,
     Latent,
@@ -269,7 +270,9 @@ class Executor:
     ) -> None:
         """ComfyUI's add_message: recorded in history; sent only to the prompt's client
         (a prompt without client_id gets these only when broadcast, as for interrupts)."""
-        data = {**data, "timestamp": int(time.time() * 1000)}
+        # The pod's wall clock (RP_AGENT_CLOCK_SKEW_S moves it on the devstack), as ComfyUI
+        # on a pod whose clock is off would stamp it.
+        data = {**data, "timestamp": int(pod_clock() * 1000)}
         run.messages.append([event, data])
         if run.client_id is not None or broadcast:
             self.send(event, data, run.client_id)
@@ -401,7 +404,7 @@ class Executor:
             if isinstance(node.get("inputs"), dict) and "filename_prefix" in node["inputs"]
         )
         line = {
-            "t": time.time(),
+            "t": pod_clock(),
             "prompt_id": run.item.prompt_id,
             "step": step,
             "steps": steps,

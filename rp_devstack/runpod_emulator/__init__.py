@@ -31,6 +31,7 @@ and on `EmulatorAdmin` (an HTTP handle for other processes):
   GET  /_emulator/billing     {"total_cost": .., "pods": [{id, name, cost_per_hr, seconds, cost}]}
   GET  /_emulator/requests    requests served per route: {"POST /v2/pods": 1, "POST /graphql": 3}
   POST /_emulator/requests/reset
+  POST /_emulator/api_key     {"revoked": true|false}: the account's key answers 401 (pod keys work)
   GET  /_emulator/contract_violations   answers that broke the REST v2 document (should be [])
   POST /_emulator/faults      {"count": N, "mode": M, "operation": opt, "hang_seconds": s,
                                "retry_after": s, "seconds": opt}; the next N calls of

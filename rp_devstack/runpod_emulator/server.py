@@ -301,6 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif path == "/_emulator/boot_delay":
                 e.set_boot_delay(float(args["seconds"]))
+            elif path == "/_emulator/api_key":
+                e.revoke_api_key(bool(args.get("revoked", True)))
             elif path == "/_emulator/reset":
                 e.reset()
             elif path == "/_emulator/requests/reset":

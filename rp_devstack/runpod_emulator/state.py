@@ -130,6 +130,7 @@ class EmulatorState:
         self._market = GpuMarket(stock_per_datacenter)  # prices, speeds, stock (see market)
         self.random_preemption: preemption.RandomPreemption | None = None  # soak-test knob
         self._requests: Counter[str] = Counter()
+        self._key_revoked = False
 
     @property
     def api_key(self) -> str:
@@ -254,7 +255,14 @@ class EmulatorState:
 
     def authorized(self, header: str | None, query_key: str | None) -> bool:
         presented = presented_key(header, query_key)
+        if self._key_revoked:  # the account's key refused like any wrong key (pod keys work)
+            return False
         return bool(presented) and secrets.compare_digest(presented or "", self._api_key)
+
+    def revoke_api_key(self, revoked: bool = True) -> None:
+        """Revoke (or restore) the account's API key, as a user does in RunPod's console:
+        every call with it answers 401 until restored; pod-scoped keys keep working."""
+        self._key_revoked = revoked
 
     def pod_scope(self, header: str | None, query_key: str | None) -> str | None:
         """Like RunPod, every pod gets an API key good for that pod only (`RUNPOD_API_KEY` in
@@ -345,6 +353,7 @@ class EmulatorState:
                 self._halt(pod, "TERMINATED")
             self._faults.clear()
             self._requests.clear()
+            self._key_revoked = False
         self._stop_all(live)
         self.reset_stock()
 

@@ -38,6 +38,10 @@ class VideoCollecting:
         run allows: the pod stays up (it may still have to upload) until this succeeds."""
         settings = self.work.settings
         sub = self.work.state.submitted[key]
+        # One clock for the queue wait: submission to the run seeing the prompt done (the run's
+        # clock), less the generation (a difference of the pod's stamps). The pod's start stamp
+        # is never subtracted from the run's submission time: the pod's clock may be minutes off.
+        seen_done_at = time.time()
         give_up = time.monotonic() + settings.r2_retry_s
         delay = 1.0
         while True:
@@ -63,8 +67,8 @@ class VideoCollecting:
                         "warning",
                     )
                 queue_wait = (
-                    max(0.0, float(result.started_at) - sub.submitted_at)
-                    if result.started_at
+                    max(0.0, seen_done_at - sub.submitted_at - result.generation_time_s)
+                    if result.generation_time_s is not None
                     else None
                 )
                 return inspect_video(

@@ -34,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rp_agent.lease import DEFAULT_LEASE_S
+from rp_agent.lease import DEFAULT_LEASE_S, granted_seconds, storage_age
 from rp_pipeline.integrations.r2.keys import lease_key
 from rp_pipeline.integrations.r2.resource import R2Resource
 
@@ -128,6 +128,29 @@ class Lease:
 
     body: dict[str, Any]
     etag: str
+    # How long before the read R2 stored this version (R2's `Date` less its `Last-Modified`,
+    # one clock: the storage's); None for a lease not read from R2.
+    age_s: float | None = None
+
+    @property
+    def granted_s(self) -> float:
+        """What the write granted on its writer's clock alone (`expires_at - renewed_at`); 0 for
+        a body without `renewed_at` (a release or eviction) or with unusable times."""
+        try:
+            return granted_seconds(self.body)
+        except (KeyError, TypeError, ValueError):
+            return 0.0
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds the lease had left at the read, on R2's clock: the grant less the object's
+        age. Neither the writer's nor the reader's wall clock enters it, so a skewed daemon,
+        run or pod can neither end a healthy pod nor spare a dead one."""
+        return self.granted_s - (self.age_s or 0.0)
+
+    @property
+    def lapsed(self) -> bool:
+        return self.remaining_s <= 0.0
 
     @property
     def idle(self) -> bool:
@@ -161,7 +184,8 @@ def read_lease(r2: R2Resource, pod_id: str) -> Lease | None:
     except ValueError:
         log.warning("lease of pod %s is not JSON; ignoring it", pod_id)
         return None
-    return Lease(body=body if isinstance(body, dict) else {}, etag=response["ETag"])
+    age_s, _storage_now = storage_age(response)
+    return Lease(body=body if isinstance(body, dict) else {}, etag=response["ETag"], age_s=age_s)
 
 
 def read_leases(r2: R2Resource, pod_ids: Iterable[str]) -> dict[str, Lease]:

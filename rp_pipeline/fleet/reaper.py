@@ -2,6 +2,12 @@
 
 Every pod we launch carries `DAGSTER_RUN_ID` in its env and `dagster-<run id[:8]>` in its name;
 pods without them are someone else's and are never touched.
+
+Whether a lease has lapsed is judged on one clock, R2's: the time the write granted (on its
+writer's clock alone) less the object's age at the read (R2's `Date` less its `Last-Modified`),
+as the pod's own watcher judges it. The daemon's wall clock never meets the run's `expires_at`:
+a daemon minutes off would otherwise end a healthy pod or spare a dead run's. The daemon's clock
+only ages pods by its own first sighting of them, for the lifetime cap.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 from dagster import DagsterRunStatus
 
+from rp_pipeline.fleet.leases import IDLE, Lease
 from rp_pipeline.integrations.runpod.client import Pod
 
 log = logging.getLogger(__name__)
@@ -40,23 +47,25 @@ def find_orphans(
     max_lifetime_s: float,
     now: float | None = None,
     first_seen: dict[str, float] | None = None,
-    leases: Mapping[str, Mapping[str, Any]] | None = None,
+    leases: Mapping[str, Lease] | None = None,
 ) -> list[Orphan]:
     """Pods to terminate. `first_seen` (pod id -> epoch s, kept by the caller across ticks)
-    stands in for the creation time when the API does not report one. `leases` (pod id -> lease
-    body from R2, see `rp_pipeline.fleet.leases`): an idle pod is kept until its idle time is over,
+    stands in for the creation time when the API does not report one; `now` (the caller's
+    clock) only ages pods for `max_lifetime_s`. `leases` (pod id -> lease read from R2, see
+    `rp_pipeline.fleet.leases`): an idle pod is kept until its idle time is over on R2's clock,
     whatever became of the run that used it, and an adopted pod belongs to the lease's run."""
     now = time.time() if now is None else now
     orphans = []
     for pod in pods:
         if not pod.is_ours or pod.is_gone:
             continue
-        lease = (leases or {}).get(pod.id) or {}
-        if lease.get("state") == "idle":
-            if float(lease.get("expires_at") or 0.0) <= now:
+        lease = (leases or {}).get(pod.id)
+        body = lease.body if lease is not None else {}
+        if lease is not None and body.get("state") == IDLE:
+            if lease.lapsed:
                 orphans.append(Orphan(pod.id, None, "idle time over"))
             continue
-        run_id = lease.get("run_id") or pod.run_id
+        run_id = body.get("run_id") or pod.run_id
         status = run_status(run_id) if run_id else None
         created = pod.created_at or (first_seen or {}).get(pod.id)
         if status not in IN_PROGRESS:
@@ -67,21 +76,17 @@ def find_orphans(
     return orphans
 
 
-def lapsed_lease(pod: Pod, lease: dict[str, Any] | None, now: float) -> Orphan | None:
-    """An Orphan when the pod's run lease has expired (the run stopped renewing it); a pod
-    without a lease is left to the other rules."""
-    if not lease or lease.get("state") == "idle":  # idle (warm) pods have their own rule
+def lapsed_lease(pod: Pod, lease: Lease | None) -> Orphan | None:
+    """An Orphan when the pod's run lease has lapsed on R2's clock (the run stopped renewing
+    it); a pod without a lease is left to the other rules."""
+    if lease is None or lease.body.get("state") == IDLE:  # idle (warm) pods: their own rule
         return None
-    try:
-        expires_at = float(lease["expires_at"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if expires_at >= now:
+    if "expires_at" not in lease.body or not lease.lapsed:
         return None
     return Orphan(
         pod.id,
-        lease.get("run_id") or pod.run_id,
-        f"lease expired {now - expires_at:.0f} s ago (run process gone)",
+        lease.run_id or pod.run_id,
+        f"lease lapsed {-lease.remaining_s:.0f} s ago on R2's clock (run process gone)",
     )
 
 

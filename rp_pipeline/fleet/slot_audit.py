@@ -12,7 +12,7 @@ from typing import Any
 from dagster import DagsterInstance
 
 from rp_pipeline.fleet.external import PodsClient
-from rp_pipeline.fleet.slots import PodSlots
+from rp_pipeline.fleet.slots import POD_POOL, PodSlots
 from rp_pipeline.fleet.sweep import run_name_prefix
 from rp_pipeline.integrations.dagster_internals import PoolStorage
 
@@ -35,8 +35,29 @@ def free_slots_of_gone_pods(
 ) -> list[str]:
     """Free the slots of other runs that no live pod backs; returns those runs' ids."""
     others = {run: keys for run, keys in slots.holders().items() if run != slots.run_id}
-    if not others:
+    return free_unbacked_slots(others, instance, client, lease_s, log)
+
+
+def audit_pod_slots(
+    instance: DagsterInstance, client: PodsClient, lease_s: float, log: Any
+) -> list[str]:
+    """The same for every holder of a slot, from the reaper's tick: a run whose process died
+    after its pod had already ended itself (no tick saw the pod alive) is failed and freed
+    without waiting for another run to want its slot."""
+    holders = PoolStorage(instance).holders(POD_POOL)
+    return free_unbacked_slots(holders, instance, client, lease_s, log)
+
+
+def free_unbacked_slots(
+    holders: dict[str, list[str]],
+    instance: DagsterInstance,
+    client: PodsClient,
+    lease_s: float,
+    log: Any,
+) -> list[str]:
+    if not holders:
         return []
+    others = holders
     live_pods = [pod for pod in client.list_pods() if not pod.is_gone]
     freed = []
     for run_id, keys in others.items():

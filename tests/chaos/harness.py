@@ -67,6 +67,8 @@ class CaseResult:
     error_classes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # What this case must deliver beyond the common acceptance, with what was measured.
+    acceptance: str = ""
 
     @property
     def user_error(self) -> str:
@@ -192,11 +194,18 @@ class World:
         return materialize_batch(self.instance, resources or self.resources, keys)
 
     @contextmanager
-    def run_process(self, key: str, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
-        """A run of `key` in its own process (sharing this DAGSTER_HOME); killed on exit."""
+    def run_process(
+        self,
+        key: str,
+        extra_env: dict[str, str] | None = None,
+        pod_env: dict[str, str] | None = None,
+    ) -> Iterator[Any]:
+        """A run of `key` in its own process (sharing this DAGSTER_HOME); killed on exit.
+        `extra_env`: the run process's environment; `pod_env`: added to its pods' env."""
         env = {**os.environ, "DAGSTER_HOME": str(self.home), **(extra_env or {})}
+        argv = [sys.executable, "-m", "tests.pipeline.run_batch_process", key]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.pipeline.run_batch_process", key],
+            [*argv, json.dumps(pod_env or {})],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -348,20 +357,23 @@ def write_report(path_stem: Path, rows: list[dict[str, Any]]) -> None:
         "# Chaos suite: faults on the devstack",
         "",
         f"`make chaos` at {meta['generated_at']} (commit {commit}, {meta['cpus']} CPUs). One row",
-        "per case; acceptance: 0 orphan pods, 0 duplicate pods, every video that reached R2 is",
-        "materialized, every failure the user sees is one line (a Dagster `Failure`).",
+        "per case; acceptance of every case: 0 orphan pods, 0 duplicate pods, every video that",
+        "reached R2 is materialized, every failure the user sees is one line (a Dagster `Failure`);",
+        "the acceptance column adds what the case itself must deliver, with what was measured.",
         "",
-        "| case | verdict | pods orphaned | cleanup s | requested | materialized | in R2 "
-        "| duplicate pods | peak live pods | error the user saw |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | verdict | acceptance (measured) | pods orphaned | cleanup s | requested "
+        "| materialized | in R2 | duplicate pods | peak live pods | error the user saw |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         cleanup = "-" if row.get("cleanup_s") is None else row["cleanup_s"]
         error = str(row.get("user_error", "-")).replace("|", "/")
         if len(error) > 220:
             error = error[:219] + "…"
+        acceptance = str(row.get("acceptance") or "common").replace("|", "/")
         lines.append(
-            f"| {row['case']} | {row.get('verdict', '?')} | {row['orphaned_pods']} | {cleanup} "
+            f"| {row['case']} | {row.get('verdict', '?')} | {acceptance} "
+            f"| {row['orphaned_pods']} | {cleanup} "
             f"| {row['requested']} | {row['materialized']} | {row['in_r2']} "
             f"| {row['duplicate_pods']} | {row['peak_live_pods']} | {error} |"
         )

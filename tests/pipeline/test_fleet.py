@@ -274,7 +274,8 @@ def test_reaper_fails_a_run_whose_lease_lapsed(
     pods = {run.run_id: client.launch(spec, run.run_id) for run in (killed, alive)}
     try:
         now = time.time()
-        lapsed = lease_body(pods[killed.run_id].id, killed.run_id, 300, now=now - 400)
+        # The killed run's last renewal granted nothing more (R2's clock judges the lapse).
+        lapsed = lease_body(pods[killed.run_id].id, killed.run_id, 0, now=now - 400)
         fresh = lease_body(pods[alive.run_id].id, alive.run_id, 300, now=now)
         r2.put_bytes(lease_key(pods[killed.run_id].id, r2.prefix), lapsed, "application/json")
         r2.put_bytes(lease_key(pods[alive.run_id].id, r2.prefix), fresh, "application/json")

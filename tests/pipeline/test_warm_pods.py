@@ -289,21 +289,20 @@ def test_idle_pods_count_against_the_pod_and_cost_caps(
 
 def test_reaper_keeps_warm_pods_and_ends_expired_ones_whatever_the_run(pods: list[Pod]) -> None:
     now = 10_000.0
-    leases = {
-        pods[0].id: {"state": "idle", "run_id": None, "expires_at": now + 60},
-        pods[1].id: {"state": "idle", "run_id": None, "expires_at": now - 1},
-    }
+    leases = {  # each idle for 60 s; the second written 61 s before the read (R2's clock)
+        pods[0].id: {"state": "idle", "run_id": None, "renewed_at": now, "expires_at": now + 60},
+        pods[1].id: {"state": "idle", "run_id": None, "renewed_at": now - 61, "expires_at": now - 1},
+    }  # fmt: skip
+    ages = {pods[0].id: 0.0, pods[1].id: 61.0}
+    typed = {pod_id: Lease(body, "etag", ages[pod_id]) for pod_id, body in leases.items()}
     # The runs that launched both pods crashed long ago.
-    orphans = find_orphans(
-        pods, lambda _run: DagsterRunStatus.FAILURE, 4 * 3600, now, leases=leases
-    )
+    orphans = find_orphans(pods, lambda _run: DagsterRunStatus.FAILURE, 4 * 3600, now, leases=typed)
     assert [(o.pod_id, o.reason) for o in orphans] == [(pods[1].id, "idle time over")]
-    typed = {pod_id: Lease(body, "etag") for pod_id, body in leases.items()}
     assert live_fleet.expired_idle_pod_ids(typed, now) == [pods[1].id]
 
 
 def test_reaper_follows_the_lease_of_an_adopted_pod(pods: list[Pod]) -> None:
-    leases = {pods[0].id: {"state": "busy", "run_id": "run-live"}}
+    leases = {pods[0].id: Lease({"state": "busy", "run_id": "run-live"}, "etag")}
     statuses = {"run-live": DagsterRunStatus.STARTED}
 
     def status(run_id: str) -> DagsterRunStatus:
@@ -413,6 +412,7 @@ def test_reaper_sensor_keeps_a_warm_pod_and_ends_it_when_its_idle_time_is_over(
             r2.put_bytes(lease_key(pod.id, PREFIX), json.dumps(body).encode(), "application/json")
             needs = PodNeeds(IMAGE, GPU_4090, None)
             assert warm_pods.release_to_idle(r2, pod.id, crashed.run_id, needs, idle_s)
+        time.sleep(2.1)  # lapse is judged on R2's clock, whole seconds (never early)
         result, _ = tick(pod_reaper, instance, resources)
         message = str(result.skip_message)
         assert message.startswith(f"reaped 1 pod(s): {over.id}; 1 idle (warm) pod(s) billing")

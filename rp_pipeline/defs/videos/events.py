@@ -16,7 +16,12 @@ from dagster import (
 
 from rp_pipeline.asset_keys import GENERATED_VIDEO
 from rp_pipeline.defs.videos.checks import harvested_video_checks
-from rp_pipeline.defs.videos.metadata import preempted_metadata, settled_metadata, video_metadata
+from rp_pipeline.defs.videos.metadata import (
+    agent_metadata,
+    preempted_metadata,
+    settled_metadata,
+    video_metadata,
+)
 from rp_pipeline.fleet.billing import pod_seconds, settled_costs
 from rp_pipeline.fleet.state import BatchState, PodInfo
 from rp_pipeline.fleet.work import Event
@@ -69,7 +74,8 @@ def _landed(
             batch_size=len(state.videos),
             first_prompt_after_ready_s=first_prompt_after_ready(state, pod),
         )
-        | preempted_metadata(state, key),
+        | preempted_metadata(state, key)
+        | agent_metadata(state, pod.pod_id),
     )
     # The checks are not steps of the run (the ops materialize with events), so the Checks tab
     # gets each video's evaluations from here, right after it lands, judged on what the harvest

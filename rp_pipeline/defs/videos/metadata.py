@@ -7,6 +7,7 @@ from typing import Any
 from dagster import MetadataValue
 
 from rp_pipeline.fleet.boot import read_boot_status
+from rp_pipeline.fleet.podlogs import agent_restarts
 from rp_pipeline.fleet.renders import RenderMarker
 from rp_pipeline.fleet.state import BatchState, PlannedVideo, PodInfo, VideoRecord
 from rp_pipeline.fleet.warm_pods import split_billed_seconds
@@ -107,6 +108,12 @@ def lora_metadata(request: dict[str, Any], r2: R2Resource, pod_id: str) -> dict[
         for ref in refs
     ]
     return {"loras": MetadataValue.json(rows)}
+
+
+def agent_metadata(state: BatchState, pod_id: str) -> dict[str, Any]:
+    """How often the pod's agent was restarted by its supervisor, as its log lines told the
+    run so far (0: it never died, or its restart line has not arrived yet)."""
+    return {"agent_restarts": MetadataValue.int(agent_restarts(state.log_cursors, pod_id))}
 
 
 def start_image_metadata(request: dict[str, Any]) -> dict[str, Any]:

@@ -370,8 +370,9 @@ def terminate_pod(
     problems = [f"{key}: {why}" for key, why in state.failures.items()]
     if unconfirmed:
         problems.append(
-            f"terminate of pod(s) {', '.join(unconfirmed)} not confirmed: they may still bill; "
-            "the reaper keeps trying (or `rp-launch terminate <id>`)"
+            f"terminate of pod(s) {', '.join(unconfirmed)} not confirmed: they may bill until "
+            "each ends itself once its lease lapses (RP_POD_LEASE_S); see `rp-launch list`, "
+            "end one now with `rp-launch terminate <id>`"
         )
     if problems:
         n_failed = len(state.failures)

@@ -108,6 +108,7 @@ class LogCursor:
     last_key: str = ""
     lines_forwarded: int = 0
     dropped: int = 0
+    agent_restarts: int = 0  # restart lines of the pod's supervisor seen (fleet.podlogs)
 
 
 _LEVELS = {"DEBUG": logging.DEBUG, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
