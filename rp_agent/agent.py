@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rp_agent import bootstatus, clock
 from rp_agent.config import AgentConfig
+from rp_agent.heartbeat import Heartbeat
 from rp_agent.keys import object_key
 from rp_agent.paths import key_safe
 from rp_agent.podlogs import LogShipper
@@ -88,6 +89,7 @@ class SyncAgent:
             config.prefix,
             list(config.log_files),
         )
+        self.heartbeat = Heartbeat(self.client, config.r2.bucket, config.pod_name, config.prefix)
         status_file = bootstatus.status_path()
         self.boot = (
             bootstatus.BootPublisher(
@@ -148,6 +150,8 @@ class SyncAgent:
         )
         self.receipts.start()
         self.logs.start()
+        if not once:  # a watching agent says it is alive; a one-shot sync by hand need not
+            self.heartbeat.start()
         if self.boot is not None:
             self.boot.start()
         note = restart_note()
@@ -159,6 +163,7 @@ class SyncAgent:
             # After the uploads: every finished one gets its receipt before the agent exits.
             self.receipts.stop()
             self.logs.stop()
+            self.heartbeat.stop()
             if self.boot is not None:
                 self.boot.stop()
 

@@ -71,6 +71,12 @@ def boot_key(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{control_prefix(prefix)}boot/{pod_id}.json"
 
 
+def heartbeat_key(pod_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Rewritten by the agent on `pod_id` every few seconds while it runs: how old it is on
+    R2's clock says whether the agent is still alive (rp_agent.heartbeat)."""
+    return f"{control_prefix(prefix)}heartbeats/{pod_id}.json"
+
+
 def log_key(pod_id: str, seq: int, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{logs_prefix(pod_id, prefix)}{seq:08d}.jsonl"
 

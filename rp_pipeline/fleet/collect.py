@@ -62,8 +62,9 @@ class VideoCollecting:
                     self.agent_silent = True
                     self.work.say(
                         self.pod.pod_id,
-                        f"its agent sent no receipt within {settings.r2_object_deadline_s:.0f} s: "
-                        "the pipeline uploads this pod's outputs itself from now on",
+                        "its agent went silent (its heartbeat stopped, or no receipt within "
+                        f"{settings.r2_object_deadline_s:.0f} s): the pipeline uploads this "
+                        "pod's outputs itself from now on",
                         "warning",
                     )
                 queue_wait = (

@@ -125,3 +125,38 @@ def test_when_an_object_landed_is_read_on_the_runs_clock(r2_settings: R2Settings
         assert found is not None and found.size == 11
         landed = landed_at(r2, pod_id, found)
         assert abs(landed - (time.time() - 7)) < 5, (skew, landed - time.time())
+
+
+def test_a_stopped_heartbeat_ends_the_wait_for_a_receipt_early(r2_settings: R2Settings) -> None:
+    """The agent beats every couple of seconds while it runs. While the beat is fresh the run
+    waits for a receipt up to its deadline; once the beat is older than `stale_after_s` on R2's
+    clock (the agent is gone) the wait ends at once instead of billing the pod to the deadline.
+    No heartbeat at all (an older agent) leaves the deadline in charge."""
+    import time
+
+    from rp_agent.heartbeat import Heartbeat
+    from rp_pipeline.integrations.r2.reports import heartbeat_age
+
+    r2 = resource(r2_settings)
+    # Never beaten: no verdict, the full (short) deadline is waited.
+    assert heartbeat_age(r2, "pod-quiet") is None
+    started = time.monotonic()
+    assert wait_for_receipt(r2, "pod-quiet", "video/a.mp4", 2.0, stale_after_s=0.5) is None
+    assert time.monotonic() - started >= 2.0
+
+    beating = Heartbeat(r2.client, r2.bucket, "pod-alive", r2.prefix, interval=0.5)
+    beating.start()
+    try:
+        started = time.monotonic()
+        assert wait_for_receipt(r2, "pod-alive", "video/a.mp4", 4.0, stale_after_s=2.0) is None
+        assert time.monotonic() - started >= 4.0  # alive: the deadline, not the heartbeat
+        age = heartbeat_age(r2, "pod-alive")
+        assert age is not None and age < 2.0
+    finally:
+        beating.stop()
+
+    dead = Heartbeat(r2.client, r2.bucket, "pod-dead", r2.prefix)
+    assert dead.beat()  # one beat, then the agent dies
+    started = time.monotonic()
+    assert wait_for_receipt(r2, "pod-dead", "video/a.mp4", 60.0, stale_after_s=1.0) is None
+    assert time.monotonic() - started < 10.0  # R2's stamps are whole seconds: about 2-3 s

@@ -40,7 +40,7 @@ def test_a_silent_agent_is_noticed_once_and_the_pipeline_takes_over(
     assert result.success
     found = latest_by_partition(instance)
     assert {found[k]["r2_source"] for k in keys} == {"pipeline_fallback"}
-    notices = [m for m in run_messages(instance, result.run_id) if "sent no receipt" in m]
+    notices = [m for m in run_messages(instance, result.run_id) if "went silent" in m]
     assert len(notices) == 1, notices
     # Only the first video waited out the deadline; the others followed without it.
     times = materialization_times(instance, result.run_id)

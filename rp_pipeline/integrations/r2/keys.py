@@ -10,6 +10,7 @@ writes, so those keys come from `rp_agent.keys` (the writer's side; both sides m
     {prefix}/_rp/logs/{pod}/{seq}.jsonl       pod log lines       logs_prefix
     {prefix}/_rp/leases/{pod}.json            a pod's lease       lease_key (format: fleet.leases)
     {prefix}/_rp/boot/{pod}.json              the pod's boot      boot_key (fleet.boot reads it)
+    {prefix}/_rp/heartbeats/{pod}.json        the agent is alive  heartbeat_key (r2.reports)
 
 Under the same control folder, written by the pipeline only:
 
@@ -35,6 +36,7 @@ from rp_agent.keys import (
     control_prefix,
     escape_segment,
     filename_prefix,
+    heartbeat_key,
     lease_key,
     logs_prefix,
     object_key,
@@ -56,6 +58,7 @@ __all__ = [
     "control_prefix",
     "doctor_probe_key",
     "filename_prefix",
+    "heartbeat_key",
     "lease_key",
     "logs_prefix",
     "object_key",

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rp_agent.heartbeat import STALE_AFTER_S
+from rp_agent.lease import storage_age
 from rp_agent.receipts import Receipt, decode
 from rp_agent.redact import Redactor
-from rp_pipeline.integrations.r2.keys import logs_prefix, receipts_prefix, seq_of
+from rp_pipeline.integrations.r2.keys import heartbeat_key, logs_prefix, receipts_prefix, seq_of
 from rp_pipeline.integrations.r2.resource import R2Resource
 
 log = logging.getLogger(__name__)
@@ -85,16 +87,49 @@ def find_receipt(r2: R2Resource, pod_id: str, relpath: str) -> Receipt | None:
         return book.by_path.get(relpath)
 
 
+def heartbeat_age(r2: R2Resource, pod_id: str) -> float | None:
+    """How long ago the pod's agent last wrote its heartbeat, on R2's clock (None: it never
+    wrote one, e.g. an image whose agent has no heartbeat, or R2 did not answer)."""
+    try:
+        response = r2.client.head_object(Bucket=r2.bucket, Key=heartbeat_key(pod_id, r2.prefix))
+    except Exception:  # no object, or R2 failing: no verdict either way
+        return None
+    age_s, storage_now = storage_age(response)
+    return age_s if storage_now is not None else None
+
+
 def wait_for_receipt(
-    r2: R2Resource, pod_id: str, relpath: str, deadline_s: float, poll_s: float = 0.1
+    r2: R2Resource,
+    pod_id: str,
+    relpath: str,
+    deadline_s: float,
+    poll_s: float = 0.1,
+    stale_after_s: float = STALE_AFTER_S,
 ) -> Receipt | None:
     """The pod's receipt for `relpath` (relative to ComfyUI's output dir), or None once
-    `deadline_s` has passed without one."""
+    `deadline_s` has passed without one, or sooner once the agent's heartbeat is older than
+    `stale_after_s` (the agent is gone: waiting out the deadline would only bill the pod)."""
     give_up = time.monotonic() + deadline_s
+    next_pulse = time.monotonic()
     while True:
         found = find_receipt(r2, pod_id, relpath)
         if found is not None or time.monotonic() >= give_up:
             return found
+        if time.monotonic() >= next_pulse:
+            next_pulse = time.monotonic() + 1.0
+            age = heartbeat_age(r2, pod_id)
+            if age is not None and age > stale_after_s:
+                # One more look: the receipt may have landed just before the agent stopped.
+                found = find_receipt(r2, pod_id, relpath)
+                if found is None:
+                    log.warning(
+                        "pod %s: its agent's heartbeat is %.0f s old: not waiting for its "
+                        "receipt for %s",
+                        pod_id,
+                        age,
+                        relpath,
+                    )
+                return found
         time.sleep(poll_s)
 
 
