@@ -173,9 +173,8 @@ def idle_room(client: Any, r2: Any, runpod: Any, adopts: bool = True) -> IdleRoo
         if not adopts:
             return IdleRoom(usage.idle_cost_per_hr, 0)
         fitting = fleet.adoptable(
-            image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id,
-            now=time.time(),
-        )  # fmt: skip
+            image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id
+        )
     except Exception as exc:
         log.warning("could not read idle pods' leases (%s); sizing without them", exc)
         return IdleRoom()

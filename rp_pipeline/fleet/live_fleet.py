@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +64,12 @@ class LiveFleet:
         return {pod_id: lease for pod_id, lease in self.leases.items() if pod_id in running}
 
     def adoptable(
-        self, *, image: str, gpu_types: Iterable[str], volume: str | None, now: float
+        self, *, image: str, gpu_types: Iterable[str], volume: str | None
     ) -> list[tuple[Any, Lease]]:
         """Idle pods that fit these needs and have time left to be claimed, cheapest first,
-        each with its lease (whose ETag a claim must match). Nothing is claimed."""
+        each with its lease (whose ETag a claim must match). Nothing is claimed. The time left
+        is judged on R2's clock (the grant less the lease object's age), as the pod's watcher
+        judges it: a run whose clock is off never claims a pod about to end itself."""
         wanted = list(gpu_types)
         found = []
         for pod in sorted(
@@ -76,7 +77,7 @@ class LiveFleet:
             key=lambda p: p.cost_per_hr if p.cost_per_hr is not None else math.inf,
         ):
             lease = self.leases.get(pod.id)
-            if lease is None or not lease.idle or lease.expires_at <= now + claim_margin_s(lease):
+            if lease is None or not lease.idle or lease.remaining_s <= claim_margin_s(lease):
                 continue
             needs = PodNeeds.from_json(lease.body.get("needs"))
             if needs is not None and needs.fits(image, wanted, volume):
@@ -88,8 +89,8 @@ def claim_margin_s(lease: Lease) -> float:
     """How much idle time must be left to claim the pod: CLAIM_MARGIN_S, or a third of the idle
     time the lease granted when that is shorter, so a short idle time is still adoptable for
     two thirds of it (a pod kept idle that no run can adopt would only bill)."""
-    granted = lease.expires_at - float(lease.body.get("renewed_at") or 0.0)
-    if not lease.body.get("renewed_at") or granted <= 0:
+    granted = lease.granted_s
+    if granted <= 0:
         return CLAIM_MARGIN_S
     return min(CLAIM_MARGIN_S, granted / 3)
 
@@ -99,6 +100,6 @@ def fleet_usage(client: Any, r2: R2Resource) -> FleetUsage:
     return LiveFleet.read(client, r2).usage()
 
 
-def expired_idle_pod_ids(leases: Mapping[str, Lease], now: float | None = None) -> list[str]:
-    now = time.time() if now is None else now
-    return sorted(pod_id for pod_id, lease in leases.items() if lease.idle and lease.expired(now))
+def expired_idle_pod_ids(leases: Mapping[str, Lease]) -> list[str]:
+    """Idle pods whose idle time is over on R2's clock (their watchers end them)."""
+    return sorted(pod_id for pod_id, lease in leases.items() if lease.idle and lease.lapsed)

@@ -158,7 +158,7 @@ def claim_idle_pod(
     this run's lease (`lease_s` long, renew it as usual); then check readiness as for a new pod."""
     now = time.time() if now is None else now
     fleet = LiveFleet.read(client, r2)
-    for pod, lease in fleet.adoptable(image=image, gpu_types=gpu_types, volume=volume, now=now):
+    for pod, lease in fleet.adoptable(image=image, gpu_types=gpu_types, volume=volume):
         idle_since = float(lease.body.get("idle_since") or now)
         previous = lease.body.get("last_run_id")
         body = adopted_lease(pod.id, run_id, lease_s, now, previous)

@@ -19,7 +19,7 @@ from rp_devstack.runpod_emulator import RunPodEmulator
 from rp_devstack.stack import Devstack
 from rp_pipeline.defs.teardown.sensors import pod_reaper
 from rp_pipeline.fleet import live_fleet, warm_pods
-from rp_pipeline.fleet.leases import Lease, PodNeeds, lease_bodies
+from rp_pipeline.fleet.leases import Lease, PodNeeds, idle_lease, lease_bodies
 from rp_pipeline.fleet.reaper import find_orphans, terminate_pods_of_run
 from rp_pipeline.fleet.warm_pods import WarmPodConfigError
 from rp_pipeline.integrations.r2.resource import R2Resource
@@ -241,12 +241,28 @@ def test_an_idle_pod_that_does_not_fit_is_left_alone(
     assert lease_body(r2, pods[0].id)["state"] == "idle"
 
 
-def test_an_idle_pod_about_to_end_is_not_adopted(
+def test_an_idle_pod_about_to_end_is_not_adopted(pods: list[Pod]) -> None:
+    """Time left to claim is the grant less the lease object's age on R2's clock: 110 s idle
+    written 100 s ago leaves 10 s, under the 30 s claim margin."""
+    now = time.time()
+    body = idle_lease(pods[0].id, "run-owner", PodNeeds(IMAGE, GPU_4090, None), 110, now)
+    fleet = live_fleet.LiveFleet([pods[0]], {pods[0].id: Lease(body, "etag", age_s=100.0)})
+    assert fleet.adoptable(image=IMAGE, gpu_types=[GPU_4090], volume=None) == []
+    fresh = live_fleet.LiveFleet([pods[0]], {pods[0].id: Lease(body, "etag", age_s=1.0)})
+    assert [p.id for p, _ in fresh.adoptable(image=IMAGE, gpu_types=[GPU_4090], volume=None)] == [
+        pods[0].id
+    ]
+
+
+def test_an_idle_pod_released_by_a_run_whose_clock_is_behind_is_adopted(
     client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:
+    """The releasing run's clock is 10 min behind: its `expires_at` reads as past on the
+    claiming run's clock, yet the pod has its whole idle time left (its watcher judges on R2's
+    clock too). Judged on one clock it is adopted instead of billing idle for nothing."""
     now = time.time()
-    make_idle(r2, pods[0], GPU_4090, now - 100, idle_s=100 + 10)
-    assert claim(client, r2, "run-next", now=now) is None
+    make_idle(r2, pods[0], GPU_4090, now - 600, idle_s=300)
+    assert claim(client, r2, "run-next", now=now) is not None
 
 
 def test_a_short_idle_time_is_still_adoptable(
@@ -298,7 +314,7 @@ def test_reaper_keeps_warm_pods_and_ends_expired_ones_whatever_the_run(pods: lis
     # The runs that launched both pods crashed long ago.
     orphans = find_orphans(pods, lambda _run: DagsterRunStatus.FAILURE, 4 * 3600, now, leases=typed)
     assert [(o.pod_id, o.reason) for o in orphans] == [(pods[1].id, "idle time over")]
-    assert live_fleet.expired_idle_pod_ids(typed, now) == [pods[1].id]
+    assert live_fleet.expired_idle_pod_ids(typed) == [pods[1].id]
 
 
 def test_reaper_follows_the_lease_of_an_adopted_pod(pods: list[Pod]) -> None:
