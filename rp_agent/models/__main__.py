@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     def on_stop(signum: int, _frame: object) -> None:
         # A pod stop: record how far every part file got, so the next start resumes there.
+        # start.sh signals the download's process group and then the process itself: a second
+        # signal must not re-enter this handler while it holds a part's lock (a deadlock).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         downloader.save_all()
         log("stopped: partial files kept for the next start")
         os._exit(128 + signum)

@@ -192,7 +192,12 @@ def test_several_files_download_at_once(tmp_path: Path, model_hub: ModelHub) -> 
         )
 
 
-def test_stopped_download_resumes_from_its_part_record(tmp_path: Path, model_hub: ModelHub) -> None:
+@pytest.mark.parametrize("signals", [1, 5])
+def test_stopped_download_resumes_from_its_part_record(
+    tmp_path: Path, model_hub: ModelHub, signals: int
+) -> None:
+    """A pod stop signals the download (start.sh: its process group, then the process): any
+    number of stop signals back to back end it once, with every part's progress kept."""
     data = payload(4 * MIB, seed=5)
     path = hf_path("stop.safetensors")
     model_hub.add(path, data, chunk_delay=0.02)
@@ -215,7 +220,8 @@ def test_stopped_download_resumes_from_its_part_record(tmp_path: Path, model_hub
             if len(done) >= 2:
                 break
             time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
+        for _ in range(signals):
+            process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
