@@ -23,6 +23,7 @@ from typing import Any
 
 from rp_pipeline.money.cost_table import CostRow, frame_class, resolution_of
 from rp_pipeline.settings import GPU_CHOICES, env_name
+from rp_pipeline.workflows import WorkflowError, WorkflowParamError, defaults, get_workflow
 
 CHOICE_ENV = env_name("gpu_choice")
 CEILING_ENV = env_name("gpu_max_usd_per_video")
@@ -46,10 +47,14 @@ class Workload:
 
     @classmethod
     def of(cls, videos: Sequence[Any]) -> Workload | None:
-        """The run's most common (workflow, size) among its planned videos."""
+        """The run's most common (workflow, size) among its planned videos; a size a request
+        does not give is the workflow's own (what the video will measure, as the table keys it)."""
         keys = []
         for video in videos:
-            params = dict(video.request.get("params") or {})
+            params = {
+                **_workflow_defaults(video.workflow_name),
+                **(video.request.get("params") or {}),
+            }
             size = resolution_of(params.get("width"), params.get("height"))
             keys.append((video.workflow_name, size, frame_class(params.get("frames"))))
         if not keys:
@@ -57,6 +62,13 @@ class Workload:
         (workflow, size, frames), count = Counter(keys).most_common(1)[0]
         same = sum(1 for k in keys if k[0] == workflow)
         return cls(workflow, size, frames, count, len(keys) - same)
+
+
+def _workflow_defaults(name: str) -> dict[str, Any]:
+    try:
+        return defaults(get_workflow(name))
+    except (WorkflowError, WorkflowParamError):
+        return {}  # the run's first op has refused it already
 
 
 @dataclass(frozen=True)

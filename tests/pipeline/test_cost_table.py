@@ -149,3 +149,20 @@ def test_rp_launch_gpus_shows_the_measured_cost_beside_price_and_stock(
     assert "no video of wf measured" in text.stdout
     no_home = only_base_url_and_key(runpod_emulator, "gpus", "--workflow", "wf")
     assert "set DAGSTER_HOME" in one_line_error(no_home, 2)
+
+
+def test_a_runs_workload_takes_the_workflows_own_size_where_requests_give_none() -> None:
+    """The table keys videos by what they measure; a request that leaves the size to the
+    workflow renders the workflow's size, so that is the row the choice must read."""
+    from types import SimpleNamespace
+
+    sized = SimpleNamespace(workflow_name="wan22_ti2v_5b", request={"params": {"width": 320}})
+    bare = SimpleNamespace(workflow_name="wan22_ti2v_5b", request={"prompt": "a kite"})
+    workload = Workload.of([bare, bare, sized])
+    assert workload is not None
+    assert (workload.workflow, workload.resolution, workload.frames) == (
+        "wan22_ti2v_5b",
+        "1280x704",
+        "<=121",
+    )
+    assert workload.videos == 2
