@@ -135,6 +135,10 @@ def test_dagster_image_installs_the_code_location_with_postgres_and_starts_throu
     env = " ".join(args for kind, args in steps if kind == "ENV")
     assert not any(secret in env for secret in SECRETS)
     assert "RP_PROMPTS_DIR=/opt/dagster/app/prompts" in env
+    # The installed package lives in the venv: the workflows (and their node catalogue) are
+    # copied beside the prompts and named, or every request would name an unknown workflow.
+    assert "RP_WORKFLOWS_DIR=/opt/dagster/app/workflows" in env
+    assert "workflows/" in copied
 
 
 def helm_values() -> dict[str, Any]:
