@@ -218,7 +218,7 @@ class PodEndings:
         try:
             needs = needs_of(
                 self.client, self.client.get(pod.pod_id), self.runpod.image,
-                self.runpod.network_volume_id,
+                self.runpod.network_volume_id, tuple(pod.loras),
             )  # fmt: skip
             kept = release_to_idle(self.r2, pod.pod_id, self.work.state.run_id, needs, plan.idle_s)
         except Exception as exc:

@@ -16,7 +16,7 @@ from rp_pipeline.fleet.state import PodInfo
 from rp_pipeline.fleet.warm_pods import claim_idle_pod, evict_idle_pod
 from rp_pipeline.integrations.runpod.token import POD_TOKEN_ENV, new_pod_token
 from rp_pipeline.money.market import PodMarket, launch_on_market
-from rp_pipeline.workflows.loras import LORAS_ENV
+from rp_pipeline.workflows.loras import LORAS_ENV, lora_ids
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +77,22 @@ class Launcher:
             # interruptible-fallback may have rented on-demand; an EXITED on-demand pod is then
             # counted as preempted too, which only adds the flag to its moved prompts.
             interruptible=market.spot,
+            loras=lora_ids(self.loras_env),
         )
         self.leases.hold(pod.id)
         return info
 
     def _adopt(self, client: Any, slot: str) -> PodInfo | None:
         """Claim an idle pod of an earlier run that fits (it skips the boot); the claim is
-        this run's lease, which the LeaseKeeper takes over and renews from here. A run with
-        LoRAs never adopts: a warm pod fetched only its own run's LoRAs at boot."""
-        if self.loras_env:
-            return None
+        this run's lease, which the LeaseKeeper takes over and renews from here. A pod fetches
+        LoRAs only at its boot: a run with LoRAs adopts only a pod that holds all of them."""
         r2 = self.leases.r2
         try:
             claim = claim_idle_pod(
                 client, r2, self.run_id,
                 image=self.runpod.image, gpu_types=self.runpod.gpu_types,
                 volume=self.runpod.network_volume_id, lease_s=self.leases.lease_s,
+                loras=lora_ids(self.loras_env),
             )  # fmt: skip
         except Exception as exc:  # no adoption is never worse than a cold launch
             log.warning("could not look for an idle pod to adopt (%s); launching one", exc)
@@ -112,6 +112,7 @@ class Launcher:
             interruptible=self.plan is not None and self.plan.market.spot,
             adopted_idle_s=claim.idle_s,
             adopted_from_run=claim.previous_run_id,
+            loras=claim.loras,
         )
 
     def _make_room(self, client: Any, price: float) -> None:
@@ -161,19 +162,20 @@ class IdleRoom:
     fitting: int = 0
 
 
-def idle_room(client: Any, r2: Any, runpod: Any, adopts: bool = True) -> IdleRoom:
+def idle_room(client: Any, r2: Any, runpod: Any, loras: tuple[str, ...] = ()) -> IdleRoom:
     """Best effort: no room is counted when R2 cannot be read (the run then sizes as if no
-    pod were idle, which is never over a cap). `adopts=False` (a run with LoRAs, which adopts
-    no idle pod): none of them fits, their $/h is still room (the launcher may end them)."""
+    pod were idle, which is never over a cap). Idle pods that do not fit (another image, GPU,
+    volume, or without the run's `loras`) are still room: the launcher may end them."""
     try:
         fleet = LiveFleet.read(client, r2)
         usage = fleet.usage()
         if not usage.idle:
             return IdleRoom()
-        if not adopts:
-            return IdleRoom(usage.idle_cost_per_hr, 0)
         fitting = fleet.adoptable(
-            image=runpod.image, gpu_types=runpod.gpu_types, volume=runpod.network_volume_id
+            image=runpod.image,
+            gpu_types=runpod.gpu_types,
+            volume=runpod.network_volume_id,
+            loras=loras,
         )
     except Exception as exc:
         log.warning("could not read idle pods' leases (%s); sizing without them", exc)

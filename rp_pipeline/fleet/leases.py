@@ -50,26 +50,45 @@ EVICTED = "evicted"
 @dataclass(frozen=True)
 class PodNeeds:
     """What a run needs from a pod, as an idle lease records it (`needs`); an idle pod is
-    adopted only when it offers exactly this."""
+    adopted only when it offers exactly this, and holds every LoRA the run asks for."""
 
     image: str
     gpu_type: str  # the GPU type id the pod runs on, as RunPod spells it
     volume: str | None  # network volume id, None for a pod-local volume
+    # The LoRAs the pod fetched at boot (workflows.loras.lora_ids): a pod fetches them only then.
+    loras: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "gpu_type": self.gpu_type, "volume": self.volume}
+        data: dict[str, Any] = {
+            "image": self.image,
+            "gpu_type": self.gpu_type,
+            "volume": self.volume,
+        }
+        if self.loras:
+            data["loras"] = list(self.loras)
+        return data
 
     @classmethod
     def from_json(cls, raw: Any) -> PodNeeds | None:
         if not isinstance(raw, dict) or not raw.get("image") or not raw.get("gpu_type"):
             return None
-        return cls(str(raw["image"]), str(raw["gpu_type"]), raw.get("volume") or None)
+        listed = raw.get("loras")
+        loras = listed if isinstance(listed, list) else []
+        return cls(
+            str(raw["image"]),
+            str(raw["gpu_type"]),
+            raw.get("volume") or None,
+            tuple(sorted(str(item) for item in loras)),
+        )
 
-    def fits(self, image: str, gpu_types: Iterable[str], volume: str | None) -> bool:
+    def fits(
+        self, image: str, gpu_types: Iterable[str], volume: str | None, loras: Iterable[str] = ()
+    ) -> bool:
         return (
             self.image == image
             and self.gpu_type in set(gpu_types)
             and self.volume == (volume or None)
+            and set(loras) <= set(self.loras)
         )
 
 

@@ -64,13 +64,18 @@ class LiveFleet:
         return {pod_id: lease for pod_id, lease in self.leases.items() if pod_id in running}
 
     def adoptable(
-        self, *, image: str, gpu_types: Iterable[str], volume: str | None
+        self,
+        *,
+        image: str,
+        gpu_types: Iterable[str],
+        volume: str | None,
+        loras: Iterable[str] = (),
     ) -> list[tuple[Any, Lease]]:
         """Idle pods that fit these needs and have time left to be claimed, cheapest first,
         each with its lease (whose ETag a claim must match). Nothing is claimed. The time left
         is judged on R2's clock (the grant less the lease object's age), as the pod's watcher
         judges it: a run whose clock is off never claims a pod about to end itself."""
-        wanted = list(gpu_types)
+        wanted, wanted_loras = list(gpu_types), list(loras)
         found = []
         for pod in sorted(
             (p for p in self.pods if p.desired_status == "RUNNING"),
@@ -80,7 +85,7 @@ class LiveFleet:
             if lease is None or not lease.idle or lease.remaining_s <= claim_margin_s(lease):
                 continue
             needs = PodNeeds.from_json(lease.body.get("needs"))
-            if needs is not None and needs.fits(image, wanted, volume):
+            if needs is not None and needs.fits(image, wanted, volume, wanted_loras):
                 found.append((pod, lease))
         return found
 

@@ -93,6 +93,8 @@ class PodInfo:
     # pays the idle time it took over (shown apart from busy time in the settled cost).
     adopted_idle_s: float = 0.0
     adopted_from_run: str | None = None
+    # The LoRAs the pod fetched at its boot (workflows.loras.lora_ids): its idle lease says so.
+    loras: tuple[str, ...] = ()
     # Released to idle for the next run instead of terminated: terminated_at is the release
     # time (this run's bill ends there) and the pod holds no run slot any more.
     kept_warm: bool = False

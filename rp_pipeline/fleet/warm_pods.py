@@ -62,12 +62,14 @@ def idle_seconds_from_env(env: Mapping[str, str] | None = None) -> float:
     return value
 
 
-def needs_of(client: Any, pod: Any, image: str, volume: str | None) -> PodNeeds:
+def needs_of(
+    client: Any, pod: Any, image: str, volume: str | None, loras: tuple[str, ...] = ()
+) -> PodNeeds:
     """The needs an idle lease records for `pod`: RunPod reports a pod's GPU by display name
     ("RTX 4090"), runs ask by type id ("NVIDIA GeForce RTX 4090"), so map it through the catalog."""
     ids = {g.display_name: g.id for g in client.gpu_types()}
     gpu = str(pod.gpu_type or "")
-    return PodNeeds(image, ids.get(gpu, gpu), volume or None)
+    return PodNeeds(image, ids.get(gpu, gpu), volume or None, loras)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Claim:
     idle_s: float
     previous_run_id: str | None
     lease_etag: str
+    loras: tuple[str, ...] = ()  # the LoRAs the pod holds (fetched at its boot)
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,14 @@ def claim_idle_pod(
     gpu_types: Iterable[str],
     volume: str | None,
     lease_s: float,
+    loras: tuple[str, ...] = (),
     now: float | None = None,
 ) -> Claim | None:
     """Adopt an idle pod that fits (cheapest first), or None when none is free. The claim is
     this run's lease (`lease_s` long, renew it as usual); then check readiness as for a new pod."""
     now = time.time() if now is None else now
     fleet = LiveFleet.read(client, r2)
-    for pod, lease in fleet.adoptable(image=image, gpu_types=gpu_types, volume=volume):
+    for pod, lease in fleet.adoptable(image=image, gpu_types=gpu_types, volume=volume, loras=loras):
         idle_since = float(lease.body.get("idle_since") or now)
         previous = lease.body.get("last_run_id")
         body = adopted_lease(pod.id, run_id, lease_s, now, previous)
@@ -168,7 +172,8 @@ def claim_idle_pod(
             continue
         idle = max(0.0, now - idle_since)
         log.info("run %s adopted warm pod %s (idle %.0f s)", run_id, pod.id, idle)
-        return Claim(pod, now, idle, previous, etag)
+        held = PodNeeds.from_json(lease.body.get("needs"))
+        return Claim(pod, now, idle, previous, etag, held.loras if held else ())
     return None
 
 

@@ -231,6 +231,16 @@ def pod_env_value(refs: Sequence[LoraRef]) -> str:
     return json.dumps(list(seen.values()), sort_keys=True, separators=(",", ":"))
 
 
+def lora_ids(env_value: str) -> tuple[str, ...]:
+    """The LoRAs a pod fetched at boot, from its RP_LORAS value: one canonical text per file
+    (name, source, location, digest), sorted. An idle pod records them in its lease's needs,
+    and a run adopts it only when the pod holds every LoRA the run asks for."""
+    if not env_value:
+        return ()
+    items = json.loads(env_value)
+    return tuple(sorted(json.dumps(item, sort_keys=True, separators=(",", ":")) for item in items))
+
+
 # ---------------------------------------------------------------- the graph change
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rp_pipeline.fleet.launcher import Launcher
 from rp_pipeline.fleet.run import lora_env_of
 from rp_pipeline.fleet.state import BatchState, plan_videos
 from rp_pipeline.video_requests.model import (
@@ -85,20 +84,11 @@ def test_planned_graph_carries_the_loras_and_the_batch_env_lists_each_once() -> 
     )
 
 
-def test_a_run_with_loras_adopts_no_warm_pod() -> None:
-    """A warm pod fetched only its own run's LoRAs at boot: never adopted by a run with LoRAs
-    (checked before the pod list or any lease is read)."""
-    launcher = Launcher(
-        runpod=None, settings=None, run_id="r", leases=None, base_env={}, batch_size=1,
-        loras_env='[{"name":"a.safetensors","source":"file"}]',
-    )  # fmt: skip
-    assert launcher._adopt(client=None, slot="pod-0") is None
-
-
-def test_a_run_with_loras_counts_no_idle_pod_as_one_it_adopts(
+def test_sizing_counts_only_idle_pods_holding_the_runs_loras(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Sizing: idle pods' $/h is still room (they may be ended), but none fits a LoRA run."""
+    """Sizing: every idle pod's $/h is room (the launcher may end it), but only those holding
+    the run's LoRAs count as pods it adopts."""
     import rp_pipeline.fleet.launcher as launcher
 
     class Usage:
@@ -109,12 +99,12 @@ def test_a_run_with_loras_counts_no_idle_pod_as_one_it_adopts(
         def usage(self) -> Usage:
             return Usage()
 
-        def adoptable(self, **_: object) -> list[object]:
-            return [object(), object()]
+        def adoptable(self, *, loras: tuple[str, ...] = (), **_: object) -> list[object]:
+            return [] if loras else [object(), object()]  # neither holds a LoRA
 
     class Provider:
         image, gpu_types, network_volume_id = "img", ["g"], None
 
     monkeypatch.setattr(launcher.LiveFleet, "read", staticmethod(lambda client, r2: Fleet()))
     assert launcher.idle_room(None, None, Provider()) == launcher.IdleRoom(1.5, 2)
-    assert launcher.idle_room(None, None, Provider(), adopts=False) == launcher.IdleRoom(1.5, 0)
+    assert launcher.idle_room(None, None, Provider(), loras=("a",)) == launcher.IdleRoom(1.5, 0)

@@ -9,12 +9,21 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from dagster import DagsterInstance
 
 from rp_devstack.stack import Devstack
 from rp_pipeline.video_requests.model import parse_request
-from tests.pipeline.helpers import SMALL, generate, latest_by_partition, r2_now, register_requests
+from tests.pipeline.helpers import (
+    SMALL,
+    generate,
+    latest_by_partition,
+    pods_of_run,
+    r2_now,
+    register_requests,
+    with_settings,
+)
 
 LORA_KEY = "loras/fox_style_v1.safetensors"
 
@@ -73,3 +82,46 @@ def test_a_lora_the_pod_could_not_fetch_is_refused_by_comfyui_and_no_video_is_re
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     error = str(failure.event_specific_data.error)
     assert "LoraLoaderModelOnly" in error and "never_uploaded.safetensors" in error
+
+
+def test_a_warm_pod_holding_the_runs_lora_is_adopted_by_the_next_run(
+    devstack: Devstack,
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    prompts_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pod fetched the LoRA at its boot and its idle lease says so: the next run asking
+    for the same LoRA adopts it (no second boot, no second download); the video's metadata
+    still names the LoRA and its sha256."""
+    lora = hashlib.sha256(b"warm lora").digest() * 2048
+    r2 = r2_now()
+    r2.client.put_object(Bucket=r2.bucket, Key="loras/warm_style.safetensors", Body=lora)
+    entries = [
+        {
+            "prompt": f"a lantern {n}",
+            "workflow": "wan22_ti2v_5b",
+            "seed": 20 + n,
+            "params": SMALL,
+            "loras": [{"r2": "loras/warm_style.safetensors", "strength": 0.5}],
+        }
+        for n in range(2)
+    ]
+    (prompts_dir / "warm-lora.yaml").write_text(yaml.safe_dump({"requests": entries}))
+    keys = [parse_request(entry).key for entry in entries]
+    register_requests(instance, resources)
+    monkeypatch.setenv("RP_POD_IDLE_S", "120")
+    first = generate(instance, with_settings(resources, max_live_pods=1), keys[:1])
+    assert first.success
+    [pod] = pods_of_run(devstack.emulator, first.run_id)
+    assert pod["desired_status"] == "RUNNING", "kept warm, holding the LoRA"
+
+    monkeypatch.setenv("RP_POD_IDLE_S", "0")
+    created = len(devstack.emulator.pods())
+    second = generate(instance, with_settings(resources, max_live_pods=1), keys[1:])
+    assert second.success
+    assert len(devstack.emulator.pods()) == created, "the warm pod was adopted, none created"
+    md = latest_by_partition(instance)[keys[1]]
+    assert md["pod_id"] == pod["id"]
+    [row] = md["loras"]
+    assert row["sha256"] == hashlib.sha256(lora).hexdigest()

@@ -254,6 +254,28 @@ def test_an_idle_pod_about_to_end_is_not_adopted(pods: list[Pod]) -> None:
     ]
 
 
+def test_an_idle_pod_is_adopted_only_by_runs_whose_loras_it_holds(
+    client: RunPodClient, r2: R2Resource, pods: list[Pod]
+) -> None:
+    """A pod fetches LoRAs at its boot only: its idle lease records them, a run asking for a
+    LoRA the pod lacks launches its own pod, a run asking for a subset (or none) adopts it."""
+    from rp_pipeline.workflows.loras import lora_ids
+
+    held = lora_ids(
+        '[{"name":"a.safetensors","source":"file"},{"name":"b.safetensors","source":"file"}]'
+    )
+    other = lora_ids('[{"name":"c.safetensors","source":"file"}]')
+    now = time.time()
+    write_busy_lease(r2, pods[0].id, "run-owner", now)
+    needs = PodNeeds(IMAGE, GPU_4090, None, held)
+    assert warm_pods.release_to_idle(r2, pods[0].id, "run-owner", needs, 600, now=now)
+    assert PodNeeds.from_json(lease_body(r2, pods[0].id)["needs"]) == needs
+
+    assert claim(client, r2, "run-other", loras=other) is None
+    got = claim(client, r2, "run-subset", loras=held[:1])
+    assert got is not None and got.pod.id == pods[0].id and got.loras == held
+
+
 def test_an_idle_pod_released_by_a_run_whose_clock_is_behind_is_adopted(
     client: RunPodClient, r2: R2Resource, pods: list[Pod]
 ) -> None:

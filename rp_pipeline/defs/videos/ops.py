@@ -55,6 +55,7 @@ from rp_pipeline.integrations.runpod.resource import RunPodResource
 from rp_pipeline.money.gpu_choice import Workload
 from rp_pipeline.money.plan import plan_run
 from rp_pipeline.settings import SettingError, current
+from rp_pipeline.workflows.loras import lora_ids
 
 __all__ = ["POD_POOL"]
 
@@ -99,7 +100,7 @@ def launch_pod(
     pods = run_pods(context, state, runpod, r2, settings, comfyui)
     provider, settings, client = pods.provider, pods.settings, pods.client
     n = len(state.videos)
-    idle = idle_room(client, r2, provider, adopts=not lora_env_of(state))
+    idle = idle_room(client, r2, provider, loras=lora_ids(lora_env_of(state)))
     try:
         catalog = wait_for_capacity(
             client, provider.pod_spec(), current("capacity_wait_s"), context.log.info
