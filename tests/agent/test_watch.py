@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from rp_agent.r2 import R2Settings
 
@@ -124,11 +125,27 @@ def test_rewritten_file_is_uploaded_again(
     assert meta["sha256"] == sha256_of(b"version two!")
 
 
+def delete_bucket(client, bucket: str) -> None:
+    """Empty the bucket and delete it; the running agent's heartbeat may land in between, so
+    try again until the bucket is gone."""
+    for _ in range(20):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):  # outputs and the agent's own objects
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+        try:
+            client.delete_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "BucketNotEmpty":
+                raise
+    raise AssertionError(f"bucket {bucket} could not be emptied and deleted")
+
+
 def test_deleted_bucket_marks_files_failed_and_status_shows_it(
     make_agent, watch_dir: Path, tmp_path: Path, r2_client, r2_settings: R2Settings
 ) -> None:
     run = make_agent().start()
-    r2_client.delete_bucket(Bucket=r2_settings.bucket)
+    delete_bucket(r2_client, r2_settings.bucket)
     for i in range(3):
         (watch_dir / f"lost_{i}.png").write_bytes(b"x")
 

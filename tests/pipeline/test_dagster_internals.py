@@ -37,11 +37,17 @@ def test_the_database_url_names_the_sqlite_file(instance: DagsterInstance) -> No
 
 
 def test_a_signal_during_a_held_call_does_not_cut_it_short() -> None:
-    finished = False
-    with hold_interrupts():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)  # the signal is delivered and held here
-        finished = True
-    assert finished
-    # Outside the block the usual handler is back: a SIGINT interrupts again.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, as a run's process has it (pytest started in the background by a
+    # shell inherits SIGINT ignored, and Python then installs none).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = False
+        with hold_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal is delivered and held here
+            finished = True
+        assert finished
+        # Outside the block the usual handler is back: a SIGINT interrupts again.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)

@@ -46,7 +46,9 @@ def cost_table_metadata(rows: Sequence[CostRow]) -> MetadataValue:
 
 @asset(
     deps=[GENERATED_VIDEO],
-    group_name="costs",
+    # The videos' own group: a second group would make Dagster's global lineage open collapsed
+    # into two group boxes, hiding the request -> video -> preview -> catalog chain.
+    group_name="video",
     description="Measured cost per video for each GPU type and workflow (from generated_video).",
 )
 def gpu_cost_table(context: AssetExecutionContext) -> MaterializeResult:
