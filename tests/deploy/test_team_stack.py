@@ -83,7 +83,9 @@ mutation($selector: SensorSelector!) {
 }"""
 ACTIVE_RUNS = """
 { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
-    ... on Runs { results { runId status } } } }"""
+    ... on Runs { results { runId status jobName } } } }"""
+# Runs the cost table's sensor asks for when videos land: they only read the instance.
+COST_TABLE_JOB = "refresh_gpu_costs"
 
 
 class TeamStack:
@@ -246,8 +248,10 @@ def test_twelve_queued_runs_never_exceed_the_pod_limit_and_survive_a_daemon_kill
     # The queue did run jobs side by side (the limit, not a serial queue, kept pods at 2).
     runs_at_once = team.most_runs_at_once(run_ids)
     assert runs_at_once == MAX_PODS
-    # The queue drained: nothing queued or running is left anywhere in the instance.
-    assert team.dagster.graphql(ACTIVE_RUNS)["runsOrError"]["results"] == []
+    # The queue drained: no generation run is queued or running anywhere in the instance (the
+    # cost table's refresh, asked for by its sensor as the videos landed, may still be).
+    active = team.dagster.graphql(ACTIVE_RUNS)["runsOrError"]["results"]
+    assert [run for run in active if run["jobName"] != COST_TABLE_JOB] == []
     # One pod per run, every one terminated: no run lost its pod, no pod lost its run.
     pods = [p for p in team.admin.pods() if p["env"].get("DAGSTER_RUN_ID") in set(run_ids)]
     assert sorted(p["env"]["DAGSTER_RUN_ID"] for p in pods) == sorted(run_ids)
