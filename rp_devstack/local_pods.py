@@ -158,7 +158,7 @@ class LocalPod:
         self.input_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         process_env = self._process_env()
-        bootstatus.update(self.boot_status, phase="container_started")
+        bootstatus.update(self.boot_status, phase="container_started", now=self.pod_clock())
         # As start.sh: with files to fetch (the run's LoRAs), ComfyUI starts once the download
         # is done, in the background, so the pod's create call returns at once as on RunPod.
         fetch = bool(self.env.get("RP_LORAS"))
