@@ -186,9 +186,6 @@ class Lease:
     def run_id(self) -> str | None:
         return self.body.get("run_id") or None
 
-    def expired(self, now: float) -> bool:
-        return self.expires_at <= now
-
 
 def read_lease(r2: R2Resource, pod_id: str) -> Lease | None:
     """The pod's lease and its ETag, or None when there is none (or it is not JSON)."""
